@@ -1,0 +1,190 @@
+//! Checkpoint files in the Hugging Face layout: find the weights of a model directory
+//! (`model.safetensors`, a sharded `model.safetensors.index.json`, `pytorch_model.bin`), read
+//! them lazily (safetensors are memory-mapped), and write `model.safetensors` atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::pickle::PthTensors;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+pub const SAFETENSORS: &str = "model.safetensors";
+pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+pub const PYTORCH_BIN: &str = "pytorch_model.bin";
+pub const PYTORCH_BIN_INDEX: &str = "pytorch_model.bin.index.json";
+
+/// The tensors of a checkpoint, read on demand.
+pub struct Weights {
+    files: Vec<PathBuf>,
+    backend: Backend,
+    /// tensor name -> index into `files` (and into the backend's readers)
+    routing: HashMap<String, usize>,
+}
+
+enum Backend {
+    Safetensors(Vec<MmapedSafetensors>),
+    Pickle(Vec<PthTensors>),
+    Memory(HashMap<String, Tensor>),
+}
+
+impl Weights {
+    /// Finds and opens the weights of a model directory, preferring safetensors as
+    /// transformers does.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound {
+                spec: dir.display().to_string(),
+                message: "not a directory".into(),
+            });
+        }
+        let single = dir.join(SAFETENSORS);
+        if single.is_file() {
+            return Self::from_safetensors(&[single]);
+        }
+        let index = dir.join(SAFETENSORS_INDEX);
+        if index.is_file() {
+            return Self::from_safetensors(&shards(&index)?);
+        }
+        let bin = dir.join(PYTORCH_BIN);
+        if bin.is_file() {
+            return Self::from_pytorch(&[bin]);
+        }
+        let bin_index = dir.join(PYTORCH_BIN_INDEX);
+        if bin_index.is_file() {
+            return Self::from_pytorch(&shards(&bin_index)?);
+        }
+        Err(Error::NoWeights {
+            dir: dir.to_path_buf(),
+            looked_for: vec![SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN, PYTORCH_BIN_INDEX],
+        })
+    }
+
+    pub fn from_safetensors(files: &[PathBuf]) -> Result<Self> {
+        let mut readers = Vec::with_capacity(files.len());
+        let mut routing = HashMap::new();
+        for (i, path) in files.iter().enumerate() {
+            // SAFETY: the map is read-only; like every mmap user we assume the file is not
+            // truncated under us while the model is loaded.
+            let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| bad(path, e))?;
+            for (name, _) in st.tensors() {
+                routing.insert(name, i);
+            }
+            readers.push(st);
+        }
+        Ok(Weights { files: files.to_vec(), backend: Backend::Safetensors(readers), routing })
+    }
+
+    pub fn from_pytorch(files: &[PathBuf]) -> Result<Self> {
+        let mut readers = Vec::with_capacity(files.len());
+        let mut routing = HashMap::new();
+        for (i, path) in files.iter().enumerate() {
+            let pth = PthTensors::new(path, None).map_err(|e| bad(path, e))?;
+            for name in pth.tensor_infos().keys() {
+                routing.insert(name.clone(), i);
+            }
+            readers.push(pth);
+        }
+        Ok(Weights { files: files.to_vec(), backend: Backend::Pickle(readers), routing })
+    }
+
+    /// Weights held in memory, e.g. built by a program or a test.
+    pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Self {
+        let routing = tensors.keys().map(|k| (k.clone(), 0)).collect();
+        Weights { files: Vec::new(), backend: Backend::Memory(tensors), routing }
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.routing.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routing.keys().map(String::as_str)
+    }
+
+    /// The file holding `name`, for error messages.
+    pub fn file_of(&self, name: &str) -> PathBuf {
+        self.routing
+            .get(name)
+            .and_then(|i| self.files.get(*i))
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("(in memory)"))
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let i = *self.routing.get(name)?;
+        match &self.backend {
+            Backend::Safetensors(r) => r[i].get(name).ok().map(|v| v.shape().to_vec()),
+            Backend::Pickle(r) => r[i].tensor_infos().get(name).map(|t| t.layout.dims().to_vec()),
+            Backend::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
+        }
+    }
+
+    /// Reads one tensor, converted to `dtype` on `device`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let i = *self.routing.get(name).ok_or_else(|| Error::MissingWeight {
+            name: name.to_string(),
+            files: self.files.clone(),
+        })?;
+        let loaded = match &self.backend {
+            Backend::Safetensors(r) => r[i].load(name, device),
+            Backend::Pickle(r) => r[i].get(name).and_then(|t| {
+                t.ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} vanished")))?
+                    .to_device(device)
+            }),
+            Backend::Memory(m) => m[name].to_device(device),
+        };
+        let tensor = loaded.map_err(|e| bad(&self.file_of(name), format!("weight `{name}`: {e}")))?;
+        Ok(tensor.to_dtype(dtype)?)
+    }
+}
+
+fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::BadWeights { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// The shard files named by a `*.index.json`, each checked to exist.
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let parsed: Index = crate::io::read_json(index)?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(Error::config(index, "weight_map", "lists no shard files"));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let p = dir.join(&f);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::config(index, "weight_map", format!("shard {f} is missing")))
+            }
+        })
+        .collect()
+}
+
+/// Writes named tensors as `path` (safetensors with HF's `{"format": "pt"}` metadata, which
+/// transformers requires), atomically.
+pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+        .map_err(|e| bad(path, e))?;
+    crate::io::write_atomic(path, &bytes)
+}

@@ -1,0 +1,272 @@
+//! Model configs read from and written to Hugging Face's `config.json`, with HF's field names
+//! and defaults. `model_type` picks the family; keys ptm does not model are kept as they were
+//! and written back, so a config survives a load/save round trip unchanged.
+
+mod bert;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use bert::BertConfig;
+
+use crate::error::{Error, Result};
+
+/// The `model_type`s ptm can build.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+/// One family's config.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Bert(BertConfig),
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_file(&dir.join("config.json"))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let value: Value = crate::io::read_json(path)?;
+        Self::from_value(value, path)
+    }
+
+    /// Parses a config already read as JSON; `path` is only used in error messages.
+    pub fn from_value(value: Value, path: &Path) -> Result<Self> {
+        let Value::Object(map) = value else {
+            return Err(Error::config(path, "(top level)", "expected a JSON object"));
+        };
+        let model_type = match map.get("model_type") {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(Error::config(path, "model_type", "expected a string")),
+            None => {
+                return Err(Error::config(
+                    path,
+                    "model_type",
+                    format!("missing; supported: {}", SUPPORTED_MODEL_TYPES.join(", ")),
+                ));
+            }
+        };
+        match model_type.as_str() {
+            "bert" => Ok(ModelConfig::Bert(BertConfig::from_map(map, path)?)),
+            _ => Err(Error::UnknownModelType {
+                path: path.to_path_buf(),
+                model_type,
+                supported: SUPPORTED_MODEL_TYPES.to_vec(),
+            }),
+        }
+    }
+
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            ModelConfig::Bert(_) => "bert",
+        }
+    }
+
+    pub fn common(&self) -> &CommonConfig {
+        match self {
+            ModelConfig::Bert(c) => &c.common,
+        }
+    }
+
+    pub fn to_json(&self) -> Result<Value> {
+        match self {
+            ModelConfig::Bert(c) => c.to_json(),
+        }
+    }
+
+    /// Writes `dir/config.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save_json(&self.to_json()?, &dir.join("config.json"))
+    }
+}
+
+pub(crate) fn save_json(value: &Value, path: &Path) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    text.push('\n');
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
+/// Deserializes `value` into `T`, naming the offending field on error.
+pub(crate) fn from_value<T: DeserializeOwned>(value: Value, path: &Path) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        Error::config(path, &field, e.into_inner().to_string())
+    })
+}
+
+/// The fields every HF config has (`PretrainedConfig`): labels, architectures, problem type.
+/// `id2label` wins over `num_labels`, as in transformers; the default is two labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommonConfig {
+    pub architectures: Vec<String>,
+    pub id2label: Vec<String>,
+    pub problem_type: Option<ProblemType>,
+    /// Where the config was read from, for error messages.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    Regression,
+    SingleLabelClassification,
+    MultiLabelClassification,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        CommonConfig {
+            architectures: Vec::new(),
+            id2label: default_labels(2),
+            problem_type: None,
+            path: None,
+        }
+    }
+}
+
+fn default_labels(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("LABEL_{i}")).collect()
+}
+
+#[derive(Deserialize)]
+struct RawCommon {
+    #[serde(default)]
+    architectures: Option<Vec<String>>,
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    num_labels: Option<usize>,
+    #[serde(default)]
+    problem_type: Option<ProblemType>,
+}
+
+impl CommonConfig {
+    pub(crate) fn from_map(map: &Map<String, Value>, path: &Path) -> Result<Self> {
+        let keys = ["architectures", "id2label", "num_labels", "problem_type"];
+        let sub: Map<String, Value> = keys
+            .iter()
+            .filter_map(|k| map.get(*k).filter(|v| !v.is_null()).map(|v| (k.to_string(), v.clone())))
+            .collect();
+        let raw: RawCommon = from_value(Value::Object(sub), path)?;
+        let id2label = match (raw.id2label, raw.num_labels) {
+            (Some(m), _) => {
+                let mut labels = vec![None; m.len()];
+                for (k, v) in m {
+                    let i: usize = k.parse().ok().filter(|i| *i < labels.len()).ok_or_else(|| {
+                        Error::config(
+                            path,
+                            "id2label",
+                            format!("key {k:?} is not an index in 0..{}", labels.len()),
+                        )
+                    })?;
+                    labels[i] = Some(v);
+                }
+                labels.into_iter().map(|l| l.unwrap_or_default()).collect()
+            }
+            (None, Some(n)) => default_labels(n),
+            (None, None) => default_labels(2),
+        };
+        Ok(CommonConfig {
+            architectures: raw.architectures.unwrap_or_default(),
+            id2label,
+            problem_type: raw.problem_type,
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+
+    /// Sets the label names (as fine-tuning does); `label2id` follows.
+    pub fn set_labels(&mut self, labels: Vec<String>) {
+        self.id2label = labels;
+    }
+
+    pub fn label2id(&self) -> BTreeMap<String, usize> {
+        self.id2label.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect()
+    }
+
+    /// Writes these fields into a config map.
+    pub(crate) fn write_into(&self, map: &mut Map<String, Value>) {
+        if !self.architectures.is_empty() {
+            map.insert("architectures".into(), serde_json::json!(self.architectures));
+        }
+        let id2label: Map<String, Value> = self
+            .id2label
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), Value::String(l.clone())))
+            .collect();
+        map.insert("id2label".into(), Value::Object(id2label));
+        map.insert("label2id".into(), serde_json::json!(self.label2id()));
+        map.remove("num_labels");
+        match self.problem_type {
+            Some(p) => map.insert("problem_type".into(), serde_json::json!(p)),
+            None => map.remove("problem_type"),
+        };
+    }
+}
+
+/// Builds the JSON of a family config: the keys read from disk, overwritten by the typed
+/// fields, then the common ones.
+pub(crate) fn merge_json<T: Serialize>(
+    raw: &Map<String, Value>,
+    typed: &T,
+    common: &CommonConfig,
+    model_type: &str,
+) -> Result<Value> {
+    let mut map = raw.clone();
+    let typed = serde_json::to_value(typed).map_err(|source| Error::Json {
+        path: common.path.clone().unwrap_or_else(|| "config.json".into()),
+        source,
+    })?;
+    if let Value::Object(fields) = typed {
+        map.extend(fields);
+    }
+    common.write_into(&mut map);
+    map.insert("model_type".into(), Value::String(model_type.to_string()));
+    Ok(Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<ModelConfig> {
+        ModelConfig::from_value(v, Path::new("config.json"))
+    }
+
+    #[test]
+    fn unknown_model_type_is_named_with_the_supported_list() {
+        let err = parse(json!({"model_type": "gpt7"})).unwrap_err().to_string();
+        assert!(err.contains("\"gpt7\"") && err.contains("supported: bert"), "{err}");
+    }
+
+    #[test]
+    fn missing_model_type_is_an_error() {
+        let err = parse(json!({"hidden_size": 8})).unwrap_err().to_string();
+        assert!(err.contains("model_type"), "{err}");
+    }
+
+    #[test]
+    fn labels_from_id2label_or_num_labels() {
+        let ModelConfig::Bert(c) = parse(json!({"model_type": "bert", "num_labels": 3})).unwrap();
+        assert_eq!(c.common.id2label, vec!["LABEL_0", "LABEL_1", "LABEL_2"]);
+        let ModelConfig::Bert(c) =
+            parse(json!({"model_type": "bert", "id2label": {"1": "pos", "0": "neg"}, "num_labels": 5}))
+                .unwrap();
+        assert_eq!(c.common.id2label, vec!["neg", "pos"]);
+        let err = parse(json!({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("id2label") && err.contains("\"2\""), "{err}");
+    }
+}

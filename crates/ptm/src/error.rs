@@ -1,0 +1,105 @@
+//! The library's one error type. Every variant names what the user can fix: the file, the
+//! field, the weight or the line.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{path}: field `{field}`: {message}")]
+    Config {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+
+    #[error("{path}: unknown model_type {model_type:?}; supported: {}", supported.join(", "))]
+    UnknownModelType {
+        path: PathBuf,
+        model_type: String,
+        supported: Vec<&'static str>,
+    },
+
+    #[error("model not found: {spec}: {message}")]
+    ModelNotFound { spec: String, message: String },
+
+    #[error("{dir}: no weights found (looked for {})", looked_for.join(", "))]
+    NoWeights {
+        dir: PathBuf,
+        looked_for: Vec<&'static str>,
+    },
+
+    #[error("{path}: cannot read weights: {message}")]
+    BadWeights { path: PathBuf, message: String },
+
+    #[error("weight `{name}` is missing from {}", source_desc(.files))]
+    MissingWeight { name: String, files: Vec<PathBuf> },
+
+    #[error("weight `{name}` in {}: expected shape {expected:?}, found {found:?}", file.display())]
+    ShapeMismatch {
+        name: String,
+        file: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error(
+        "the tokenizer has {tokenizer} tokens but the model's embeddings have {model} rows \
+         (vocab_size in config.json); token ids up to {} would be out of range",
+        tokenizer - 1
+    )]
+    VocabMismatch { tokenizer: usize, model: usize },
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+fn source_desc(files: &[PathBuf]) -> String {
+    match files {
+        [] => "the checkpoint".to_string(),
+        [one] => one.display().to_string(),
+        many => format!(
+            "the checkpoint ({})",
+            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub fn config(path: impl Into<PathBuf>, field: &str, message: impl Into<String>) -> Self {
+        Error::Config { path: path.into(), field: field.to_string(), message: message.into() }
+    }
+
+    pub fn tokenizer(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Tokenizer { path: path.into(), message: message.to_string() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+}

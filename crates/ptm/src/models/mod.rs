@@ -1,0 +1,165 @@
+//! Model families (one file each, named after transformers' modules) and what loading and
+//! saving a model directory needs around them.
+
+pub mod bert;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::Encoding;
+
+use crate::checkpoint::{SAFETENSORS, Weights, save_safetensors};
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::nn::{Mode, ParamStore, StoreOptions};
+use crate::tokenizer::Tokenizer;
+
+/// The inputs of an encoder: (batch, seq) u32 tensors.
+#[derive(Clone)]
+pub struct EncoderInput {
+    pub input_ids: Tensor,
+    /// 1 for tokens, 0 for padding; all ones when absent.
+    pub attention_mask: Option<Tensor>,
+    /// Segment ids (0 for sentence A, 1 for B); all zeros when absent.
+    pub token_type_ids: Option<Tensor>,
+}
+
+impl EncoderInput {
+    /// Right-pads token encodings to the longest with `pad_id` (mask 0, type 0).
+    pub fn from_encodings(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<Self> {
+        let b = encodings.len();
+        let seq = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let padded = |f: fn(&Encoding) -> &[u32], pad: u32| -> Result<Tensor> {
+            let mut flat = Vec::with_capacity(b * seq);
+            for e in encodings {
+                let v = f(e);
+                flat.extend_from_slice(v);
+                flat.extend(std::iter::repeat_n(pad, seq - v.len()));
+            }
+            Ok(Tensor::from_vec(flat, (b, seq), device)?)
+        };
+        Ok(EncoderInput {
+            input_ids: padded(Encoding::get_ids, pad_id)?,
+            attention_mask: Some(padded(Encoding::get_attention_mask, 0)?),
+            token_type_ids: Some(padded(Encoding::get_type_ids, 0)?),
+        })
+    }
+}
+
+/// A model directory opened for loading: where it is and its config.
+pub struct Pretrained {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+}
+
+impl Pretrained {
+    /// Opens a local directory or a Hugging Face cache entry (`org/name`).
+    pub fn open(spec: &str) -> Result<Self> {
+        Self::from_dir(&crate::hub::resolve_model_dir(spec)?)
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        Ok(Pretrained { dir: dir.to_path_buf(), config })
+    }
+
+    /// Hidden size, vocabulary and position limit, whatever the family.
+    pub fn vocab_size(&self) -> usize {
+        match &self.config {
+            ModelConfig::Bert(c) => c.vocab_size,
+        }
+    }
+
+    pub fn max_positions(&self) -> usize {
+        match &self.config {
+            ModelConfig::Bert(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// The tokenizer, checked to fit the model's embeddings.
+    pub fn checked_tokenizer(&self) -> Result<Tokenizer> {
+        let tok = self.tokenizer()?;
+        tok.check_fits(self.vocab_size())?;
+        Ok(tok)
+    }
+
+    /// The parameter store backed by this directory's weights.
+    pub fn store(&self, opts: &StoreOptions) -> Result<ParamStore> {
+        let weights = Weights::from_dir(&self.dir)?;
+        Ok(ParamStore::new(Some(weights), &[base_prefix(&self.config)], opts))
+    }
+
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_dir(&self.dir)
+    }
+}
+
+/// The name under which a family's heads hold the base model (`base_model_prefix`).
+pub fn base_prefix(config: &ModelConfig) -> &'static str {
+    match config {
+        ModelConfig::Bert(_) => "bert",
+    }
+}
+
+/// Logs what a load initialised or left unused, as transformers warns.
+pub fn report_load(store: &ParamStore, architecture: &str) {
+    let new = store.newly_initialized();
+    if !new.is_empty() {
+        tracing::warn!(
+            "{architecture}: {} weights were not in the checkpoint and are newly initialised \
+             (train before use): {}",
+            new.len(),
+            new.join(", ")
+        );
+    }
+    let unused = store.unused_weights();
+    if !unused.is_empty() {
+        tracing::info!("{architecture}: checkpoint weights not used: {}", unused.join(", "));
+    }
+}
+
+/// The bare encoder of any supported family: token states for embeddings and pipelines.
+pub enum EncoderModel {
+    Bert(bert::BertModel),
+}
+
+impl EncoderModel {
+    /// Loads the bare encoder (no pooler, no head) of a model directory.
+    pub fn load(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(Self, ParamStore)> {
+        let store = pretrained.store(opts)?;
+        let model = match &pretrained.config {
+            ModelConfig::Bert(cfg) => EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?),
+        };
+        report_load(&store, "encoder");
+        Ok((model, store))
+    }
+
+    /// (batch, seq, hidden)
+    pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        match self {
+            EncoderModel::Bert(m) => Ok(m.forward(input, mode)?.last_hidden_state),
+        }
+    }
+}
+
+/// Writes a model directory that transformers loads: config.json (with `architectures`),
+/// model.safetensors and, when given, the tokenizer files. Each file is written atomically.
+pub fn save_pretrained(
+    dir: &Path,
+    config: &ModelConfig,
+    architecture: &str,
+    store: &ParamStore,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<()> {
+    crate::io::create_dir_all(dir)?;
+    let mut config = config.clone();
+    match &mut config {
+        ModelConfig::Bert(c) => c.common.architectures = vec![architecture.to_string()],
+    }
+    save_safetensors(&store.named_tensors(), &dir.join(SAFETENSORS))?;
+    if let Some(t) = tokenizer {
+        t.save(dir)?;
+    }
+    // config.json last: a directory with a config is a complete model.
+    config.save(dir)
+}

@@ -1,0 +1,77 @@
+//! Train/eval mode and seeded dropout. candle's CPU random numbers cannot be seeded, so masks
+//! are drawn here from a ChaCha generator whose state can be saved and restored.
+
+use std::sync::Mutex;
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+
+/// The generator behind every dropout mask of a training run.
+pub struct DropoutRng(Mutex<ChaCha8Rng>);
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        DropoutRng(Mutex::new(ChaCha8Rng::seed_from_u64(seed)))
+    }
+
+    /// `n` mask values: 0 with probability `p`, else 1 / (1 - p).
+    fn mask(&self, n: usize, p: f64) -> Vec<f32> {
+        let mut rng = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let scale = (1.0 / (1.0 - p)) as f32;
+        (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect()
+    }
+}
+
+/// Whether a forward pass trains (dropout on, drawing from the generator) or evaluates.
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    Eval,
+    Train(&'a DropoutRng),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by
+/// 1 / (1 - p); the identity in eval mode.
+pub fn dropout(x: &Tensor, p: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Train(rng) if p > 0.0 => {
+            let mask = rng.mask(x.elem_count(), p);
+            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+            Ok((x * mask)?)
+        }
+        _ => Ok(x.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn eval_is_identity_and_train_is_seeded() {
+        let x = Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap();
+        let same = dropout(&x, 0.5, Mode::Eval).unwrap();
+        assert_eq!(same.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
+
+        let a = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(1))).unwrap();
+        let b = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(1))).unwrap();
+        let c = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(2))).unwrap();
+        let (a, b, c) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                         b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                         c.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "{dropped}");
+        assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+    }
+}

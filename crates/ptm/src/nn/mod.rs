@@ -1,0 +1,18 @@
+//! Building blocks shared by every model: parameters, layers, attention, losses.
+
+mod activation;
+pub mod attention;
+mod dropout;
+mod embedding;
+mod layer_norm;
+mod linear;
+pub mod loss;
+pub mod ops;
+mod params;
+
+pub use activation::Activation;
+pub use dropout::{DropoutRng, Mode, dropout};
+pub use embedding::Embedding;
+pub use layer_norm::{LayerNorm, layer_norm};
+pub use linear::Linear;
+pub use params::{Init, Param, ParamBuilder, ParamStore, StoreOptions};

@@ -1,0 +1,96 @@
+//! Fill-mask: the most likely tokens at each mask position, as transformers' fill-mask
+//! pipeline reports them.
+
+use candle_core::{D, Device};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::models::bert::BertForMaskedLM;
+use crate::models::{Pretrained, report_load};
+use crate::nn::{Mode, StoreOptions, ops::softmax_last_dim};
+use crate::tokenizer::Tokenizer;
+
+/// One candidate for one mask, with transformers' field names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FillMaskPrediction {
+    pub score: f32,
+    pub token: u32,
+    pub token_str: String,
+    pub sequence: String,
+}
+
+enum MaskedLm {
+    Bert(BertForMaskedLM),
+}
+
+pub struct FillMask {
+    tokenizer: Tokenizer,
+    model: MaskedLm,
+    mask_id: u32,
+    mask_token: String,
+    device: Device,
+}
+
+impl FillMask {
+    pub fn load(spec: &str, store: &StoreOptions) -> Result<Self> {
+        let pretrained = Pretrained::open(spec)?;
+        let tokenizer = pretrained.checked_tokenizer()?;
+        let mask_token = tokenizer.special_tokens().mask.clone();
+        let (mask_token, mask_id) = mask_token
+            .and_then(|t| tokenizer.token_to_id(&t).map(|id| (t, id)))
+            .ok_or_else(|| Error::tokenizer(&pretrained.dir, "the tokenizer has no mask token"))?;
+        let params = pretrained.store(store)?;
+        let model = match &pretrained.config {
+            ModelConfig::Bert(cfg) => MaskedLm::Bert(BertForMaskedLM::new(cfg, &params.root())?),
+        };
+        let missing = params.newly_initialized();
+        if !missing.is_empty() {
+            return Err(Error::invalid(format!(
+                "{}: the checkpoint has no masked-LM head ({} missing); fill-mask needs a model \
+                 trained with one (e.g. saved as BertForMaskedLM or BertForPreTraining)",
+                pretrained.dir.display(),
+                missing.join(", ")
+            )));
+        }
+        report_load(&params, BertForMaskedLM::ARCHITECTURE);
+        Ok(FillMask { tokenizer, model, mask_id, mask_token, device: store.device.clone() })
+    }
+
+    pub fn mask_token(&self) -> &str {
+        &self.mask_token
+    }
+
+    /// For each mask in `text`, the `top_k` most likely tokens, best first.
+    pub fn predict(&self, text: &str, top_k: usize) -> Result<Vec<Vec<FillMaskPrediction>>> {
+        let enc = self.tokenizer.encode_batch(&[text])?;
+        let ids = enc.encodings[0].get_ids().to_vec();
+        let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, id)| **id == self.mask_id).map(|(i, _)| i).collect();
+        if positions.is_empty() {
+            return Err(Error::invalid(format!("no {} token in the input: {text:?}", self.mask_token)));
+        }
+        let input = enc.to_input(self.tokenizer.pad_id(), &self.device)?;
+        let logits = match &self.model {
+            MaskedLm::Bert(m) => m.forward(&input, None, Mode::Eval)?.logits,
+        };
+        let single = positions.len() == 1;
+        let mut all = Vec::with_capacity(positions.len());
+        for &pos in &positions {
+            let probs = softmax_last_dim(&logits.get(0)?.get(pos)?.to_dtype(candle_core::DType::F32)?)?;
+            let k = top_k.min(probs.dim(D::Minus1)?);
+            let probs = probs.to_vec1::<f32>()?;
+            let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut row = Vec::with_capacity(k);
+            for &(token, score) in ranked.iter().take(k) {
+                let token = token as u32;
+                let mut filled = ids.clone();
+                filled[pos] = token;
+                // With several masks the others stay visible, as transformers does.
+                let sequence = self.tokenizer.decode(&filled, single)?;
+                row.push(FillMaskPrediction { score, token, token_str: self.tokenizer.decode(&[token], false)?, sequence });
+            }
+            all.push(row);
+        }
+        Ok(all)
+    }
+}

@@ -1,0 +1,368 @@
+//! Tokenizers: a thin layer over the `tokenizers` crate that loads a model directory's files
+//! as transformers does (`tokenizer.json`, or WordPiece built from `vocab.txt` and
+//! `tokenizer_config.json`), encodes batches of texts or pairs with truncation and padding,
+//! decodes, and saves what `transformers` loads back.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde_json::{Map, Value, json};
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{
+    AddedToken, EncodeInput, Encoding, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor,
+    TruncationParams, TruncationStrategy,
+};
+
+use crate::error::{Error, Result};
+use crate::models::EncoderInput;
+
+pub const TOKENIZER_JSON: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
+pub const VOCAB_TXT: &str = "vocab.txt";
+
+/// The special tokens transformers' tokenizer classes know by role.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecialTokens {
+    pub unk: Option<String>,
+    pub sep: Option<String>,
+    pub pad: Option<String>,
+    pub cls: Option<String>,
+    pub mask: Option<String>,
+    pub bos: Option<String>,
+    pub eos: Option<String>,
+}
+
+impl SpecialTokens {
+    /// BERT's defaults.
+    fn bert() -> Self {
+        SpecialTokens {
+            unk: Some("[UNK]".into()),
+            sep: Some("[SEP]".into()),
+            pad: Some("[PAD]".into()),
+            cls: Some("[CLS]".into()),
+            mask: Some("[MASK]".into()),
+            bos: None,
+            eos: None,
+        }
+    }
+
+    fn roles(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("unk_token", &self.unk),
+            ("sep_token", &self.sep),
+            ("pad_token", &self.pad),
+            ("cls_token", &self.cls),
+            ("mask_token", &self.mask),
+            ("bos_token", &self.bos),
+            ("eos_token", &self.eos),
+        ]
+    }
+
+    /// Overrides roles named in a `tokenizer_config.json` / `special_tokens_map.json` object;
+    /// a token may be a string or an `AddedToken` object with `content`.
+    fn update_from(&mut self, map: &Map<String, Value>) {
+        let get = |k: &str| match map.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        for (key, slot) in [
+            ("unk_token", &mut self.unk),
+            ("sep_token", &mut self.sep),
+            ("pad_token", &mut self.pad),
+            ("cls_token", &mut self.cls),
+            ("mask_token", &mut self.mask),
+            ("bos_token", &mut self.bos),
+            ("eos_token", &mut self.eos),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = Some(v);
+            }
+        }
+    }
+}
+
+/// How a batch is padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// To the longest sequence of the batch.
+    Longest,
+    /// To exactly this length.
+    Fixed(usize),
+    None,
+}
+
+/// A loaded tokenizer with its truncation and padding settings.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    source: PathBuf,
+    special: SpecialTokens,
+    /// `model_max_length` from tokenizer_config.json, when it names a real limit.
+    model_max_length: Option<usize>,
+    /// tokenizer_config.json as read, written back on save.
+    config: Map<String, Value>,
+}
+
+/// The encodings of a batch, all of one length when padded.
+pub struct BatchEncoding {
+    pub encodings: Vec<Encoding>,
+}
+
+impl Tokenizer {
+    /// Loads the tokenizer of a model directory.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join(TOKENIZER_CONFIG);
+        let config: Map<String, Value> =
+            if config_path.is_file() { crate::io::read_json(&config_path)? } else { Map::new() };
+        let mut special = SpecialTokens::bert();
+        let map_path = dir.join(SPECIAL_TOKENS_MAP);
+        if map_path.is_file() {
+            special.update_from(&crate::io::read_json(&map_path)?);
+        }
+        special.update_from(&config);
+
+        let json_path = dir.join(TOKENIZER_JSON);
+        let vocab_path = dir.join(VOCAB_TXT);
+        let (inner, source) = if json_path.is_file() {
+            let t = tokenizers::Tokenizer::from_file(&json_path).map_err(|e| Error::tokenizer(&json_path, e))?;
+            (t, json_path)
+        } else if vocab_path.is_file() {
+            (wordpiece_from_vocab(&vocab_path, &config, &special)?, vocab_path)
+        } else {
+            return Err(Error::tokenizer(
+                dir,
+                format!("no tokenizer found (looked for {TOKENIZER_JSON} and {VOCAB_TXT})"),
+            ));
+        };
+        // transformers writes 1e30 for "no limit".
+        let model_max_length = config
+            .get("model_max_length")
+            .and_then(Value::as_f64)
+            .filter(|v| *v > 0.0 && *v < 1e9)
+            .map(|v| v as usize);
+        let mut tok = Tokenizer { inner, source, special, model_max_length, config };
+        tok.set_truncation(None)?;
+        tok.set_padding(Padding::Longest)?;
+        Ok(tok)
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
+    }
+
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
+    }
+
+    /// The number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The id of a special token role, e.g. `tok.special_id(|s| &s.mask)`.
+    pub fn special_id(&self, role: impl Fn(&SpecialTokens) -> &Option<String>) -> Option<u32> {
+        role(&self.special).as_deref().and_then(|t| self.token_to_id(t))
+    }
+
+    /// The padding id (0 when the tokenizer has no pad token, as BERT's [PAD] is).
+    pub fn pad_id(&self) -> u32 {
+        self.special_id(|s| &s.pad).unwrap_or(0)
+    }
+
+    /// Checks every id this tokenizer can produce has a row in an embedding of `vocab_size`.
+    pub fn check_fits(&self, vocab_size: usize) -> Result<()> {
+        let max_id = self.inner.get_vocab(true).into_values().max().unwrap_or(0) as usize;
+        if max_id >= vocab_size {
+            return Err(Error::VocabMismatch { tokenizer: max_id + 1, model: vocab_size });
+        }
+        Ok(())
+    }
+
+    /// Truncates encodings (longest-first for pairs) to `max_length` tokens, special tokens
+    /// included; `None` turns truncation off.
+    pub fn set_truncation(&mut self, max_length: Option<usize>) -> Result<()> {
+        let params = match max_length {
+            None => None,
+            Some(n) => {
+                let added = self.inner.get_post_processor().map(|p| p.added_tokens(true)).unwrap_or(0);
+                if n <= added {
+                    return Err(Error::invalid(format!(
+                        "max length {n} leaves no room for text after the {added} special tokens"
+                    )));
+                }
+                Some(TruncationParams {
+                    max_length: n,
+                    strategy: TruncationStrategy::LongestFirst,
+                    ..Default::default()
+                })
+            }
+        };
+        self.inner.with_truncation(params).map_err(|e| Error::tokenizer(&self.source, e))?;
+        Ok(())
+    }
+
+    pub fn truncation(&self) -> Option<usize> {
+        self.inner.get_truncation().map(|t| t.max_length)
+    }
+
+    pub fn set_padding(&mut self, padding: Padding) -> Result<()> {
+        self.set_padding_side(padding, PaddingDirection::Right)
+    }
+
+    /// Padding on the given side (decoders pad on the left for generation).
+    pub fn set_padding_side(&mut self, padding: Padding, side: PaddingDirection) -> Result<()> {
+        let strategy = match padding {
+            Padding::None => {
+                self.inner.with_padding(None);
+                return Ok(());
+            }
+            Padding::Longest => PaddingStrategy::BatchLongest,
+            Padding::Fixed(n) => PaddingStrategy::Fixed(n),
+        };
+        let pad_token = self.special.pad.clone().unwrap_or_else(|| "[PAD]".into());
+        let pad_id = self.pad_id();
+        self.inner.with_padding(Some(PaddingParams {
+            strategy,
+            direction: side,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(())
+    }
+
+    /// Encodes texts, adding special tokens ([CLS] ... [SEP]).
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<BatchEncoding> {
+        self.encode_inputs(texts.iter().map(|t| EncodeInput::Single((*t).into())).collect())
+    }
+
+    /// Encodes text pairs ([CLS] a [SEP] b [SEP], token type 1 on b).
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<BatchEncoding> {
+        self.encode_inputs(pairs.iter().map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into())).collect())
+    }
+
+    fn encode_inputs(&self, inputs: Vec<EncodeInput>) -> Result<BatchEncoding> {
+        let encodings = self.inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.source, e))?;
+        Ok(BatchEncoding { encodings })
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::tokenizer(&self.source, e))
+    }
+
+    /// Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt for
+    /// WordPiece) into `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut plain = self.inner.clone();
+        plain.with_padding(None);
+        plain.with_truncation(None).map_err(|e| Error::tokenizer(&self.source, e))?;
+        let json = plain.to_string(true).map_err(|e| Error::tokenizer(&self.source, e))?;
+        crate::io::write_atomic(&dir.join(TOKENIZER_JSON), json.as_bytes())?;
+
+        let mut special_map = Map::new();
+        for (role, token) in self.special.roles() {
+            if let Some(t) = token {
+                special_map.insert(role.to_string(), json!(t));
+            }
+        }
+        let mut config = self.config.clone();
+        config.extend(special_map.clone());
+        if let Some(n) = self.model_max_length {
+            config.insert("model_max_length".into(), json!(n));
+        }
+        config.entry("tokenizer_class").or_insert_with(|| json!("PreTrainedTokenizerFast"));
+        crate::config::save_json(&Value::Object(config), &dir.join(TOKENIZER_CONFIG))?;
+        crate::config::save_json(&Value::Object(special_map), &dir.join(SPECIAL_TOKENS_MAP))?;
+
+        if let tokenizers::ModelWrapper::WordPiece(wp) = plain.get_model() {
+            let mut vocab: Vec<(String, u32)> = tokenizers::Model::get_vocab(wp).into_iter().collect();
+            vocab.sort_by_key(|(_, id)| *id);
+            let mut text = String::new();
+            for (token, _) in vocab {
+                text.push_str(&token);
+                text.push('\n');
+            }
+            crate::io::write_atomic(&dir.join(VOCAB_TXT), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// WordPiece as transformers' `BertTokenizerFast` converts a `vocab.txt`: BERT normaliser
+/// (clean text, Chinese characters split, accents, lower case), BERT pre-tokeniser,
+/// [CLS]/[SEP] template, `##` decoder.
+fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &SpecialTokens) -> Result<tokenizers::Tokenizer> {
+    let flag = |k: &str| config.get(k).and_then(Value::as_bool);
+    let lowercase = flag("do_lower_case").unwrap_or(true);
+    let strip_accents = flag("strip_accents");
+    let chinese = flag("tokenize_chinese_chars").unwrap_or(true);
+    let unk = special.unk.clone().unwrap_or_else(|| "[UNK]".into());
+
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let vocab = WordPiece::read_bytes(&bytes).map_err(|e| Error::tokenizer(path, e))?;
+    if vocab.is_empty() {
+        return Err(Error::tokenizer(path, "the vocabulary is empty"));
+    }
+    let id = |role: &str, t: &Option<String>| -> Result<(String, u32)> {
+        let t = t.clone().ok_or_else(|| Error::tokenizer(path, format!("no {role} token configured")))?;
+        let i = *vocab.get(&t).ok_or_else(|| Error::tokenizer(path, format!("{role} token {t:?} is not in the vocabulary")))?;
+        Ok((t, i))
+    };
+    let (sep, cls) = (id("sep", &special.sep)?, id("cls", &special.cls)?);
+    id("unk", &Some(unk.clone()))?;
+
+    let model = WordPiece::builder()
+        .vocab(vocab.clone())
+        .unk_token(unk)
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(|e| Error::tokenizer(path, e))?;
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase)))
+        .map_err(|e| Error::tokenizer(path, e))?;
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(sep, cls)));
+    tok.with_decoder(Some(WordPieceDecoder::default()));
+    let specials: Vec<AddedToken> = special
+        .roles()
+        .iter()
+        .filter_map(|(_, t)| t.as_ref())
+        .filter(|t| vocab.contains_key(*t))
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
+    tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(path, e))?;
+    Ok(tok)
+}
+
+impl BatchEncoding {
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+
+    /// The model input: ids, attention mask and token types as (batch, seq) u32 tensors,
+    /// right-padded to the longest encoding with `pad_id`.
+    pub fn to_input(&self, pad_id: u32, device: &Device) -> Result<EncoderInput> {
+        let refs: Vec<&Encoding> = self.encodings.iter().collect();
+        EncoderInput::from_encodings(&refs, pad_id, device)
+    }
+}
