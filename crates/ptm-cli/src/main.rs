@@ -1,1 +1,66 @@
-fn main() {}
+//! `ptm`: the command-line face of the ptm library. One module per subcommand; errors are
+//! printed with their causes and exit with status 1 (usage errors: 2, from clap).
+
+mod cmd;
+mod input;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, inspect, convert")]
+struct Cli {
+    /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More log output (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Embed(cmd::embed::Args),
+    Similarity(cmd::similarity::Args),
+    FillMask(cmd::fill_mask::Args),
+    Info(cmd::info::Args),
+    Convert(cmd::convert::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Read by rayon and by candle's GEMM when their pools start, which is later.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
+    }
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Embed(a) => cmd::embed::run(a),
+        Command::Similarity(a) => cmd::similarity::run(a),
+        Command::FillMask(a) => cmd::fill_mask::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

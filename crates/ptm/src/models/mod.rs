@@ -142,6 +142,48 @@ impl EncoderModel {
     }
 }
 
+/// The model classes ptm can build for a family, by transformers' class name.
+pub const BERT_ARCHITECTURES: &[&str] = &[
+    "BertModel",
+    bert::BertForMaskedLM::ARCHITECTURE,
+    bert::BertForNextSentencePrediction::ARCHITECTURE,
+    bert::BertForPreTraining::ARCHITECTURE,
+    bert::BertForSequenceClassification::ARCHITECTURE,
+    bert::BertForTokenClassification::ARCHITECTURE,
+    bert::BertForQuestionAnswering::ARCHITECTURE,
+];
+
+/// Builds the class the config's `architectures` names (the bare model when none), loading and
+/// checking every weight it needs. Returns the class name and the filled parameter store.
+pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(String, ParamStore)> {
+    let store = pretrained.store(opts)?;
+    let root = store.root();
+    let arch = match &pretrained.config {
+        ModelConfig::Bert(cfg) => {
+            let arch = cfg.common.architectures.first().map(String::as_str).unwrap_or("BertModel");
+            match arch {
+                "BertModel" => drop(bert::BertModel::new(cfg, &root, true)?),
+                "BertForMaskedLM" => drop(bert::BertForMaskedLM::new(cfg, &root)?),
+                "BertForNextSentencePrediction" => drop(bert::BertForNextSentencePrediction::new(cfg, &root)?),
+                "BertForPreTraining" => drop(bert::BertForPreTraining::new(cfg, &root)?),
+                "BertForSequenceClassification" => drop(bert::BertForSequenceClassification::new(cfg, &root)?),
+                "BertForTokenClassification" => drop(bert::BertForTokenClassification::new(cfg, &root)?),
+                "BertForQuestionAnswering" => drop(bert::BertForQuestionAnswering::new(cfg, &root)?),
+                other => {
+                    return Err(crate::Error::config(
+                        pretrained.dir.join("config.json"),
+                        "architectures",
+                        format!("{other} is not supported; supported: {}", BERT_ARCHITECTURES.join(", ")),
+                    ));
+                }
+            }
+            arch.to_string()
+        }
+    };
+    report_load(&store, &arch);
+    Ok((arch, store))
+}
+
 /// Writes a model directory that transformers loads: config.json (with `architectures`),
 /// model.safetensors and, when given, the tokenizer files. Each file is written atomically.
 pub fn save_pretrained(

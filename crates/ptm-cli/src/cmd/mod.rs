@@ -1,0 +1,12 @@
+pub mod convert;
+pub mod embed;
+pub mod fill_mask;
+pub mod info;
+pub mod similarity;
+
+/// Output formats of the commands that print results.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}

@@ -1,0 +1,103 @@
+//! Tokenizers against transformers' ids: the real bert-base-chinese vocabulary, pairs through
+//! the all-MiniLM-L6-v2 tokenizer with truncation and offsets, and llama.cpp's vectors for the
+//! bert-base-uncased vocabulary.
+
+mod common;
+
+use common::{fixtures, minilm_dir};
+use ptm::tokenizer::{Padding, Tokenizer};
+
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(path)).unwrap()).unwrap()
+}
+
+#[test]
+fn chinese_wordpiece_from_vocab_txt() {
+    let tok = Tokenizer::from_dir(&fixtures().join("tokenizers/bert-base-chinese")).unwrap();
+    assert_eq!(tok.vocab_size(), 21128);
+    let v = json("tokenizers/bert-base-chinese/expected.json");
+    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    let ids: Vec<Vec<u32>> = serde_json::from_value(v["input_ids"].clone()).unwrap();
+    let decoded: Vec<String> = serde_json::from_value(v["decoded"].clone()).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut tok = tok;
+    tok.set_padding(Padding::None).unwrap();
+    let enc = tok.encode_batch(&refs).unwrap();
+    for (i, e) in enc.encodings.iter().enumerate() {
+        assert_eq!(e.get_ids(), ids[i].as_slice(), "ids of {:?}", texts[i]);
+        assert_eq!(tok.decode(e.get_ids(), true).unwrap(), decoded[i], "decode of {:?}", texts[i]);
+    }
+}
+
+/// Byte offsets (ptm, like the Rust tokenizers crate) expressed as character offsets
+/// (transformers' Python API).
+fn char_offsets(text: &str, bytes: (usize, usize)) -> (usize, usize) {
+    let to_char = |b: usize| text[..b].chars().count();
+    (to_char(bytes.0), to_char(bytes.1))
+}
+
+#[test]
+fn pairs_truncate_longest_first_with_offsets() {
+    let v = json("tokenizers/minilm-pairs.json");
+    let pairs: Vec<(String, String)> = serde_json::from_value(v["pairs"].clone()).unwrap();
+    let mut tok = Tokenizer::from_dir(&minilm_dir()).unwrap();
+    tok.set_truncation(Some(v["max_length"].as_u64().unwrap() as usize)).unwrap();
+    tok.set_padding(Padding::Longest).unwrap();
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let enc = tok.encode_pairs(&refs).unwrap();
+    let field = |k: &str| -> Vec<Vec<u32>> { serde_json::from_value(v[k].clone()).unwrap() };
+    let (ids, types, mask) = (field("input_ids"), field("token_type_ids"), field("attention_mask"));
+    let offsets: Vec<Vec<(usize, usize)>> = serde_json::from_value(v["char_offsets"].clone()).unwrap();
+    for (i, e) in enc.encodings.iter().enumerate() {
+        let (a, b) = refs[i];
+        assert_eq!(e.get_ids(), ids[i].as_slice(), "ids of pair {i}");
+        assert_eq!(e.get_type_ids(), types[i].as_slice(), "types of pair {i}");
+        assert_eq!(e.get_attention_mask(), mask[i].as_slice(), "mask of pair {i}");
+        for (j, &off) in e.get_offsets().iter().enumerate() {
+            let text = if e.get_sequence_ids()[j] == Some(1) { b } else { a };
+            assert_eq!(char_offsets(text, off), offsets[i][j], "offset {j} of pair {i}");
+        }
+    }
+    // The batch as model input: padded tensors of one shape.
+    let input = enc.to_input(tok.pad_id(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(input.input_ids.dims(), &[pairs.len(), ids[0].len()]);
+}
+
+#[test]
+fn llama_cpp_bert_vectors() {
+    let dir = fixtures().join("tokenizers/llama-cpp");
+    let inp = std::fs::read_to_string(dir.join("ggml-vocab-bert-bge.gguf.inp")).unwrap();
+    let out = std::fs::read_to_string(dir.join("ggml-vocab-bert-bge.gguf.out")).unwrap();
+    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let expected: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    // The file ends with a separator, so the last split piece is empty and has no vector.
+    assert_eq!(texts.len() - 1, expected.len());
+    let tok = Tokenizer::from_dir(&minilm_dir()).unwrap();
+    for (text, want) in texts.iter().zip(&expected) {
+        let enc = tok.encode_batch(&[text]).unwrap();
+        let ids = enc.encodings[0].get_ids();
+        // The vectors carry no [CLS]/[SEP].
+        assert_eq!(&ids[1..ids.len() - 1], want.as_slice(), "{text:?}");
+    }
+}
+
+#[test]
+fn truncation_must_leave_room_for_text() {
+    let mut tok = Tokenizer::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
+    let err = tok.set_truncation(Some(3)).unwrap_err().to_string();
+    assert!(err.contains("max length 3"), "{err}");
+    tok.set_truncation(Some(5)).unwrap();
+    let enc = tok.encode_batch(&["the cat sat on the mat", "a dog"]).unwrap();
+    assert_eq!(enc.encodings[0].len(), 5);
+    assert_eq!(enc.encodings[1].get_attention_mask(), &[1, 1, 1, 1, 0]);
+}
+
+#[test]
+fn vocab_that_does_not_fit_the_model_is_an_error() {
+    let tok = Tokenizer::from_dir(&minilm_dir()).unwrap();
+    let err = tok.check_fits(99).unwrap_err().to_string();
+    assert!(err.contains("30522 tokens") && err.contains("99 rows"), "{err}");
+}
