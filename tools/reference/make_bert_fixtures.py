@@ -8,6 +8,7 @@ every parameter (`grad.<weight name>`).
 Run: $(tools/reference/setup-venv.sh) tools/reference/make_bert_fixtures.py
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from transformers import (
     BertForTokenClassification,
     BertModel,
     BertTokenizer,
+    pipeline,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +42,9 @@ WORDS = (
 SUFFIXES = ["##s", "##ed", "##ing", "##ly", "##er", "##est", "##y", "##a", "##e", "##i", "##o", "##n"]
 VOCAB = list(dict.fromkeys(SPECIALS + WORDS + SUFFIXES))[:99]
 assert len(VOCAB) == 99 and len(set(VOCAB)) == 99, len(set(VOCAB))
+
+
+FILL_MASK_TEXTS = ["the cat sat on the [MASK].", "the [MASK] sat on the [MASK] in paris."]
 
 
 def tiny_config(**overrides):
@@ -185,6 +190,11 @@ def main():
     record(with_base(BertForNextSentencePrediction, a, base_state, 12), "nsp", "tiny-nsp", tokenizer)
     record(with_base(BertForSequenceClassification, a, base_state, 13), "seq_cls", "tiny-seq-cls", tokenizer)
     record(with_base(BertForTokenClassification, a, base_state, 14), "tok_cls", "tiny-tok-cls", tokenizer)
+    # What transformers' fill-mask pipeline answers with the masked-LM model.
+    fill = pipeline("fill-mask", model=str(OUT / "tiny-mlm"), device="cpu")
+    answers = {t: fill(t, top_k=3) for t in FILL_MASK_TEXTS}
+    (OUT / "tiny-mlm.fill-mask.json").write_text(json.dumps(answers, indent=1) + "\n")
+
     # Span extraction needs exactly two outputs (start, end).
     record(with_base(BertForQuestionAnswering, tiny_config(num_labels=2), base_state, 15), "qa", "tiny-qa", tokenizer)
 

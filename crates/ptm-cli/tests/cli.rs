@@ -1,0 +1,242 @@
+//! The `ptm` binary end to end: outputs, formats, model lookup, and errors that exit with a
+//! message (status 1), never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn tiny(name: &str) -> String {
+    fixtures().join("bert").join(name).display().to_string()
+}
+
+fn ptm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ptm")).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = ptm(args);
+    assert!(o.status.success(), "ptm {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let o = ptm(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "ptm {args:?}: status {:?}, stderr {err}", o.status);
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn embeddings(jsonl: &str) -> Vec<Vec<f32>> {
+    jsonl
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::from_value(v["embedding"].clone()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn fill_mask_json_is_the_transformers_pipeline_output() {
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("bert/tiny-mlm.fill-mask.json")).unwrap()).unwrap();
+    for (text, expected) in want.as_object().unwrap() {
+        let got: serde_json::Value =
+            serde_json::from_str(&ok(&["fill-mask", "--model", &tiny("tiny-mlm"), "--top-k", "3", "--format", "json", text]))
+                .unwrap();
+        // One mask: a list of predictions; several: a list per mask.
+        let flat = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+            v.as_array().unwrap().iter().flat_map(|x| x.as_array().cloned().unwrap_or_else(|| vec![x.clone()])).collect()
+        };
+        assert_eq!(got.as_array().unwrap()[0].is_array(), expected.as_array().unwrap()[0].is_array(), "{text}");
+        for (g, e) in flat(&got).iter().zip(flat(expected)) {
+            for key in ["token", "token_str", "sequence"] {
+                assert_eq!(g[key], e[key], "{text}: {key}");
+            }
+            let (gs, es) = (g["score"].as_f64().unwrap(), e["score"].as_f64().unwrap());
+            assert!((gs - es).abs() < 1e-4, "{text}: score {gs} vs {es}");
+        }
+    }
+}
+
+#[test]
+fn fill_mask_without_a_mask_or_a_head_fails_clearly() {
+    let err = fails(&["fill-mask", "--model", &tiny("tiny-mlm"), "no mask here"]);
+    assert!(err.contains("no [MASK] token"), "{err}");
+    let err = fails(&["fill-mask", "--model", &tiny("tiny-base"), "the [MASK] sat"]);
+    assert!(err.contains("no masked-LM head"), "{err}");
+}
+
+#[test]
+fn embed_keeps_input_order_in_every_input_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = ["the cat sat on the mat", "", "a dog", "the big big big dog sat on the small cat in paris"];
+    let plain = dir.path().join("in.txt");
+    std::fs::write(&plain, texts.join("\n") + "\n").unwrap();
+    let jsonl = dir.path().join("in.jsonl");
+    let lines: Vec<String> = texts.iter().map(|t| serde_json::json!({"text": t, "id": 1}).to_string()).collect();
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+
+    let from_plain = embeddings(&ok(&["embed", "--model", &tiny("tiny-base"), "--input", plain.to_str().unwrap(), "--batch-size", "2"]));
+    let from_jsonl = embeddings(&ok(&["embed", "--model", &tiny("tiny-base"), "--input", jsonl.to_str().unwrap()]));
+    assert_eq!(from_plain.len(), texts.len());
+    // Other batch sizes pad to other lengths: the same values up to rounding.
+    assert_eq!(from_jsonl.len(), texts.len());
+    for (a, b) in from_plain.iter().zip(&from_jsonl) {
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+    // Each line embedded alone gives its row: the batching and sorting keep the order.
+    for (i, t) in texts.iter().enumerate() {
+        let one = dir.path().join("one.txt");
+        std::fs::write(&one, format!("{t}\n")).unwrap();
+        let alone = embeddings(&ok(&["embed", "--model", &tiny("tiny-base"), "--input", one.to_str().unwrap()]));
+        let d: f32 = alone[0].iter().zip(&from_plain[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d < 1e-5, "line {i}: {d}");
+    }
+    // --output writes the same, and the normalisation flag gives unit vectors.
+    let out = dir.path().join("out.jsonl");
+    ok(&["embed", "--model", &tiny("tiny-base"), "--input", plain.to_str().unwrap(), "--output", out.to_str().unwrap(), "--normalize"]);
+    let normed = embeddings(&std::fs::read_to_string(&out).unwrap());
+    for v in &normed {
+        let n: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "{n}");
+    }
+}
+
+#[test]
+fn embed_minilm_from_jsonl_equals_sentence_transformers() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.jsonl");
+    let lines: Vec<String> = texts.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let got = embeddings(&ok(&["embed", "--model", minilm().to_str().unwrap(), "--input", input.to_str().unwrap()]));
+    let want = candle_core::safetensors::load(fixtures().join("minilm/embeddings.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()["default"]
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-4, "text {i} ({:?}): max diff {d}", texts[i]);
+    }
+}
+
+fn minilm() -> PathBuf {
+    let cache = std::env::var_os("PTM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
+            .join("ptm")
+    });
+    let dir = std::env::var_os("PTM_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|| cache.join("models/all-MiniLM-L6-v2"));
+    assert!(dir.join("model.safetensors").is_file(), "run `bash tools/fetch-minilm.sh` first ({} is missing)", dir.display());
+    dir
+}
+
+#[test]
+fn embed_input_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, "previous results\n").unwrap();
+
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, b"fine\nalso fine\nbroken \xff\xfe bytes\n").unwrap();
+    let err = fails(&["embed", "--model", &tiny("tiny-base"), "--input", bad.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert!(err.contains("bad.txt:3") && err.contains("not valid UTF-8"), "{err}");
+    // The earlier output file is untouched and no temp file is left.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous results\n");
+    assert!(!dir.path().join("out.jsonl.tmp").exists());
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"txt\": \"typo\"}\n").unwrap();
+    let err = fails(&["embed", "--model", &tiny("tiny-base"), "--input", bad.to_str().unwrap()]);
+    assert!(err.contains("bad.jsonl:2") && err.contains("no \"text\" field"), "{err}");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\nnot json\n").unwrap();
+    let err = fails(&["embed", "--model", &tiny("tiny-base"), "--input", bad.to_str().unwrap()]);
+    assert!(err.contains("bad.jsonl:2") && err.contains("invalid JSON"), "{err}");
+}
+
+#[test]
+fn model_errors_exit_cleanly() {
+    let err = fails(&["info", "--model", "/nonexistent/model"]);
+    assert!(err.contains("/nonexistent/model"), "{err}");
+    // A bad flag value is a usage error: status 2, from the argument parser.
+    let o = ptm(&["embed", "--model", &tiny("tiny-base"), "--pooling", "weighted", "--input", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown pooling \"weighted\""));
+    let err = fails(&["embed", "--model", &tiny("tiny-base"), "--input", "/nonexistent/input.txt"]);
+    assert!(err.contains("/nonexistent/input.txt"), "{err}");
+}
+
+/// `org/name` is found in the Hugging Face cache layout under HF_HOME; nothing is downloaded.
+#[test]
+fn model_from_the_hugging_face_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--acme--tiny-bert");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for e in std::fs::read_dir(fixtures().join("bert/tiny-mlm")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    let run = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ptm"))
+            .args(["info", "--model", model, "--format", "json"])
+            .env("HF_HOME", home.path())
+            .env_remove("HF_HUB_CACHE")
+            .output()
+            .unwrap()
+    };
+    let o = run("acme/tiny-bert");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["architecture"], "BertForMaskedLM");
+    assert!(info["path"].as_str().unwrap().ends_with("snapshots/0123abcd"));
+    let o = run("acme/other");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not download"), "{err}");
+}
+
+#[test]
+fn info_reports_the_architecture_and_size() {
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "--model", &tiny("tiny-pretraining"), "--format", "json"])).unwrap();
+    assert_eq!(info["architecture"], "BertForPreTraining");
+    assert_eq!(info["model_type"], "bert");
+    assert_eq!(info["layers"], 2);
+    assert_eq!(info["attention_heads"], 4);
+    assert_eq!(info["vocab_size"], 99);
+    assert_eq!(info["max_position_embeddings"], 64);
+    assert!(info["parameters"].as_u64().unwrap() > 20_000);
+}
+
+/// A PyTorch pickle converts to safetensors that give the same embeddings.
+#[test]
+fn convert_pytorch_bin_to_safetensors() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("converted");
+    ok(&["convert", "--model", &tiny("tiny-base-bin"), "--output", target.to_str().unwrap()]);
+    assert!(target.join("model.safetensors").is_file() && target.join("config.json").is_file());
+    // tiny-base-bin has no tokenizer; compare through the tokenizer of tiny-base.
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(Path::new(&tiny("tiny-base")).join(f), target.join(f)).unwrap();
+    }
+    let input = out.path().join("in.txt");
+    std::fs::write(&input, "the cat sat on the mat\na dog in paris\n").unwrap();
+    let a = ok(&["embed", "--model", &tiny("tiny-base"), "--input", input.to_str().unwrap()]);
+    let b = ok(&["embed", "--model", target.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(a.lines().count(), 2);
+    assert_eq!(a, b);
+    let err = fails(&["convert", "--model", &tiny("tiny-base"), "--output", &tiny("tiny-base")]);
+    assert!(err.contains("must differ"), "{err}");
+}
