@@ -83,6 +83,7 @@ fn untied_decoder_is_saved() {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert!(meta.tensors().contains_key("cls.predictions.decoder.weight"));
     assert!(meta.tensors().contains_key("cls.predictions.decoder.bias"));
+    assert!(meta.tensors().contains_key("cls.predictions.bias"), "kept, as transformers has it");
 }
 
 /// The parameter count equals transformers' `sum(p.numel() for p in model.parameters())`,

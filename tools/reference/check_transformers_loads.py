@@ -1,0 +1,93 @@
+"""Checks that directories written by ptm load in transformers unchanged.
+
+For every tiny BERT fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
+(ptm's save_pretrained: config.json, model.safetensors, tokenizer files); transformers then
+loads the result with the class its config names, reporting no missing or unexpected weights,
+and computes the same outputs as from the original directory. The MiniLM copy also loads in
+sentence-transformers and gives the same embeddings.
+
+Run: cargo build --release && tools/fetch-minilm.sh && \
+     $(tools/reference/setup-venv.sh) tools/reference/check_transformers_loads.py
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+from transformers import AutoConfig, AutoTokenizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PTM = os.environ.get("PTM_BIN", str(ROOT / "target" / "release" / "ptm"))
+FIXTURES = ROOT / "tests" / "fixtures" / "bert"
+TEXTS = ["the cat sat on the mat.", "paris is the capital of france", "a big dog"]
+
+
+def load(path):
+    config = AutoConfig.from_pretrained(path)
+    cls = getattr(transformers, (config.architectures or ["BertModel"])[0])
+    model, info = cls.from_pretrained(path, output_loading_info=True)
+    return model.eval(), info
+
+
+def outputs(model, tokenizer):
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    return [v for v in out.values() if isinstance(v, torch.Tensor)]
+
+
+def check_tiny(name, tmp):
+    src = FIXTURES / name
+    dst = Path(tmp) / name
+    subprocess.run([PTM, "convert", "--model", str(src), "--output", str(dst)], check=True, capture_output=True)
+    a, _ = load(src)
+    b, info = load(dst)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        return f"{name}: {problems}"
+    tok = AutoTokenizer.from_pretrained(dst)
+    diff = max((x - y).abs().max().item() for x, y in zip(outputs(a, tok), outputs(b, tok)))
+    if diff != 0.0:
+        return f"{name}: outputs differ by {diff}"
+    print(f"ok  {name:32} {type(b).__name__}: no missing or unexpected weights, identical outputs")
+    return None
+
+
+def check_minilm(tmp):
+    src = subprocess.run(
+        ["bash", str(ROOT / "tools" / "fetch-minilm.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dst = Path(tmp) / "minilm"
+    subprocess.run([PTM, "convert", "--model", src, "--output", str(dst)], check=True, capture_output=True)
+    _, info = load(dst)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        return f"minilm: {problems}"
+    a = SentenceTransformer(src, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    b = SentenceTransformer(str(dst), device="cpu").encode(TEXTS, convert_to_tensor=True)
+    diff = (a - b).abs().max().item()
+    if diff != 0.0:
+        return f"minilm: embeddings differ by {diff}"
+    print(f"ok  {'all-MiniLM-L6-v2':32} BertModel + sentence-transformers: identical embeddings")
+    return None
+
+
+def main():
+    names = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    with tempfile.TemporaryDirectory() as tmp:
+        failures = [f for f in [check_tiny(n, tmp) for n in names] + [check_minilm(tmp)] if f]
+    for f in failures:
+        print("FAIL", f)
+    print(f"transformers {transformers.__version__}: {len(names) + 1 - len(failures)} of {len(names) + 1} directories load unchanged")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
