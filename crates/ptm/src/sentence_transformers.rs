@@ -95,6 +95,27 @@ impl SentenceTransformerConfig {
     }
 }
 
+/// A model directory opened as transformers or sentence-transformers lays it out.
+pub struct ModelDir {
+    /// The directory given (or found in the Hugging Face cache).
+    pub root: PathBuf,
+    /// Its sentence-transformers layout, when it has one.
+    pub sentence_transformers: Option<SentenceTransformerConfig>,
+    /// The transformer itself: `root`, or the folder modules.json names for it.
+    pub pretrained: crate::models::Pretrained,
+}
+
+impl ModelDir {
+    /// Opens a local directory or an `org/name` cache entry.
+    pub fn open(spec: &str) -> Result<Self> {
+        let root = crate::hub::resolve_model_dir(spec)?;
+        let st = SentenceTransformerConfig::from_dir(&root)?;
+        let model_dir = st.as_ref().map_or(root.as_path(), |s| s.transformer_dir.as_path());
+        let pretrained = crate::models::Pretrained::from_dir(model_dir)?;
+        Ok(ModelDir { root, sentence_transformers: st, pretrained })
+    }
+}
+
 /// Pooling modes from a Pooling module's config: the current `pooling_mode` (a name or a
 /// list) or the older `pooling_mode_*_token(s)` flags, in sentence-transformers' order.
 fn read_pooling(path: &Path) -> Result<Vec<Pooling>> {

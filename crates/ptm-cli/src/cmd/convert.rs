@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ptm::models::{Pretrained, load_architecture, save_pretrained};
+use ptm::models::{load_architecture, save_pretrained};
 use ptm::nn::StoreOptions;
-use ptm::sentence_transformers::{MODULES_JSON, SENTENCE_BERT_CONFIG, SentenceTransformerConfig};
+use ptm::sentence_transformers::{MODULES_JSON, ModelDir, SENTENCE_BERT_CONFIG};
 
 /// Re-save a model directory as config.json + model.safetensors + tokenizer files.
 #[derive(clap::Args)]
@@ -21,15 +21,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let dir = ptm::hub::resolve_model_dir(&a.model)?;
+    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(&a.model)?;
     if same_dir(&dir, &a.output) {
         bail!("--output must differ from the model directory");
     }
-    let st = SentenceTransformerConfig::from_dir(&dir)?;
-    let model_dir = st.as_ref().map_or(dir.clone(), |s| s.transformer_dir.clone());
-    let pretrained = Pretrained::from_dir(&model_dir)?;
     let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
-        .with_context(|| format!("loading {}", model_dir.display()))?;
+        .with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
     let out_model = match &st {
         Some(s) => a.output.join(s.transformer_dir.strip_prefix(&dir).unwrap_or(Path::new(""))),

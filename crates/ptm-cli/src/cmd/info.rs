@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 use ptm::config::ModelConfig;
-use ptm::models::{Pretrained, load_architecture};
+use ptm::models::load_architecture;
 use ptm::nn::StoreOptions;
-use ptm::sentence_transformers::SentenceTransformerConfig;
+use ptm::sentence_transformers::ModelDir;
 use serde_json::json;
 
 use super::Format;
@@ -20,12 +20,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let dir = ptm::hub::resolve_model_dir(&a.model)?;
-    let st = SentenceTransformerConfig::from_dir(&dir)?;
-    let model_dir = st.as_ref().map_or(dir.clone(), |s| s.transformer_dir.clone());
-    let pretrained = Pretrained::from_dir(&model_dir)?;
+    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(&a.model)?;
     let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
-        .with_context(|| format!("loading {}", model_dir.display()))?;
+        .with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
     let ModelConfig::Bert(c) = &pretrained.config;
     let mut info = json!({

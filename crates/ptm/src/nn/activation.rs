@@ -46,7 +46,7 @@ impl Activation {
 
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::Gelu => x.gelu_erf()?,
+            Activation::Gelu => super::ops::gelu_erf(x)?,
             // candle's `gelu` is the tanh approximation, with a backward.
             Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => x.gelu()?,
             Activation::QuickGelu => (x * super::ops::sigmoid(&(x * 1.702)?)?)?,

@@ -6,8 +6,11 @@ use candle_core::{D, Tensor};
 
 use crate::error::Result;
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension (fused on CPU for f32).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if super::kernels::fusable(x) {
+        return Ok(x.contiguous()?.apply_op1(super::kernels::SoftmaxLastDim)?);
+    }
     // Subtracting the row max changes nothing mathematically, so its gradient is not needed.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
@@ -20,6 +23,14 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let shifted = x.broadcast_sub(&max)?;
     let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     Ok(shifted.broadcast_sub(&log_sum)?)
+}
+
+/// The exact (erf) GELU (fused on CPU for f32).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if super::kernels::fusable(x) {
+        return Ok(x.contiguous()?.apply_op1(super::kernels::GeluErf)?);
+    }
+    Ok(x.gelu_erf()?)
 }
 
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {

@@ -6,9 +6,9 @@ use tokenizers::Encoding;
 
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
-use crate::models::{EncoderInput, EncoderModel, Pretrained};
+use crate::models::{EncoderInput, EncoderModel};
 use crate::nn::{Mode, StoreOptions};
-use crate::sentence_transformers::SentenceTransformerConfig;
+use crate::sentence_transformers::ModelDir;
 use crate::tokenizer::{Padding, Tokenizer};
 
 /// Overrides of what the model directory says.
@@ -38,9 +38,7 @@ impl SentenceEmbedder {
     /// their pooling, normalisation and max_seq_length are the defaults; otherwise mean
     /// pooling without normalisation.
     pub fn load(spec: &str, opts: &EmbeddingOptions) -> Result<Self> {
-        let dir = crate::hub::resolve_model_dir(spec)?;
-        let st = SentenceTransformerConfig::from_dir(&dir)?;
-        let pretrained = Pretrained::from_dir(st.as_ref().map_or(dir.as_path(), |s| s.transformer_dir.as_path()))?;
+        let ModelDir { sentence_transformers: st, pretrained, .. } = ModelDir::open(spec)?;
         let mut tokenizer = pretrained.checked_tokenizer()?;
         let positions = pretrained.max_positions();
         let default_max = st
