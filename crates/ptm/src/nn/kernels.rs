@@ -210,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn softmax_gradient_matches_finite_differences() {
+        let x0 = [0.3f32, -1.2, 2.0, 0.7, -0.4];
+        let w = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, -1.0], &Device::Cpu).unwrap();
+        // f(x) = Σ w ⊙ softmax(x)
+        let f = |x: &[f32]| -> f64 {
+            let t = Tensor::new(x, &Device::Cpu).unwrap().apply_op1(SoftmaxLastDim).unwrap();
+            (t * &w).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        let v = Var::new(&x0, &Device::Cpu).unwrap();
+        let y = v.as_tensor().apply_op1(SoftmaxLastDim).unwrap();
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let analytic = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        for i in 0..x0.len() {
+            let (mut up, mut down) = (x0, x0);
+            up[i] += 1e-2;
+            down[i] -= 1e-2;
+            let numeric = (f(&up) - f(&down)) / 2e-2;
+            assert!((numeric - analytic[i] as f64).abs() < 1e-3, "d/dx{i}: {numeric} vs {}", analytic[i]);
+        }
+    }
+
+    #[test]
     fn gelu_gradient_matches_finite_differences() {
         let h = 1e-2f64;
         for x in [-3.0f64, -1.0, -0.2, 0.0, 0.3, 1.5, 3.5] {
