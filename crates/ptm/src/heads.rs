@@ -14,6 +14,12 @@ pub struct MaskedLMOutput {
     pub logits: Tensor,
 }
 
+pub struct CausalLMOutput {
+    pub loss: Option<Tensor>,
+    /// (batch, seq, vocab): at position t, the scores of token t + 1.
+    pub logits: Tensor,
+}
+
 pub struct NextSentencePredictorOutput {
     pub loss: Option<Tensor>,
     /// (batch, 2): index 0 means "B follows A".
@@ -52,6 +58,19 @@ pub fn cross_entropy_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let classes = logits.dim(D::Minus1)?;
     let rows = logits.elem_count() / classes;
     cross_entropy(&logits.reshape((rows, classes))?, &labels.flatten_all()?, IGNORE_INDEX)
+}
+
+/// Next-token loss: logits at t against labels at t + 1 (-100 ignored), averaged over the
+/// counted targets of the whole batch, as transformers' `ForCausalLMLoss`.
+pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, s, _) = logits.dims3()?;
+    if labels.dims() != [b, s] {
+        return Err(Error::invalid(format!("labels have shape {:?}, expected [{b}, {s}]", labels.dims())));
+    }
+    if s < 2 {
+        return Err(Error::invalid("a causal-LM loss needs at least two positions"));
+    }
+    cross_entropy_loss(&logits.narrow(1, 0, s - 1)?, &labels.narrow(1, 1, s - 1)?)
 }
 
 /// transformers' sequence-classification loss: MSE for regression (one label), cross-entropy

@@ -24,6 +24,8 @@ pub const TOKENIZER_JSON: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
 pub const VOCAB_TXT: &str = "vocab.txt";
+pub const VOCAB_JSON: &str = "vocab.json";
+pub const MERGES_TXT: &str = "merges.txt";
 
 /// The special tokens transformers' tokenizer classes know by role.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +50,21 @@ impl SpecialTokens {
             mask: Some("[MASK]".into()),
             bos: None,
             eos: None,
+        }
+    }
+
+    /// GPT-2's defaults: one `<|endoftext|>` for unknown, beginning and end; no padding token.
+    fn gpt2() -> Self {
+        let eot = Some("<|endoftext|>".to_string());
+        SpecialTokens { unk: eot.clone(), bos: eot.clone(), eos: eot, ..Default::default() }
+    }
+
+    /// The defaults of the tokenizer class a model implies.
+    fn for_model(model: &tokenizers::ModelWrapper) -> Self {
+        match model {
+            tokenizers::ModelWrapper::WordPiece(_) => Self::bert(),
+            tokenizers::ModelWrapper::BPE(_) => Self::gpt2(),
+            _ => Self::default(),
         }
     }
 
@@ -120,24 +137,32 @@ impl Tokenizer {
         let config_path = dir.join(TOKENIZER_CONFIG);
         let config: Map<String, Value> =
             if config_path.is_file() { crate::io::read_json(&config_path)? } else { Map::new() };
-        let mut special = SpecialTokens::bert();
+        // Special tokens named in special_tokens_map.json, overridden by tokenizer_config.json.
         let map_path = dir.join(SPECIAL_TOKENS_MAP);
-        if map_path.is_file() {
-            special.update_from(&crate::io::read_json(&map_path)?);
-        }
-        special.update_from(&config);
+        let mut named: Map<String, Value> =
+            if map_path.is_file() { crate::io::read_json(&map_path)? } else { Map::new() };
+        named.extend(config.clone());
 
         let json_path = dir.join(TOKENIZER_JSON);
         let vocab_path = dir.join(VOCAB_TXT);
-        let (inner, source) = if json_path.is_file() {
+        let (bpe_vocab, merges) = (dir.join(VOCAB_JSON), dir.join(MERGES_TXT));
+        let (inner, source, special) = if json_path.is_file() {
             let t = tokenizers::Tokenizer::from_file(&json_path).map_err(|e| Error::tokenizer(&json_path, e))?;
-            (t, json_path)
+            let mut special = SpecialTokens::for_model(t.get_model());
+            special.update_from(&named);
+            (t, json_path, special)
         } else if vocab_path.is_file() {
-            (wordpiece_from_vocab(&vocab_path, &config, &special)?, vocab_path)
+            let mut special = SpecialTokens::bert();
+            special.update_from(&named);
+            (wordpiece_from_vocab(&vocab_path, &config, &special)?, vocab_path, special)
+        } else if bpe_vocab.is_file() && merges.is_file() {
+            let mut special = SpecialTokens::gpt2();
+            special.update_from(&named);
+            (byte_level_bpe(&bpe_vocab, &merges, &config, &special)?, bpe_vocab, special)
         } else {
             return Err(Error::tokenizer(
                 dir,
-                format!("no tokenizer found (looked for {TOKENIZER_JSON} and {VOCAB_TXT})"),
+                format!("no tokenizer found (looked for {TOKENIZER_JSON}, {VOCAB_TXT}, {VOCAB_JSON} + {MERGES_TXT})"),
             ));
         };
         // transformers writes 1e30 for "no limit".
@@ -347,6 +372,33 @@ fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &Spec
         .map(|t| AddedToken::from(t.clone(), true))
         .collect();
     tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(path, e))?;
+    Ok(tok)
+}
+
+/// Byte-level BPE as transformers' `GPT2Tokenizer` builds it from `vocab.json` and
+/// `merges.txt`: byte-level pre-tokeniser and decoder, no post-processor.
+fn byte_level_bpe(
+    vocab: &Path,
+    merges: &Path,
+    config: &Map<String, Value>,
+    special: &SpecialTokens,
+) -> Result<tokenizers::Tokenizer> {
+    let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| Error::tokenizer(p, "path is not UTF-8"));
+    let model = tokenizers::models::bpe::BPE::from_file(&path(vocab)?, &path(merges)?)
+        .build()
+        .map_err(|e| Error::tokenizer(vocab, e))?;
+    let prefix_space = config.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false);
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::new(prefix_space, true, true)));
+    tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+    let specials: Vec<AddedToken> = special
+        .roles()
+        .iter()
+        .filter_map(|(_, t)| t.as_ref())
+        .filter(|t| tok.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
+    tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(vocab, e))?;
     Ok(tok)
 }
 

@@ -16,7 +16,7 @@ const TOL: f32 = 1e-4;
 fn open(name: &str, trainable: bool) -> (BertConfig, ParamStore, Reference) {
     let dir = fixtures().join("bert").join(name);
     let p = Pretrained::from_dir(&dir).unwrap();
-    let ModelConfig::Bert(cfg) = p.config.clone();
+    let ModelConfig::Bert(cfg) = p.config.clone() else { panic!("not a BERT config") };
     let store = p.store(&StoreOptions { trainable, ..Default::default() }).unwrap();
     (cfg, store, Reference::load(fixtures().join("bert").join(format!("{name}.ref.safetensors"))))
 }
@@ -172,7 +172,7 @@ fn every_checkpoint_layout_gives_the_same_encoder() {
 
 fn open_layout(name: &str) -> (BertConfig, ParamStore, ()) {
     let p = Pretrained::from_dir(&fixtures().join("bert").join(name)).unwrap();
-    let ModelConfig::Bert(cfg) = p.config.clone();
+    let ModelConfig::Bert(cfg) = p.config.clone() else { panic!("not a BERT config") };
     (cfg, p.store(&StoreOptions::default()).unwrap(), ())
 }
 

@@ -12,7 +12,7 @@ use ptm::nn::{Mode, StoreOptions};
 /// Pretraining logits of the model in `dir` on the reference inputs; every weight used.
 fn logits(dir: &std::path::Path, r: &Reference) -> (Tensor, Tensor) {
     let p = Pretrained::from_dir(dir).unwrap();
-    let ptm::config::ModelConfig::Bert(cfg) = &p.config;
+    let ptm::config::ModelConfig::Bert(cfg) = &p.config else { panic!("not a BERT config") };
     let store = p.store(&StoreOptions::default()).unwrap();
     let m = BertForPreTraining::new(cfg, &store.root()).unwrap();
     assert!(store.newly_initialized().is_empty() && store.unused_weights().is_empty());

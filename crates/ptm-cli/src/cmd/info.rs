@@ -1,7 +1,6 @@
 //! `ptm info`: what a model directory holds.
 
 use anyhow::{Context, Result};
-use ptm::config::ModelConfig;
 use ptm::models::load_architecture;
 use ptm::nn::StoreOptions;
 use ptm::sentence_transformers::ModelDir;
@@ -24,20 +23,20 @@ pub fn run(a: Args) -> Result<()> {
     let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
         .with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
-    let ModelConfig::Bert(c) = &pretrained.config;
+    let d = pretrained.config.dims();
     let mut info = json!({
         "path": dir.display().to_string(),
         "model_type": pretrained.config.model_type(),
         "architecture": arch,
         "parameters": store.num_parameters(),
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "layers": c.num_hidden_layers,
-        "attention_heads": c.num_attention_heads,
-        "intermediate_size": c.intermediate_size,
-        "activation": c.hidden_act.name(),
-        "max_position_embeddings": c.max_position_embeddings,
-        "labels": c.common.id2label,
+        "vocab_size": d.vocab_size,
+        "hidden_size": d.hidden_size,
+        "layers": d.layers,
+        "attention_heads": d.heads,
+        "intermediate_size": d.intermediate_size,
+        "activation": d.activation.name(),
+        "max_position_embeddings": d.max_positions,
+        "labels": pretrained.config.common().id2label,
     });
     if let Some(t) = &tokenizer {
         info["tokenizer_vocab_size"] = json!(t.vocab_size());

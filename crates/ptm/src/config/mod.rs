@@ -3,6 +3,7 @@
 //! and written back, so a config survives a load/save round trip unchanged.
 
 mod bert;
+mod gpt2;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,16 +13,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use bert::BertConfig;
+pub use gpt2::{Gpt2Config, TokenIds};
 
 use crate::error::{Error, Result};
 
 /// The `model_type`s ptm can build.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gpt2"];
 
 /// One family's config.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Bert(BertConfig),
+    Gpt2(Gpt2Config),
 }
 
 impl ModelConfig {
@@ -53,6 +56,7 @@ impl ModelConfig {
         };
         match model_type.as_str() {
             "bert" => Ok(ModelConfig::Bert(BertConfig::from_map(map, path)?)),
+            "gpt2" => Ok(ModelConfig::Gpt2(Gpt2Config::from_map(map, path)?)),
             _ => Err(Error::UnknownModelType {
                 path: path.to_path_buf(),
                 model_type,
@@ -64,18 +68,52 @@ impl ModelConfig {
     pub fn model_type(&self) -> &'static str {
         match self {
             ModelConfig::Bert(_) => "bert",
+            ModelConfig::Gpt2(_) => "gpt2",
         }
     }
 
     pub fn common(&self) -> &CommonConfig {
         match self {
             ModelConfig::Bert(c) => &c.common,
+            ModelConfig::Gpt2(c) => &c.common,
+        }
+    }
+
+    pub fn common_mut(&mut self) -> &mut CommonConfig {
+        match self {
+            ModelConfig::Bert(c) => &mut c.common,
+            ModelConfig::Gpt2(c) => &mut c.common,
+        }
+    }
+
+    /// The shape of the model, whatever the family calls its fields.
+    pub fn dims(&self) -> ModelDims {
+        match self {
+            ModelConfig::Bert(c) => ModelDims {
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                layers: c.num_hidden_layers,
+                heads: c.num_attention_heads,
+                intermediate_size: c.intermediate_size,
+                max_positions: c.max_position_embeddings,
+                activation: c.hidden_act,
+            },
+            ModelConfig::Gpt2(c) => ModelDims {
+                vocab_size: c.vocab_size,
+                hidden_size: c.n_embd,
+                layers: c.n_layer,
+                heads: c.n_head,
+                intermediate_size: c.inner_dim(),
+                max_positions: c.n_positions,
+                activation: c.activation_function,
+            },
         }
     }
 
     pub fn to_json(&self) -> Result<Value> {
         match self {
             ModelConfig::Bert(c) => c.to_json(),
+            ModelConfig::Gpt2(c) => c.to_json(),
         }
     }
 
@@ -83,6 +121,18 @@ impl ModelConfig {
     pub fn save(&self, dir: &Path) -> Result<()> {
         save_json(&self.to_json()?, &dir.join("config.json"))
     }
+}
+
+/// The sizes every family has, under common names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelDims {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate_size: usize,
+    pub max_positions: usize,
+    pub activation: crate::nn::Activation,
 }
 
 pub(crate) fn save_json(value: &Value, path: &Path) -> Result<()> {
@@ -247,7 +297,7 @@ mod tests {
     #[test]
     fn unknown_model_type_is_named_with_the_supported_list() {
         let err = parse(json!({"model_type": "gpt7"})).unwrap_err().to_string();
-        assert!(err.contains("\"gpt7\"") && err.contains("supported: bert"), "{err}");
+        assert!(err.contains("\"gpt7\"") && err.contains("supported: bert, gpt2"), "{err}");
     }
 
     #[test]
@@ -258,12 +308,10 @@ mod tests {
 
     #[test]
     fn labels_from_id2label_or_num_labels() {
-        let ModelConfig::Bert(c) = parse(json!({"model_type": "bert", "num_labels": 3})).unwrap();
-        assert_eq!(c.common.id2label, vec!["LABEL_0", "LABEL_1", "LABEL_2"]);
-        let ModelConfig::Bert(c) =
-            parse(json!({"model_type": "bert", "id2label": {"1": "pos", "0": "neg"}, "num_labels": 5}))
-                .unwrap();
-        assert_eq!(c.common.id2label, vec!["neg", "pos"]);
+        let c = parse(json!({"model_type": "bert", "num_labels": 3})).unwrap();
+        assert_eq!(c.common().id2label, vec!["LABEL_0", "LABEL_1", "LABEL_2"]);
+        let c = parse(json!({"model_type": "gpt2", "id2label": {"1": "pos", "0": "neg"}, "num_labels": 5})).unwrap();
+        assert_eq!(c.common().id2label, vec!["neg", "pos"]);
         let err = parse(json!({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}))
             .unwrap_err()
             .to_string();

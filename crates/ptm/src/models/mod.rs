@@ -2,6 +2,7 @@
 //! saving a model directory needs around them.
 
 pub mod bert;
+pub mod gpt2;
 
 use std::path::{Path, PathBuf};
 
@@ -63,17 +64,12 @@ impl Pretrained {
         Ok(Pretrained { dir: dir.to_path_buf(), config })
     }
 
-    /// Hidden size, vocabulary and position limit, whatever the family.
     pub fn vocab_size(&self) -> usize {
-        match &self.config {
-            ModelConfig::Bert(c) => c.vocab_size,
-        }
+        self.config.dims().vocab_size
     }
 
     pub fn max_positions(&self) -> usize {
-        match &self.config {
-            ModelConfig::Bert(c) => c.max_position_embeddings,
-        }
+        self.config.dims().max_positions
     }
 
     /// The tokenizer, checked to fit the model's embeddings.
@@ -98,6 +94,7 @@ impl Pretrained {
 pub fn base_prefix(config: &ModelConfig) -> &'static str {
     match config {
         ModelConfig::Bert(_) => "bert",
+        ModelConfig::Gpt2(_) => "transformer",
     }
 }
 
@@ -118,9 +115,10 @@ pub fn report_load(store: &ParamStore, architecture: &str) {
     }
 }
 
-/// The bare encoder of any supported family: token states for embeddings and pipelines.
+/// The bare network of any supported family: token states for embeddings and pipelines.
 pub enum EncoderModel {
     Bert(bert::BertModel),
+    Gpt2(gpt2::Gpt2Model),
 }
 
 impl EncoderModel {
@@ -129,6 +127,7 @@ impl EncoderModel {
         let store = pretrained.store(opts)?;
         let model = match &pretrained.config {
             ModelConfig::Bert(cfg) => EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?),
+            ModelConfig::Gpt2(cfg) => EncoderModel::Gpt2(gpt2::Gpt2Model::new(cfg, &store.root())?),
         };
         report_load(&store, "encoder");
         Ok((model, store))
@@ -138,11 +137,19 @@ impl EncoderModel {
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
         match self {
             EncoderModel::Bert(m) => Ok(m.forward(input, mode)?.last_hidden_state),
+            EncoderModel::Gpt2(m) => {
+                let input = gpt2::DecoderInput {
+                    input_ids: &input.input_ids,
+                    attention_mask: input.attention_mask.as_ref(),
+                    position_ids: None,
+                };
+                m.forward(input, None, mode)
+            }
         }
     }
 }
 
-/// The model classes ptm can build for a family, by transformers' class name.
+/// The model classes ptm can build, by family, with transformers' class names.
 pub const BERT_ARCHITECTURES: &[&str] = &[
     "BertModel",
     bert::BertForMaskedLM::ARCHITECTURE,
@@ -152,16 +159,26 @@ pub const BERT_ARCHITECTURES: &[&str] = &[
     bert::BertForTokenClassification::ARCHITECTURE,
     bert::BertForQuestionAnswering::ARCHITECTURE,
 ];
+pub const GPT2_ARCHITECTURES: &[&str] =
+    &["GPT2Model", gpt2::Gpt2LMHeadModel::ARCHITECTURE, gpt2::Gpt2ForSequenceClassification::ARCHITECTURE];
 
 /// Builds the class the config's `architectures` names (the bare model when none), loading and
 /// checking every weight it needs. Returns the class name and the filled parameter store.
 pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(String, ParamStore)> {
     let store = pretrained.store(opts)?;
     let root = store.root();
+    let named = pretrained.config.common().architectures.first().cloned();
+    let unsupported = |arch: &str, supported: &[&str]| {
+        crate::Error::config(
+            pretrained.dir.join("config.json"),
+            "architectures",
+            format!("{arch} is not supported; supported: {}", supported.join(", ")),
+        )
+    };
     let arch = match &pretrained.config {
         ModelConfig::Bert(cfg) => {
-            let arch = cfg.common.architectures.first().map(String::as_str).unwrap_or("BertModel");
-            match arch {
+            let arch = named.unwrap_or_else(|| "BertModel".into());
+            match arch.as_str() {
                 "BertModel" => drop(bert::BertModel::new(cfg, &root, true)?),
                 "BertForMaskedLM" => drop(bert::BertForMaskedLM::new(cfg, &root)?),
                 "BertForNextSentencePrediction" => drop(bert::BertForNextSentencePrediction::new(cfg, &root)?),
@@ -169,15 +186,19 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
                 "BertForSequenceClassification" => drop(bert::BertForSequenceClassification::new(cfg, &root)?),
                 "BertForTokenClassification" => drop(bert::BertForTokenClassification::new(cfg, &root)?),
                 "BertForQuestionAnswering" => drop(bert::BertForQuestionAnswering::new(cfg, &root)?),
-                other => {
-                    return Err(crate::Error::config(
-                        pretrained.dir.join("config.json"),
-                        "architectures",
-                        format!("{other} is not supported; supported: {}", BERT_ARCHITECTURES.join(", ")),
-                    ));
-                }
+                other => return Err(unsupported(other, BERT_ARCHITECTURES)),
             }
-            arch.to_string()
+            arch
+        }
+        ModelConfig::Gpt2(cfg) => {
+            let arch = named.unwrap_or_else(|| "GPT2Model".into());
+            match arch.as_str() {
+                "GPT2Model" => drop(gpt2::Gpt2Model::new(cfg, &root)?),
+                "GPT2LMHeadModel" => drop(gpt2::Gpt2LMHeadModel::new(cfg, &root)?),
+                "GPT2ForSequenceClassification" => drop(gpt2::Gpt2ForSequenceClassification::new(cfg, &root)?),
+                other => return Err(unsupported(other, GPT2_ARCHITECTURES)),
+            }
+            arch
         }
     };
     report_load(&store, &arch);
@@ -195,9 +216,7 @@ pub fn save_pretrained(
 ) -> Result<()> {
     crate::io::create_dir_all(dir)?;
     let mut config = config.clone();
-    match &mut config {
-        ModelConfig::Bert(c) => c.common.architectures = vec![architecture.to_string()],
-    }
+    config.common_mut().architectures = vec![architecture.to_string()];
     save_safetensors(&store.named_tensors(), &dir.join(SAFETENSORS))?;
     if let Some(t) = tokenizer {
         t.save(dir)?;

@@ -1,6 +1,6 @@
 //! Scaled dot-product attention and the masks it takes.
 
-use candle_core::{DType, Tensor};
+use candle_core::{D, DType, Tensor};
 
 use super::dropout::{Mode, dropout};
 use super::ops::softmax_last_dim;
@@ -11,6 +11,9 @@ use crate::error::Result;
 /// q (batch, heads, q_len, head_dim), k and v (batch, heads, k_len, head_dim), `mask` an
 /// additive bias broadcastable to (batch, heads, q_len, k_len) (0 where attending, a large
 /// negative number where not). Dropout on the attention probabilities in train mode.
+/// A query that may attend to no key at all (a left-padding position under a causal mask)
+/// gets a zero output, as PyTorch's `scaled_dot_product_attention` (transformers' default)
+/// gives it.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,
@@ -25,7 +28,14 @@ pub fn scaled_dot_product_attention(
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = dropout(&softmax_last_dim(&scores)?, dropout_p, mode)?;
+    let mut probs = dropout(&softmax_last_dim(&scores)?, dropout_p, mode)?;
+    if let Some(m) = mask {
+        // Visible keys have bias exactly 0, hidden ones the dtype's minimum.
+        let any_visible = m.max_keepdim(D::Minus1)?.ge(-1.0)?; // (b, 1, q, 1)
+        if any_visible.flatten_all()?.min(0)?.to_scalar::<u8>()? == 0 {
+            probs = probs.broadcast_mul(&any_visible.to_dtype(probs.dtype())?)?;
+        }
+    }
     Ok(probs.matmul(v)?) // (b, h, q, head_dim)
 }
 
@@ -54,4 +64,84 @@ pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, s, d) = x.dims4()?;
     Ok(x.transpose(1, 2)?.reshape((b, s, h * d))?)
+}
+
+/// Keys and values of the positions already processed, per layer, so a decoder computes each
+/// new token's attention without recomputing the prefix.
+#[derive(Clone, Default)]
+pub struct KvCache {
+    /// Per layer: keys and values (batch, heads, seq, head_dim).
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache { layers: vec![None; layers] }
+    }
+
+    /// Positions cached so far.
+    pub fn seq_len(&self) -> usize {
+        self.layers.iter().flatten().next().map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Appends this step's keys and values for `layer`; returns all of them.
+    pub fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        if layer >= self.layers.len() {
+            self.layers.resize(layer + 1, None);
+        }
+        let (k, v) = match self.layers[layer].take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// Keeps, in order, the batch rows `rows` (beam search reorders its beams this way).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for entry in self.layers.iter_mut().flatten() {
+            *entry = (entry.0.index_select(rows, 0)?, entry.1.index_select(rows, 0)?);
+        }
+        Ok(())
+    }
+}
+
+/// The additive causal + padding bias (batch, 1, q_len, past + q_len): query i (at absolute
+/// position past + i) sees key j when j <= past + i and key j is not padding.
+/// `attention_mask` (batch, past + q_len) holds 1 for tokens and 0 for padding.
+pub fn causal_mask_bias(
+    batch: usize,
+    q_len: usize,
+    past: usize,
+    attention_mask: Option<&Tensor>,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let k_len = past + q_len;
+    let keep: Vec<u32> = match attention_mask {
+        Some(m) => {
+            let (b, k) = m.dims2()?;
+            if b != batch || k != k_len {
+                return Err(crate::Error::invalid(format!(
+                    "attention mask is {b} x {k}, expected {batch} x {k_len} (cached + new positions)"
+                )));
+            }
+            m.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?
+        }
+        None => vec![1; batch * k_len],
+    };
+    // The dtype's most negative value, as transformers uses (f16's is far above f32::MIN).
+    let min = if dtype == DType::F16 { -65504.0 } else { f32::MIN };
+    let mut bias = vec![0f32; batch * q_len * k_len];
+    for b in 0..batch {
+        for i in 0..q_len {
+            let row = &mut bias[(b * q_len + i) * k_len..][..k_len];
+            for (j, v) in row.iter_mut().enumerate() {
+                if j > past + i || keep[b * k_len + j] == 0 {
+                    *v = min;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(bias, (batch, 1, q_len, k_len), device)?.to_dtype(dtype)?)
 }

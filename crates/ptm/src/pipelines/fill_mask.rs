@@ -42,6 +42,13 @@ impl FillMask {
         let params = pretrained.store(store)?;
         let model = match &pretrained.config {
             ModelConfig::Bert(cfg) => MaskedLm::Bert(BertForMaskedLM::new(cfg, &params.root())?),
+            other => {
+                return Err(Error::invalid(format!(
+                    "fill-mask needs a masked language model; {} is a {} model",
+                    pretrained.dir.display(),
+                    other.model_type()
+                )));
+            }
         };
         let missing = params.newly_initialized();
         if !missing.is_empty() {
