@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod generate;
 pub mod heads;
 pub mod hub;
 pub mod io;

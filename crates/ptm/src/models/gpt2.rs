@@ -147,6 +147,10 @@ impl Gpt2Model {
         self.h.len()
     }
 
+    pub fn max_positions(&self) -> usize {
+        self.n_positions
+    }
+
     /// (batch, seq, embed). With a cache, only the new positions are passed and the cache grows.
     pub fn forward(&self, input: DecoderInput, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
         let (b, s) = input.input_ids.dims2()?;

@@ -1,0 +1,424 @@
+//! Text generation for every decoder model: greedy search and sampling with transformers'
+//! logits processors (repetition penalty, no-repeat n-grams, minimum new tokens, temperature,
+//! top-k, top-p), applied in transformers' order; EOS, stop strings and length limits;
+//! batches of left-padded prompts with a KV cache; a seed that makes sampling reproducible.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+
+use crate::config::TokenIds;
+use crate::error::{Error, Result};
+use crate::models::gpt2::{DecoderInput, Gpt2LMHeadModel};
+use crate::nn::Mode;
+use crate::nn::attention::KvCache;
+
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+
+/// A decoder that generation can drive: one forward step over new tokens with a cache.
+pub trait CausalLM {
+    fn new_cache(&self) -> KvCache;
+    /// Logits (batch, seq, vocab) of the new positions.
+    fn step(&self, input: DecoderInput, cache: &mut KvCache) -> Result<Tensor>;
+    fn max_positions(&self) -> usize;
+}
+
+impl CausalLM for Gpt2LMHeadModel {
+    fn new_cache(&self) -> KvCache {
+        Gpt2LMHeadModel::new_cache(self)
+    }
+
+    fn step(&self, input: DecoderInput, cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.forward(input, None, Some(cache), Mode::Eval)?.logits)
+    }
+
+    fn max_positions(&self) -> usize {
+        self.transformer.max_positions()
+    }
+}
+
+/// transformers' `GenerationConfig` fields that ptm honours, with its defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    pub max_length: usize,
+    pub max_new_tokens: Option<usize>,
+    pub min_new_tokens: usize,
+    pub do_sample: bool,
+    pub temperature: f64,
+    pub top_k: usize,
+    pub top_p: f64,
+    pub repetition_penalty: f64,
+    pub no_repeat_ngram_size: usize,
+    pub num_beams: usize,
+    pub length_penalty: f64,
+    pub early_stopping: bool,
+    pub num_return_sequences: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<TokenIds>,
+    pub pad_token_id: Option<u32>,
+    #[serde(skip)]
+    pub stop_strings: Vec<String>,
+    #[serde(skip)]
+    pub seed: u64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_length: 20,
+            max_new_tokens: None,
+            min_new_tokens: 0,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 50,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: false,
+            num_return_sequences: 1,
+            bos_token_id: None,
+            eos_token_id: None,
+            pad_token_id: None,
+            stop_strings: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl GenerationConfig {
+    /// `dir/generation_config.json` when present (null fields take the defaults), else defaults;
+    /// token ids the file lacks come from the model's config.
+    pub fn from_dir(dir: &Path, model_eos: Vec<u32>, model_bos: Option<u32>, model_pad: Option<u32>) -> Result<Self> {
+        let path = dir.join(GENERATION_CONFIG);
+        let mut cfg = if path.is_file() {
+            let value: serde_json::Value = crate::io::read_json(&path)?;
+            let fields: serde_json::Map<String, serde_json::Value> = match value {
+                serde_json::Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+                _ => return Err(Error::config(&path, "(top level)", "expected a JSON object")),
+            };
+            crate::config::from_value(serde_json::Value::Object(fields), &path)?
+        } else {
+            GenerationConfig::default()
+        };
+        if cfg.eos_token_id.is_none() && !model_eos.is_empty() {
+            cfg.eos_token_id = Some(TokenIds::Many(model_eos));
+        }
+        cfg.bos_token_id = cfg.bos_token_id.or(model_bos);
+        cfg.pad_token_id = cfg.pad_token_id.or(model_pad);
+        Ok(cfg)
+    }
+
+    pub fn eos_ids(&self) -> Vec<u32> {
+        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+    }
+
+    /// Checks the settings, naming the one that is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::invalid(what));
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(self.temperature > 0.0) && self.do_sample {
+            return bad(format!("temperature must be positive, got {}", self.temperature));
+        }
+        if self.num_beams == 0 {
+            return bad("num_beams must be at least 1".into());
+        }
+        if self.num_beams > 1 {
+            return bad("beam search is not implemented yet; use greedy or sampling".into());
+        }
+        if self.num_return_sequences == 0 || (self.num_return_sequences > 1 && !self.do_sample) {
+            return bad("num_return_sequences > 1 needs sampling (or beam search)".into());
+        }
+        if !(self.repetition_penalty > 0.0) {
+            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+        }
+        Ok(())
+    }
+
+    fn new_token_limit(&self, prompt_len: usize) -> usize {
+        self.max_new_tokens.unwrap_or(self.max_length.saturating_sub(prompt_len))
+    }
+}
+
+/// transformers' logits processors, in the order `generate()` applies them, on one row of
+/// scores; `ids` is the row's whole sequence so far (padding included, as in transformers).
+pub fn process_logits(cfg: &GenerationConfig, ids: &[u32], new_tokens: usize, scores: &mut [f32]) {
+    if cfg.repetition_penalty != 1.0 {
+        let p = cfg.repetition_penalty as f32;
+        let mut seen = vec![false; scores.len()];
+        for &t in ids {
+            if let Some(s) = seen.get_mut(t as usize) {
+                *s = true;
+            }
+        }
+        for (s, &was) in scores.iter_mut().zip(&seen) {
+            if was {
+                *s = if *s < 0.0 { *s * p } else { *s / p };
+            }
+        }
+    }
+    if cfg.no_repeat_ngram_size > 0 {
+        for t in banned_ngram_tokens(ids, cfg.no_repeat_ngram_size) {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    }
+    if new_tokens < cfg.min_new_tokens {
+        for t in cfg.eos_ids() {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    }
+    if cfg.do_sample {
+        if cfg.temperature != 1.0 {
+            let t = cfg.temperature as f32;
+            scores.iter_mut().for_each(|s| *s /= t);
+        }
+        if cfg.top_k > 0 {
+            top_k_filter(scores, cfg.top_k);
+        }
+        if cfg.top_p < 1.0 {
+            top_p_filter(scores, cfg.top_p);
+        }
+    }
+}
+
+/// Tokens that would complete an n-gram already in `ids`.
+fn banned_ngram_tokens(ids: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || ids.len() + 1 < n {
+        return Vec::new();
+    }
+    let prefix = &ids[ids.len() + 1 - n..];
+    ids.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
+}
+
+/// Keeps the k highest scores (and any tied with the k-th), the rest to -inf.
+pub fn top_k_filter(scores: &mut [f32], k: usize) {
+    let k = k.min(scores.len());
+    if k == 0 {
+        return;
+    }
+    let mut sorted: Vec<f32> = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let kth = sorted[k - 1];
+    scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
+}
+
+/// Nucleus filtering as transformers does it: in ascending order, tokens whose cumulative
+/// probability stays at or below 1 - p are removed; the most likely token always stays.
+pub fn top_p_filter(scores: &mut [f32], p: f64) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = order.iter().map(|&i| (scores[i] - max).exp()).collect();
+    let total: f32 = exps.iter().sum();
+    let threshold = (1.0 - p) as f32;
+    let mut cumulative = 0f32;
+    let last = order.len().saturating_sub(1);
+    for (rank, (&i, e)) in order.iter().zip(&exps).enumerate() {
+        cumulative += e / total;
+        if cumulative <= threshold && rank < last {
+            scores[i] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The outcome of one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// New token ids only.
+    pub token_ids: Vec<u32>,
+    /// Why it stopped: "eos", "stop_string" or "length".
+    pub finish_reason: &'static str,
+}
+
+/// Generates continuations of `prompts` (token ids, each non-empty), batched with left
+/// padding; `on_token(row, token)` sees each new token as it is chosen (for streaming).
+/// With `num_return_sequences` n, the result holds n generations per prompt, prompt by prompt.
+pub fn generate(
+    model: &dyn CausalLM,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    stop: Option<&dyn Fn(&[u32]) -> bool>,
+    on_token: &mut dyn FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    cfg.validate()?;
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::invalid("an empty prompt: give at least one token (e.g. the BOS token)"));
+    }
+    let rows: Vec<&Vec<u32>> =
+        prompts.iter().flat_map(|p| std::iter::repeat_n(p, cfg.num_return_sequences)).collect();
+    let b = rows.len();
+    let prompt_len = rows.iter().map(|p| p.len()).max().unwrap_or(0);
+    let limit = cfg.new_token_limit(prompt_len);
+    if prompt_len + limit > model.max_positions() {
+        return Err(Error::invalid(format!(
+            "prompt of {prompt_len} tokens + {limit} new tokens exceeds the model's {} positions",
+            model.max_positions()
+        )));
+    }
+    let eos = cfg.eos_ids();
+    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
+    let device = Device::Cpu;
+
+    // Left padding; positions count real tokens only (transformers: cumsum(mask) - 1, pads at 1).
+    let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(b);
+    let mut mask: Vec<Vec<u32>> = Vec::with_capacity(b);
+    let mut next_pos: Vec<u32> = Vec::with_capacity(b);
+    let mut positions = Vec::with_capacity(b * prompt_len);
+    for p in &rows {
+        let n_pad = prompt_len - p.len();
+        seqs.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect());
+        mask.push(std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, p.len())).collect());
+        positions.extend(std::iter::repeat_n(1u32, n_pad).chain(0..p.len() as u32));
+        next_pos.push(p.len() as u32);
+    }
+    let mut cache = model.new_cache();
+    let ids = Tensor::from_vec(seqs.concat(), (b, prompt_len), &device)?;
+    let pos = Tensor::from_vec(positions, (b, prompt_len), &device)?;
+    let m = Tensor::from_vec(mask.concat(), (b, prompt_len), &device)?;
+    let mut logits = last_position(&model.step(DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) }, &mut cache)?)?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut out: Vec<Generation> = (0..b).map(|_| Generation { token_ids: Vec::new(), finish_reason: "length" }).collect();
+    let mut done = vec![false; b];
+    let mut mask_cols: Vec<u32> = mask.iter().flatten().copied().collect();
+    let mut width = prompt_len;
+    for step in 0..limit {
+        let mut chosen = Vec::with_capacity(b);
+        for (row, scores) in logits.iter_mut().enumerate() {
+            if done[row] {
+                // Finished rows carry on with padding, as in transformers.
+                chosen.push(pad);
+                seqs[row].push(pad);
+                continue;
+            }
+            process_logits(cfg, &seqs[row], step, scores);
+            let t = if cfg.do_sample { sample(scores, &mut rng)? } else { argmax(scores) };
+            chosen.push(t);
+            seqs[row].push(t);
+            out[row].token_ids.push(t);
+            on_token(row, t);
+            if eos.contains(&t) {
+                done[row] = true;
+                out[row].finish_reason = "eos";
+            } else if stop.is_some_and(|f| f(&out[row].token_ids)) {
+                done[row] = true;
+                out[row].finish_reason = "stop_string";
+            }
+        }
+        if done.iter().all(|d| *d) || step + 1 == limit {
+            break;
+        }
+        // One more column: the chosen tokens, visible, at each row's next position.
+        width += 1;
+        let mut cols = Vec::with_capacity(b * width);
+        for row in 0..b {
+            cols.extend_from_slice(&mask_cols[row * (width - 1)..(row + 1) * (width - 1)]);
+            cols.push(1);
+        }
+        mask_cols = cols;
+        let ids = Tensor::from_vec(chosen, (b, 1), &device)?;
+        let pos = Tensor::from_vec(next_pos.clone(), (b, 1), &device)?;
+        next_pos.iter_mut().for_each(|p| *p += 1);
+        let m = Tensor::from_vec(mask_cols.clone(), (b, width), &device)?;
+        logits = last_position(&model.step(DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) }, &mut cache)?)?;
+    }
+    Ok(out)
+}
+
+/// (batch, seq, vocab) -> the last position's scores per row, in f32 on the host.
+fn last_position(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let s = logits.dim(1)?;
+    Ok(logits.narrow(1, s - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+/// The first index of the maximum, as `torch.argmax`.
+fn argmax(scores: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn sample(scores: &[f32], rng: &mut ChaCha8Rng) -> Result<u32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return Err(Error::invalid("every token was filtered out; loosen top-k / top-p"));
+    }
+    let weights: Vec<f64> = scores.iter().map(|s| f64::from((s - max).exp())).collect();
+    let total: f64 = weights.iter().sum();
+    let mut r = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        r -= w;
+        if r < 0.0 && *w > 0.0 {
+            return Ok(i as u32);
+        }
+    }
+    Ok(weights.iter().rposition(|w| *w > 0.0).unwrap_or(0) as u32)
+}
+
+/// A stop test for [`generate`]: true once the decoded new tokens contain any stop string.
+pub fn stop_string_checker<'a>(
+    stop_strings: &'a [String],
+    decode: impl Fn(&[u32]) -> Option<String> + 'a,
+) -> impl Fn(&[u32]) -> bool + 'a {
+    move |ids: &[u32]| {
+        !stop_strings.is_empty()
+            && decode(ids).is_some_and(|text| stop_strings.iter().any(|s| text.contains(s.as_str())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_ties_and_top_p_keeps_the_best() {
+        let mut s = vec![1.0, 3.0, 2.0, 3.0, 0.5];
+        top_k_filter(&mut s, 2);
+        assert_eq!(s, vec![f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY]);
+        let mut s = vec![0.0, 10.0, 0.0];
+        top_p_filter(&mut s, 0.5);
+        assert_eq!(s, vec![f32::NEG_INFINITY, 10.0, f32::NEG_INFINITY]);
+    }
+
+    #[test]
+    fn no_repeat_ngram_bans_completions() {
+        // 2-grams seen: (5,6) (6,7) (7,5); the last token is 5, so 6 is banned.
+        assert_eq!(banned_ngram_tokens(&[5, 6, 7, 5], 2), vec![6]);
+        assert!(banned_ngram_tokens(&[5], 3).is_empty());
+        assert_eq!(banned_ngram_tokens(&[1, 2, 1, 3, 1], 2), vec![2, 3]);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let cfg = GenerationConfig { repetition_penalty: 2.0, ..Default::default() };
+        let mut s = vec![4.0, -4.0, 4.0];
+        process_logits(&cfg, &[0, 1], 0, &mut s);
+        assert_eq!(s, vec![2.0, -8.0, 4.0]);
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible() {
+        let scores: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..20).map(|_| sample(&scores, &mut rng).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+    }
+}
