@@ -154,6 +154,34 @@ def generations(model, tok):
     print(f"{len(cases)} generate() cases")
 
 
+PPL_TEXT = " ".join(CORPUS[:6])
+
+
+def perplexity(model, tok, max_length=32, stride=16):
+    """The sliding-window loop of transformers' perplexity documentation."""
+    ids = tok(PPL_TEXT, return_tensors="pt").input_ids
+    seq_len = ids.size(1)
+    nll_sum, n_tokens, prev_end = 0.0, 0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + max_length, seq_len)
+        trg_len = end - prev_end
+        input_ids = ids[:, begin:end]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = model(input_ids, labels=target_ids).loss
+        num_loss_tokens = (target_ids != -100).sum().item() - target_ids.size(0)
+        nll_sum += loss.item() * num_loss_tokens
+        n_tokens += num_loss_tokens
+        prev_end = end
+        if end == seq_len:
+            break
+    ppl = float(torch.exp(torch.tensor(nll_sum / n_tokens)))
+    (OUT / "tiny-lm.perplexity.json").write_text(json.dumps(
+        {"text": PPL_TEXT, "max_length": max_length, "stride": stride, "perplexity": ppl, "tokens": n_tokens}, indent=1) + "\n")
+    print(f"perplexity {ppl:.4f} over {n_tokens} tokens")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer()
@@ -163,6 +191,7 @@ def main():
     randomize(lm, 1)
     record(lm, "tiny-lm", tok, "lm")
     generations(lm, tok)
+    perplexity(lm.eval(), tok)
 
     untied = GPT2LMHeadModel(tiny_config(activation_function="relu", tie_word_embeddings=False,
                                          scale_attn_by_inverse_layer_idx=True))

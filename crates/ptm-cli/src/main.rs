@@ -8,7 +8,7 @@ mod output;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, inspect, convert")]
+#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, generate, inspect, convert")]
 struct Cli {
     /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS).
     #[arg(long, global = true)]
@@ -28,6 +28,8 @@ enum Command {
     Embed(cmd::embed::Args),
     Similarity(cmd::similarity::Args),
     FillMask(cmd::fill_mask::Args),
+    Generate(cmd::generate::Args),
+    Perplexity(cmd::perplexity::Args),
     Info(cmd::info::Args),
     Convert(cmd::convert::Args),
 }
@@ -44,6 +46,8 @@ fn main() {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Similarity(a) => cmd::similarity::run(a),
         Command::FillMask(a) => cmd::fill_mask::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
     };

@@ -240,3 +240,54 @@ fn convert_pytorch_bin_to_safetensors() {
     let err = fails(&["convert", "--model", &tiny("tiny-base"), "--output", &tiny("tiny-base")]);
     assert!(err.contains("must differ"), "{err}");
 }
+
+fn gpt2() -> String {
+    fixtures().join("gpt2/tiny-lm").display().to_string()
+}
+
+/// `ptm generate --format json` gives transformers' greedy ids; text mode prints the same
+/// continuation after the prompt.
+#[test]
+fn generate_json_and_text_agree_with_transformers() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("gpt2/tiny-lm.generate.json")).unwrap()).unwrap();
+    let case = &cases[0];
+    let prompt = case["prompts"][0].as_str().unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&["generate", "--model", &gpt2(), "--max-new-tokens", "12", "--format", "json", prompt])).unwrap();
+    assert_eq!(out["token_ids"], case["new_tokens"][0]);
+    let text = ok(&["generate", "--model", &gpt2(), "--max-new-tokens", "12", prompt]);
+    assert_eq!(text.trim_end_matches('\n'), out["generated_text"].as_str().unwrap());
+}
+
+#[test]
+fn generate_from_a_jsonl_file_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("prompts.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"The quick brown\"}\n{\"prompt\": \"A\"}\n{\"prompt\": \"To be, or not\"}\n").unwrap();
+    let out = ok(&["generate", "--model", &gpt2(), "--input", input.to_str().unwrap(), "--max-new-tokens", "4", "--batch-size", "2"]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for (line, prompt) in lines.iter().zip(["The quick brown", "A", "To be, or not"]) {
+        assert!(line["generated_text"].as_str().unwrap().starts_with(prompt));
+        // Batched with left padding, each prompt gets what it gets alone.
+        let alone: serde_json::Value =
+            serde_json::from_str(&ok(&["generate", "--model", &gpt2(), "--max-new-tokens", "4", "--format", "json", prompt])).unwrap();
+        assert_eq!(line["token_ids"], alone["token_ids"], "{prompt}");
+    }
+    std::fs::write(&input, b"{\"prompt\": \"ok\"}\n{\"prompt\": \"\xff\"}\n").unwrap();
+    let err = fails(&["generate", "--model", &gpt2(), "--input", input.to_str().unwrap()]);
+    assert!(err.contains("prompts.jsonl:2") && err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn generate_rejects_what_does_not_fit() {
+    let long = "the ".repeat(80);
+    let err = fails(&["generate", "--model", &gpt2(), "--max-new-tokens", "10", &long]);
+    assert!(err.contains("--truncate-left") && err.contains("64 positions"), "{err}");
+    ok(&["generate", "--model", &gpt2(), "--max-new-tokens", "10", "--truncate-left", &long]);
+    let err = fails(&["generate", "--model", &gpt2(), "--do-sample", "--top-p", "0", "x"]);
+    assert!(err.contains("top_p"), "{err}");
+    let err = fails(&["generate", "--model", &gpt2(), "--num-beams", "0", "x"]);
+    assert!(err.contains("num_beams"), "{err}");
+}

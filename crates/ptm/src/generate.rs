@@ -23,6 +23,8 @@ pub trait CausalLM {
     fn new_cache(&self) -> KvCache;
     /// Logits (batch, seq, vocab) of the new positions.
     fn step(&self, input: DecoderInput, cache: &mut KvCache) -> Result<Tensor>;
+    /// The mean next-token loss of `input_ids` (batch, seq) against `labels` (-100 ignored).
+    fn loss(&self, input_ids: &Tensor, labels: &Tensor) -> Result<Tensor>;
     fn max_positions(&self) -> usize;
 }
 
@@ -35,9 +37,86 @@ impl CausalLM for Gpt2LMHeadModel {
         Ok(self.forward(input, None, Some(cache), Mode::Eval)?.logits)
     }
 
+    fn loss(&self, input_ids: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        self.forward(DecoderInput::new(input_ids), Some(labels), None, Mode::Eval)?
+            .loss
+            .ok_or_else(|| Error::invalid("no loss"))
+    }
+
     fn max_positions(&self) -> usize {
         self.transformer.max_positions()
     }
+}
+
+/// Loads the causal LM of a model directory (its LM head must be in the checkpoint).
+pub fn load_causal_lm(
+    pretrained: &crate::models::Pretrained,
+    opts: &crate::nn::StoreOptions,
+) -> Result<(Box<dyn CausalLM>, GenerationConfig)> {
+    let store = pretrained.store(opts)?;
+    let (model, generation): (Box<dyn CausalLM>, GenerationConfig) = match &pretrained.config {
+        crate::config::ModelConfig::Gpt2(cfg) => (
+            Box::new(Gpt2LMHeadModel::new(cfg, &store.root())?),
+            GenerationConfig::from_dir(&pretrained.dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id)?,
+        ),
+        other => {
+            return Err(Error::invalid(format!(
+                "{}: a {} model cannot generate text; use a causal LM (gpt2)",
+                pretrained.dir.display(),
+                other.model_type()
+            )));
+        }
+    };
+    let missing = store.newly_initialized();
+    if !missing.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: the checkpoint lacks the LM head ({}); generation needs a trained one",
+            pretrained.dir.display(),
+            missing.join(", ")
+        )));
+    }
+    crate::models::report_load(&store, "causal LM");
+    Ok((model, generation))
+}
+
+/// Sliding-window perplexity, as the transformers documentation computes it: windows of
+/// `max_length` tokens advancing by `stride`, each scoring only the tokens it adds.
+pub fn perplexity(model: &dyn CausalLM, ids: &[u32], max_length: usize, stride: usize) -> Result<(f64, usize)> {
+    if ids.len() < 2 {
+        return Err(Error::invalid("perplexity needs a text of at least two tokens"));
+    }
+    if stride == 0 || stride > max_length {
+        return Err(Error::invalid(format!("stride must be in 1..={max_length}, got {stride}")));
+    }
+    let device = Device::Cpu;
+    let (mut nll_sum, mut counted, mut prev_end) = (0f64, 0usize, 0usize);
+    let mut begin = 0;
+    while begin < ids.len() {
+        let end = (begin + max_length).min(ids.len());
+        let target_len = end - prev_end;
+        let window = &ids[begin..end];
+        let labels: Vec<i64> = window
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| if i + target_len < window.len() { -100 } else { i64::from(t) })
+            .collect();
+        let n = window.len();
+        let input = Tensor::from_vec(window.to_vec(), (1, n), &device)?;
+        let labels_t = Tensor::from_vec(labels.clone(), (1, n), &device)?;
+        // Weighted as the documentation does: valid labels minus one for the shift.
+        let scored = labels.iter().filter(|l| **l != -100).count().saturating_sub(1);
+        if scored > 0 {
+            let loss = model.loss(&input, &labels_t)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            nll_sum += loss * scored as f64;
+            counted += scored;
+        }
+        prev_end = end;
+        if end == ids.len() {
+            break;
+        }
+        begin += stride;
+    }
+    Ok(((nll_sum / counted as f64).exp(), counted))
 }
 
 /// transformers' `GenerationConfig` fields that ptm honours, with its defaults.

@@ -77,3 +77,22 @@ fn bad_settings_are_errors() {
     let long = vec![vec![5u32; 60]];
     assert!(run(GenerationConfig { max_new_tokens: Some(10), ..base }, long).contains("64 positions"));
 }
+
+#[test]
+fn sliding_window_perplexity_equals_the_documented_loop() {
+    let (m, _) = model();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("gpt2/tiny-lm.perplexity.json")).unwrap()).unwrap();
+    let tok = ptm::tokenizer::Tokenizer::from_dir(&fixtures().join("gpt2/tiny-lm")).unwrap();
+    let ids = tok.encode_batch(&[v["text"].as_str().unwrap()]).unwrap().encodings[0].get_ids().to_vec();
+    let (ppl, tokens) = ptm::generate::perplexity(
+        &m,
+        &ids,
+        v["max_length"].as_u64().unwrap() as usize,
+        v["stride"].as_u64().unwrap() as usize,
+    )
+    .unwrap();
+    assert_eq!(tokens as u64, v["tokens"].as_u64().unwrap());
+    let want = v["perplexity"].as_f64().unwrap();
+    assert!((ppl - want).abs() / want < 1e-4, "{ppl} vs {want}");
+}

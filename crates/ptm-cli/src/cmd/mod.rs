@@ -1,7 +1,9 @@
 pub mod convert;
 pub mod embed;
 pub mod fill_mask;
+pub mod generate;
 pub mod info;
+pub mod perplexity;
 pub mod similarity;
 
 /// Output formats of the commands that print results.

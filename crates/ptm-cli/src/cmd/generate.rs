@@ -1,0 +1,211 @@
+//! `ptm generate`: continue prompts with a causal language model, streaming text or as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use ptm::generate::{GenerationConfig, generate, load_causal_lm, stop_string_checker};
+use ptm::models::Pretrained;
+use ptm::nn::StoreOptions;
+use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
+
+use super::Format;
+
+/// Generate text. Greedy unless sampling (or the model's generation_config.json) says otherwise.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory (a causal LM such as GPT-2), or org/name in the Hugging Face cache.
+    #[arg(long)]
+    model: String,
+    /// New tokens at most (default: the model's generation_config.json, else 50).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// New tokens before EOS may end a generation.
+    #[arg(long)]
+    min_new_tokens: Option<usize>,
+    /// Sample instead of picking the most likely token.
+    #[arg(long)]
+    do_sample: bool,
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Sample among the k most likely tokens (0: all).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities add up to p, in (0, 1].
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// Above 1 discourages tokens already in the text.
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    /// Never repeat an n-gram of this size.
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+    /// Stop once the generated text contains this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cut prompts that do not fit the model from the left instead of failing.
+    #[arg(long)]
+    truncate_left: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// JSONL with a "prompt" field per line; one JSON result per line.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Prompts per batch with --input.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// The prompt.
+    prompt: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let pretrained = Pretrained::open(&a.model)?;
+    let mut tokenizer = pretrained.checked_tokenizer()?;
+    tokenizer.set_padding(Padding::None)?;
+    let (model, mut cfg) = load_causal_lm(&pretrained, &StoreOptions::default())?;
+    apply_flags(&a, &mut cfg);
+    cfg.validate()?;
+    let stop = stop_string_checker(&cfg.stop_strings, |ids| tokenizer.decode(ids, true).ok());
+    let max_prompt = model.max_positions().saturating_sub(cfg.max_new_tokens.unwrap_or(0));
+    let encode = |text: &str| -> Result<Vec<u32>> {
+        let ids = tokenizer.encode_batch(&[text])?.encodings[0].get_ids().to_vec();
+        if ids.len() > max_prompt {
+            if !a.truncate_left {
+                bail!(
+                    "the prompt has {} tokens; with {} new tokens the model's {} positions allow {max_prompt} \
+                     (--truncate-left keeps the last ones)",
+                    ids.len(),
+                    cfg.max_new_tokens.unwrap_or(0),
+                    model.max_positions()
+                );
+            }
+            return Ok(ids[ids.len() - max_prompt..].to_vec());
+        }
+        Ok(ids)
+    };
+    let prompt_ids = |text: &str| -> Result<Vec<u32>> {
+        let ids = encode(text)?;
+        if ids.is_empty() {
+            // An empty prompt starts from BOS, as transformers does.
+            return cfg.bos_token_id.map(|b| vec![b]).context("empty prompt and the model has no BOS token");
+        }
+        Ok(ids)
+    };
+
+    if let Some(path) = &a.input {
+        return run_file(path, &a, &tokenizer, &*model, &cfg, &stop, &prompt_ids);
+    }
+    let Some(prompt) = &a.prompt else { bail!("give a PROMPT or --input FILE") };
+    let ids = prompt_ids(prompt)?;
+    match a.format {
+        Format::Text => {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{prompt}")?;
+            out.flush()?;
+            let mut stream = StreamDecoder::new(&tokenizer);
+            let mut failed = None;
+            generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, t| {
+                if failed.is_none() {
+                    match stream.push(t).map_err(anyhow::Error::from).and_then(|piece| {
+                        write!(out, "{piece}")?;
+                        Ok(out.flush()?)
+                    }) {
+                        Ok(()) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            writeln!(out)?;
+        }
+        Format::Json => {
+            let g = generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})?;
+            println!("{}", result_json(prompt, &g[0].token_ids, g[0].finish_reason, &tokenizer)?);
+        }
+    }
+    Ok(())
+}
+
+fn apply_flags(a: &Args, cfg: &mut GenerationConfig) {
+    if a.max_new_tokens.is_some() {
+        cfg.max_new_tokens = a.max_new_tokens;
+    } else if cfg.max_new_tokens.is_none() {
+        cfg.max_new_tokens = Some(50);
+    }
+    if let Some(v) = a.min_new_tokens {
+        cfg.min_new_tokens = v;
+    }
+    if a.do_sample {
+        cfg.do_sample = true;
+    }
+    if let Some(v) = a.temperature {
+        cfg.temperature = v;
+    }
+    if let Some(v) = a.top_k {
+        cfg.top_k = v;
+    }
+    if let Some(v) = a.top_p {
+        cfg.top_p = v;
+    }
+    if let Some(v) = a.num_beams {
+        cfg.num_beams = v;
+    }
+    if let Some(v) = a.repetition_penalty {
+        cfg.repetition_penalty = v;
+    }
+    if let Some(v) = a.no_repeat_ngram_size {
+        cfg.no_repeat_ngram_size = v;
+    }
+    cfg.stop_strings = a.stop.clone();
+    cfg.seed = a.seed;
+}
+
+/// transformers' text-generation output (`generated_text` is prompt + continuation), with the
+/// new token ids and why generation stopped.
+fn result_json(prompt: &str, new_ids: &[u32], finish: &str, tokenizer: &Tokenizer) -> Result<String> {
+    let text = format!("{prompt}{}", tokenizer.decode(new_ids, true)?);
+    Ok(serde_json::json!({ "generated_text": text, "token_ids": new_ids, "finish_reason": finish }).to_string())
+}
+
+fn run_file(
+    path: &std::path::Path,
+    a: &Args,
+    tokenizer: &Tokenizer,
+    model: &dyn ptm::generate::CausalLM,
+    cfg: &GenerationConfig,
+    stop: &dyn Fn(&[u32]) -> bool,
+    prompt_ids: &dyn Fn(&str) -> Result<Vec<u32>>,
+) -> Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let line = std::str::from_utf8(line).map_err(|_| anyhow::anyhow!("{}:{}: not valid UTF-8", path.display(), i + 1))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
+        let Some(p) = v.get("prompt").and_then(|p| p.as_str()) else {
+            bail!("{}:{}: no string \"prompt\" field", path.display(), i + 1);
+        };
+        prompts.push(p.to_string());
+    }
+    let mut out = std::io::stdout().lock();
+    for chunk in prompts.chunks(a.batch_size.max(1)) {
+        let ids = chunk.iter().map(|p| prompt_ids(p)).collect::<Result<Vec<_>>>()?;
+        let results = generate(model, &ids, cfg, Some(stop), &mut |_, _| {})?;
+        // num_return_sequences results per prompt, prompt by prompt.
+        let per = results.len() / chunk.len().max(1);
+        for (i, g) in results.iter().enumerate() {
+            writeln!(out, "{}", result_json(&chunk[i / per.max(1)], &g.token_ids, g.finish_reason, tokenizer)?)?;
+        }
+    }
+    Ok(())
+}
