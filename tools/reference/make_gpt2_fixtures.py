@@ -136,6 +136,13 @@ def generations(model, tok):
         {"do_sample": False, "num_beams": 3, "max_new_tokens": 10},
         {"do_sample": False, "num_beams": 4, "max_new_tokens": 8, "length_penalty": 0.5, "num_return_sequences": 2},
         {"do_sample": False, "num_beams": 3, "max_new_tokens": 10, "early_stopping": True, "min_new_tokens": 4},
+        # Frequent tokens as EOS, so that hypotheses finish before the length limit.
+        {"do_sample": False, "max_new_tokens": 12, "eos_token_id": 262},
+        {"do_sample": False, "num_beams": 3, "max_new_tokens": 10, "eos_token_id": 262},
+        {"do_sample": False, "num_beams": 2, "max_new_tokens": 10, "eos_token_id": [56, 18], "early_stopping": True,
+         "num_return_sequences": 2},
+        {"do_sample": False, "num_beams": 3, "max_new_tokens": 10, "eos_token_id": 56, "early_stopping": "never",
+         "length_penalty": 1.5},
     ]
     for s in settings:
         for batch in [[p] for p in PROMPTS] + [PROMPTS]:

@@ -119,6 +119,31 @@ pub fn perplexity(model: &dyn CausalLM, ids: &[u32], max_length: usize, stride: 
     Ok(((nll_sum / counted as f64).exp(), counted))
 }
 
+/// When beam search stops (transformers' `early_stopping`: true, false or "never").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub enum EarlyStopping {
+    /// `true`: as soon as `num_beams` hypotheses are finished.
+    Done,
+    /// `false`: when no running beam can, by a heuristic on its length, beat the finished ones.
+    Heuristic,
+    /// `"never"`: only when no running beam can beat them at any length (canonical beam search).
+    Never,
+}
+
+impl TryFrom<serde_json::Value> for EarlyStopping {
+    type Error = String;
+
+    fn try_from(v: serde_json::Value) -> std::result::Result<Self, String> {
+        match v {
+            serde_json::Value::Bool(true) => Ok(EarlyStopping::Done),
+            serde_json::Value::Bool(false) => Ok(EarlyStopping::Heuristic),
+            serde_json::Value::String(s) if s == "never" => Ok(EarlyStopping::Never),
+            other => Err(format!("expected true, false or \"never\", got {other}")),
+        }
+    }
+}
+
 /// transformers' `GenerationConfig` fields that ptm honours, with its defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -134,7 +159,7 @@ pub struct GenerationConfig {
     pub no_repeat_ngram_size: usize,
     pub num_beams: usize,
     pub length_penalty: f64,
-    pub early_stopping: bool,
+    pub early_stopping: EarlyStopping,
     pub num_return_sequences: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<TokenIds>,
@@ -159,7 +184,7 @@ impl Default for GenerationConfig {
             no_repeat_ngram_size: 0,
             num_beams: 1,
             length_penalty: 1.0,
-            early_stopping: false,
+            early_stopping: EarlyStopping::Heuristic,
             num_return_sequences: 1,
             bos_token_id: None,
             eos_token_id: None,
@@ -193,6 +218,11 @@ impl GenerationConfig {
         Ok(cfg)
     }
 
+    /// The padding id: the configured one, else the first EOS (as transformers falls back).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_token_id.or(self.eos_ids().first().copied()).unwrap_or(0)
+    }
+
     pub fn eos_ids(&self) -> Vec<u32> {
         self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
     }
@@ -209,11 +239,17 @@ impl GenerationConfig {
         if self.num_beams == 0 {
             return bad("num_beams must be at least 1".into());
         }
-        if self.num_beams > 1 {
-            return bad("beam search is not implemented yet; use greedy or sampling".into());
+        if self.num_beams > 1 && self.do_sample {
+            return bad("beam sampling is not supported; use --num-beams or --do-sample, not both".into());
         }
-        if self.num_return_sequences == 0 || (self.num_return_sequences > 1 && !self.do_sample) {
-            return bad("num_return_sequences > 1 needs sampling (or beam search)".into());
+        if self.num_return_sequences == 0 || (self.num_return_sequences > 1 && !self.do_sample && self.num_beams == 1) {
+            return bad("num_return_sequences > 1 needs sampling or beam search".into());
+        }
+        if self.num_beams > 1 && self.num_return_sequences > self.num_beams {
+            return bad(format!(
+                "num_return_sequences {} is more than num_beams {}",
+                self.num_return_sequences, self.num_beams
+            ));
         }
         if !(self.repetition_penalty > 0.0) {
             return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
@@ -320,9 +356,82 @@ pub struct Generation {
     pub finish_reason: &'static str,
 }
 
+/// A batch of left-padded prompts fed through the model once, ready for decoding steps.
+struct Prefill {
+    /// Each row's whole sequence so far, padding included (what transformers' processors see).
+    seqs: Vec<Vec<u32>>,
+    /// The attention mask, row-major (rows × width).
+    mask: Vec<u32>,
+    width: usize,
+    /// Each row's next position id.
+    next_pos: Vec<u32>,
+    cache: KvCache,
+    /// Scores of each row's next token.
+    logits: Vec<Vec<f32>>,
+}
+
+impl Prefill {
+    /// Left-pads `rows`; positions count real tokens only (transformers: cumsum(mask) - 1, pads 1).
+    fn run(model: &dyn CausalLM, rows: &[&Vec<u32>], pad: u32) -> Result<Self> {
+        let b = rows.len();
+        let width = rows.iter().map(|p| p.len()).max().unwrap_or(0);
+        let (mut seqs, mut mask, mut positions) = (Vec::with_capacity(b), Vec::with_capacity(b * width), Vec::with_capacity(b * width));
+        for p in rows {
+            let n_pad = width - p.len();
+            seqs.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect::<Vec<u32>>());
+            mask.extend(std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, p.len())));
+            positions.extend(std::iter::repeat_n(1u32, n_pad).chain(0..p.len() as u32));
+        }
+        let device = Device::Cpu;
+        let ids = Tensor::from_vec(seqs.concat(), (b, width), &device)?;
+        let pos = Tensor::from_vec(positions, (b, width), &device)?;
+        let m = Tensor::from_vec(mask.clone(), (b, width), &device)?;
+        let mut cache = model.new_cache();
+        let logits = last_position(&model.step(
+            DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) },
+            &mut cache,
+        )?)?;
+        let next_pos = rows.iter().map(|p| p.len() as u32).collect();
+        Ok(Prefill { seqs, mask, width, next_pos, cache, logits })
+    }
+
+    /// Feeds one token per row (rows already reordered to follow their beams).
+    fn step(&mut self, model: &dyn CausalLM, tokens: Vec<u32>) -> Result<()> {
+        let b = tokens.len();
+        let mut mask = Vec::with_capacity(b * (self.width + 1));
+        for row in self.mask.chunks(self.width) {
+            mask.extend_from_slice(row);
+            mask.push(1);
+        }
+        self.mask = mask;
+        self.width += 1;
+        let device = Device::Cpu;
+        let ids = Tensor::from_vec(tokens, (b, 1), &device)?;
+        let pos = Tensor::from_vec(self.next_pos.clone(), (b, 1), &device)?;
+        self.next_pos.iter_mut().for_each(|p| *p += 1);
+        let m = Tensor::from_vec(self.mask.clone(), (b, self.width), &device)?;
+        self.logits = last_position(&model.step(
+            DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) },
+            &mut self.cache,
+        )?)?;
+        Ok(())
+    }
+
+    /// Keeps the rows `from[i]` as new row i: mask, positions, sequences and cache follow.
+    fn reorder(&mut self, from: &[usize]) -> Result<()> {
+        let w = self.width;
+        self.mask = from.iter().flat_map(|&r| self.mask[r * w..(r + 1) * w].to_vec()).collect();
+        self.next_pos = from.iter().map(|&r| self.next_pos[r]).collect();
+        self.seqs = from.iter().map(|&r| self.seqs[r].clone()).collect();
+        let idx = Tensor::from_vec(from.iter().map(|&r| r as u32).collect::<Vec<_>>(), from.len(), &Device::Cpu)?;
+        self.cache.select_rows(&idx)
+    }
+}
+
 /// Generates continuations of `prompts` (token ids, each non-empty), batched with left
-/// padding; `on_token(row, token)` sees each new token as it is chosen (for streaming).
-/// With `num_return_sequences` n, the result holds n generations per prompt, prompt by prompt.
+/// padding: greedy, sampling, or beam search when `num_beams` > 1. `on_token(row, token)` sees
+/// each new token as it is chosen (greedy and sampling; for streaming). With
+/// `num_return_sequences` n, the result holds n generations per prompt, prompt by prompt.
 pub fn generate(
     model: &dyn CausalLM,
     prompts: &[Vec<u32>],
@@ -334,10 +443,7 @@ pub fn generate(
     if prompts.iter().any(|p| p.is_empty()) {
         return Err(Error::invalid("an empty prompt: give at least one token (e.g. the BOS token)"));
     }
-    let rows: Vec<&Vec<u32>> =
-        prompts.iter().flat_map(|p| std::iter::repeat_n(p, cfg.num_return_sequences)).collect();
-    let b = rows.len();
-    let prompt_len = rows.iter().map(|p| p.len()).max().unwrap_or(0);
+    let prompt_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let limit = cfg.new_token_limit(prompt_len);
     if prompt_len + limit > model.max_positions() {
         return Err(Error::invalid(format!(
@@ -345,46 +451,31 @@ pub fn generate(
             model.max_positions()
         )));
     }
-    let eos = cfg.eos_ids();
-    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
-    let device = Device::Cpu;
-
-    // Left padding; positions count real tokens only (transformers: cumsum(mask) - 1, pads at 1).
-    let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(b);
-    let mut mask: Vec<Vec<u32>> = Vec::with_capacity(b);
-    let mut next_pos: Vec<u32> = Vec::with_capacity(b);
-    let mut positions = Vec::with_capacity(b * prompt_len);
-    for p in &rows {
-        let n_pad = prompt_len - p.len();
-        seqs.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect());
-        mask.push(std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, p.len())).collect());
-        positions.extend(std::iter::repeat_n(1u32, n_pad).chain(0..p.len() as u32));
-        next_pos.push(p.len() as u32);
+    if cfg.num_beams > 1 {
+        return beam_search(model, prompts, cfg, limit, stop);
     }
-    let mut cache = model.new_cache();
-    let ids = Tensor::from_vec(seqs.concat(), (b, prompt_len), &device)?;
-    let pos = Tensor::from_vec(positions, (b, prompt_len), &device)?;
-    let m = Tensor::from_vec(mask.concat(), (b, prompt_len), &device)?;
-    let mut logits = last_position(&model.step(DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) }, &mut cache)?)?;
-
+    let rows: Vec<&Vec<u32>> =
+        prompts.iter().flat_map(|p| std::iter::repeat_n(p, cfg.num_return_sequences)).collect();
+    let b = rows.len();
+    let eos = cfg.eos_ids();
+    let pad = cfg.pad_id();
+    let mut state = Prefill::run(model, &rows, pad)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut out: Vec<Generation> = (0..b).map(|_| Generation { token_ids: Vec::new(), finish_reason: "length" }).collect();
     let mut done = vec![false; b];
-    let mut mask_cols: Vec<u32> = mask.iter().flatten().copied().collect();
-    let mut width = prompt_len;
     for step in 0..limit {
         let mut chosen = Vec::with_capacity(b);
-        for (row, scores) in logits.iter_mut().enumerate() {
+        for (row, scores) in state.logits.iter_mut().enumerate() {
             if done[row] {
                 // Finished rows carry on with padding, as in transformers.
                 chosen.push(pad);
-                seqs[row].push(pad);
+                state.seqs[row].push(pad);
                 continue;
             }
-            process_logits(cfg, &seqs[row], step, scores);
+            process_logits(cfg, &state.seqs[row], step, scores);
             let t = if cfg.do_sample { sample(scores, &mut rng)? } else { argmax(scores) };
             chosen.push(t);
-            seqs[row].push(t);
+            state.seqs[row].push(t);
             out[row].token_ids.push(t);
             on_token(row, t);
             if eos.contains(&t) {
@@ -398,21 +489,167 @@ pub fn generate(
         if done.iter().all(|d| *d) || step + 1 == limit {
             break;
         }
-        // One more column: the chosen tokens, visible, at each row's next position.
-        width += 1;
-        let mut cols = Vec::with_capacity(b * width);
-        for row in 0..b {
-            cols.extend_from_slice(&mask_cols[row * (width - 1)..(row + 1) * (width - 1)]);
-            cols.push(1);
-        }
-        mask_cols = cols;
-        let ids = Tensor::from_vec(chosen, (b, 1), &device)?;
-        let pos = Tensor::from_vec(next_pos.clone(), (b, 1), &device)?;
-        next_pos.iter_mut().for_each(|p| *p += 1);
-        let m = Tensor::from_vec(mask_cols.clone(), (b, width), &device)?;
-        logits = last_position(&model.step(DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) }, &mut cache)?)?;
+        state.step(model, chosen)?;
     }
     Ok(out)
+}
+
+/// A hypothesis: its new tokens and its score.
+#[derive(Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    score: f32,
+}
+
+/// Beam search as transformers 5 runs it: per prompt, the top (1 + #EOS) × num_beams
+/// continuations of all beams by accumulated log-probability; those that stop (EOS, length,
+/// stop string) and rank among the first num_beams become finished hypotheses scored
+/// log-prob / new_length^length_penalty; the best num_beams that go on keep running; the
+/// search ends per `early_stopping`.
+fn beam_search(
+    model: &dyn CausalLM,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    limit: usize,
+    stop: Option<&dyn Fn(&[u32]) -> bool>,
+) -> Result<Vec<Generation>> {
+    const NEG: f32 = -1.0e9;
+    let beams = cfg.num_beams;
+    let eos = cfg.eos_ids();
+    let keep = 2.max(1 + eos.len()) * beams;
+    let rows: Vec<&Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p, beams)).collect();
+    let mut state = Prefill::run(model, &rows, cfg.pad_id())?;
+    let prompt_len = state.width;
+    let max_length = prompt_len + limit;
+    let lp = cfg.length_penalty as f32;
+
+    let n = prompts.len();
+    let mut running: Vec<Vec<Hypothesis>> = (0..n)
+        .map(|_| (0..beams).map(|k| Hypothesis { tokens: Vec::new(), score: if k == 0 { 0.0 } else { NEG } }).collect())
+        .collect();
+    let mut finished: Vec<Vec<(Hypothesis, bool)>> =
+        (0..n).map(|_| vec![(Hypothesis { tokens: Vec::new(), score: NEG }, false); beams]).collect();
+    let mut improvable = vec![true; n];
+    let mut cur_len = prompt_len;
+    loop {
+        let mut all_hit = true;
+        let mut next_tokens = Vec::with_capacity(n * beams);
+        let mut sources = Vec::with_capacity(n * beams);
+        for p in 0..n {
+            // Accumulated log-probabilities of every (beam, token) continuation.
+            let mut cands: Vec<(f32, usize, u32)> = Vec::new();
+            for k in 0..beams {
+                let row = p * beams + k;
+                let scores = &mut state.logits[row];
+                log_softmax_in_place(scores);
+                process_logits(cfg, &state.seqs[row], cur_len - prompt_len, scores);
+                let base = running[p][k].score;
+                cands.extend(scores.iter().enumerate().map(|(t, s)| (s + base, k, t as u32)));
+            }
+            let top = top_by_score(cands, keep);
+            let hits: Vec<bool> = top
+                .iter()
+                .map(|&(_, k, t)| {
+                    let mut tokens = running[p][k].tokens.clone();
+                    tokens.push(t);
+                    eos.contains(&t) || cur_len + 1 >= max_length || stop.is_some_and(|f| f(&tokens))
+                })
+                .collect();
+            all_hit &= hits.iter().all(|h| *h);
+
+            // Finished: the top num_beams candidates that stopped, merged into the best so far.
+            let all_done = finished[p].iter().all(|(_, f)| *f);
+            let denom = ((cur_len + 1 - prompt_len) as f32).powf(lp);
+            let mut merged: Vec<(Hypothesis, bool)> = finished[p].clone();
+            for (i, (&(score, k, t), &hit)) in top.iter().zip(&hits).enumerate() {
+                let just_finished = hit && i < beams;
+                let mut s = score / denom;
+                if all_done && cfg.early_stopping == EarlyStopping::Done {
+                    s += NEG;
+                }
+                if !improvable[p] {
+                    s += NEG;
+                }
+                if !just_finished {
+                    s += NEG;
+                }
+                let mut tokens = running[p][k].tokens.clone();
+                tokens.push(t);
+                merged.push((Hypothesis { tokens, score: s }, just_finished));
+            }
+            let order = top_indices(&merged.iter().map(|(h, _)| h.score).collect::<Vec<_>>(), beams);
+            finished[p] = order.iter().map(|&i| merged[i].clone()).collect();
+
+            // Running: the best num_beams continuations that did not stop.
+            let adjusted: Vec<f32> = top.iter().zip(&hits).map(|(c, h)| c.0 + if *h { NEG } else { 0.0 }).collect();
+            let chosen = top_indices(&adjusted, beams);
+            running[p] = chosen
+                .iter()
+                .map(|&i| {
+                    let (_, k, t) = top[i];
+                    let mut tokens = running[p][k].tokens.clone();
+                    tokens.push(t);
+                    next_tokens.push(t);
+                    sources.push(p * beams + k);
+                    Hypothesis { tokens, score: adjusted[i] }
+                })
+                .collect();
+        }
+        cur_len += 1;
+        let mut any_open = false;
+        for p in 0..n {
+            let best_len = if cfg.early_stopping == EarlyStopping::Never && lp > 0.0 {
+                max_length - prompt_len
+            } else {
+                cur_len - prompt_len
+            };
+            let best_possible = running[p][0].score / (best_len as f32).powf(lp);
+            let worst = finished[p].iter().map(|(h, _)| h.score).fold(f32::INFINITY, f32::min);
+            let beatable = finished[p].iter().any(|(_, f)| !*f) || best_possible > worst;
+            improvable[p] &= beatable;
+            let full = finished[p].iter().all(|(_, f)| *f) && cfg.early_stopping == EarlyStopping::Done;
+            any_open |= improvable[p] && !full;
+        }
+        if !any_open || all_hit {
+            break;
+        }
+        state.reorder(&sources)?;
+        for (row, &t) in next_tokens.iter().enumerate() {
+            state.seqs[row].push(t);
+        }
+        state.step(model, next_tokens)?;
+    }
+    let mut out = Vec::with_capacity(n * cfg.num_return_sequences);
+    for fin in finished {
+        for (h, _) in fin.into_iter().take(cfg.num_return_sequences) {
+            let reason = if h.tokens.last().is_some_and(|t| eos.contains(t)) { "eos" } else { "length" };
+            out.push(Generation { token_ids: h.tokens, finish_reason: reason });
+        }
+    }
+    Ok(out)
+}
+
+fn log_softmax_in_place(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = scores.iter().map(|s| (s - max).exp()).sum::<f32>().ln();
+    scores.iter_mut().for_each(|s| *s = *s - max - log_sum);
+}
+
+/// The `k` best candidates, best first (ties: the earlier one).
+fn top_by_score(mut cands: Vec<(f32, usize, u32)>, k: usize) -> Vec<(f32, usize, u32)> {
+    let k = k.min(cands.len());
+    cands.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    cands.truncate(k);
+    cands.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    cands
+}
+
+/// Indices of the `k` highest scores, best first (ties: the earlier index).
+fn top_indices(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
 }
 
 /// (batch, seq, vocab) -> the last position's scores per row, in f32 on the host.

@@ -34,8 +34,15 @@ pub struct Args {
     /// Sample among the most likely tokens whose probabilities add up to p, in (0, 1].
     #[arg(long)]
     top_p: Option<f64>,
+    /// Beam search with this many beams.
     #[arg(long)]
     num_beams: Option<usize>,
+    /// Results per prompt (sampling or beam search), best first for beams.
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    /// Beam scores are divided by length^length_penalty.
+    #[arg(long)]
+    length_penalty: Option<f64>,
     /// Above 1 discourages tokens already in the text.
     #[arg(long)]
     repetition_penalty: Option<f64>,
@@ -103,7 +110,8 @@ pub fn run(a: Args) -> Result<()> {
     let Some(prompt) = &a.prompt else { bail!("give a PROMPT or --input FILE") };
     let ids = prompt_ids(prompt)?;
     match a.format {
-        Format::Text => {
+        // One sequence, token by token; beams are only known at the end.
+        Format::Text if cfg.num_beams == 1 && cfg.num_return_sequences == 1 => {
             let mut out = std::io::stdout().lock();
             write!(out, "{prompt}")?;
             out.flush()?;
@@ -125,9 +133,15 @@ pub fn run(a: Args) -> Result<()> {
             }
             writeln!(out)?;
         }
+        Format::Text => {
+            for g in generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})? {
+                println!("{prompt}{}", tokenizer.decode(&g.token_ids, true)?);
+            }
+        }
         Format::Json => {
-            let g = generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})?;
-            println!("{}", result_json(prompt, &g[0].token_ids, g[0].finish_reason, &tokenizer)?);
+            for g in generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})? {
+                println!("{}", result_json(prompt, &g.token_ids, g.finish_reason, &tokenizer)?);
+            }
         }
     }
     Ok(())
@@ -156,6 +170,12 @@ fn apply_flags(a: &Args, cfg: &mut GenerationConfig) {
     }
     if let Some(v) = a.num_beams {
         cfg.num_beams = v;
+    }
+    if let Some(v) = a.num_return_sequences {
+        cfg.num_return_sequences = v;
+    }
+    if let Some(v) = a.length_penalty {
+        cfg.length_penalty = v;
     }
     if let Some(v) = a.repetition_penalty {
         cfg.repetition_penalty = v;
