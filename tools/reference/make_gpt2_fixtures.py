@@ -189,8 +189,35 @@ def perplexity(model, tok, max_length=32, stride=16):
     print(f"perplexity {ppl:.4f} over {n_tokens} tokens")
 
 
+def processors():
+    """transformers' logits processors on random scores: the filtered scores to match."""
+    from transformers.generation.logits_process import (
+        MinNewTokensLengthLogitsProcessor, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    )
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(4, 300, generator=g) * 3
+    ids = torch.randint(0, 300, (4, 12), generator=g)
+    ids[:, -1] = ids[:, 3]  # so that the 2-gram starting at position 3 can repeat
+    out = {"in.scores": scores, "in.input_ids": ids}
+    cases = {
+        "top_k_7": TopKLogitsWarper(7),
+        "top_p_0.8": TopPLogitsWarper(0.8),
+        "top_p_0.05": TopPLogitsWarper(0.05),
+        "temperature_0.7": TemperatureLogitsWarper(0.7),
+        "repetition_1.5": RepetitionPenaltyLogitsProcessor(1.5),
+        "no_repeat_2": NoRepeatNGramLogitsProcessor(2),
+        "min_new_tokens_5": MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=10, min_new_tokens=5, eos_token_id=0),
+    }
+    for name, proc in cases.items():
+        out[f"out.{name}"] = proc(ids, scores.clone()).contiguous()
+    save_file(out, OUT / "processors.safetensors")
+    print(f"{len(cases)} logits processors")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    processors()
     tok = tiny_tokenizer()
     torch.manual_seed(0)
 

@@ -114,3 +114,38 @@ fn sliding_window_perplexity_equals_the_documented_loop() {
     let want = v["perplexity"].as_f64().unwrap();
     assert!((ppl - want).abs() / want < 1e-4, "{ppl} vs {want}");
 }
+
+/// Each logits processor gives transformers' filtered scores on random inputs.
+#[test]
+fn logits_processors_equal_transformers() {
+    let r = common::Reference::load(fixtures().join("gpt2/processors.safetensors"));
+    let scores = r.get("in.scores").to_vec2::<f32>().unwrap();
+    let ids = r.u32("in.input_ids").to_vec2::<u32>().unwrap();
+    // Only the processor under test: sampling on (for the warpers) with the others neutral.
+    let only = GenerationConfig { do_sample: true, top_k: 0, top_p: 1.0, temperature: 1.0, ..Default::default() };
+    let cases = [
+        ("top_k_7", GenerationConfig { top_k: 7, ..only.clone() }),
+        ("top_p_0.8", GenerationConfig { top_p: 0.8, ..only.clone() }),
+        ("top_p_0.05", GenerationConfig { top_p: 0.05, ..only.clone() }),
+        ("temperature_0.7", GenerationConfig { temperature: 0.7, ..only.clone() }),
+        ("repetition_1.5", GenerationConfig { repetition_penalty: 1.5, ..only.clone() }),
+        ("no_repeat_2", GenerationConfig { no_repeat_ngram_size: 2, ..only.clone() }),
+        (
+            "min_new_tokens_5",
+            GenerationConfig { min_new_tokens: 5, eos_token_id: Some(ptm::config::TokenIds::One(0)), ..only.clone() },
+        ),
+    ];
+    for (name, cfg) in cases {
+        let want = r.get(&format!("out.{name}")).to_vec2::<f32>().unwrap();
+        for (row, (s, w)) in scores.iter().zip(&want).enumerate() {
+            let mut got = s.clone();
+            // The fixture's prompt is 10 tokens of the 12: two new tokens so far.
+            ptm::generate::process_logits(&cfg, &ids[row], 2, &mut got);
+            for (i, (g, w)) in got.iter().zip(w).enumerate() {
+                let same = (g.is_infinite() && g == w) || (g - w).abs() <= 1e-5 * w.abs().max(1.0);
+                assert!(same, "{name} row {row} token {i}: {g} vs {w}");
+            }
+            assert!(got.iter().zip(s).any(|(g, s)| g != s), "{name} changed nothing in row {row}");
+        }
+    }
+}
