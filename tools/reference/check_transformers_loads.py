@@ -1,6 +1,6 @@
 """Checks that directories written by ptm load in transformers unchanged.
 
-For every tiny BERT fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
+For every tiny BERT and GPT-2 fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
 (ptm's save_pretrained: config.json, model.safetensors, tokenizer files); transformers then
 loads the result with the class its config names, reporting no missing or unexpected weights,
 and computes the same outputs as from the original directory. The MiniLM copy also loads in
@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PTM = os.environ.get("PTM_BIN", str(ROOT / "target" / "release" / "ptm"))
-FIXTURES = ROOT / "tests" / "fixtures" / "bert"
+FIXTURES = [ROOT / "tests" / "fixtures" / "bert", ROOT / "tests" / "fixtures" / "gpt2"]
 TEXTS = ["the cat sat on the mat.", "paris is the capital of france", "a big dog"]
 
 
@@ -43,8 +43,8 @@ def outputs(model, tokenizer):
     return [v for v in out.values() if isinstance(v, torch.Tensor)]
 
 
-def check_tiny(name, tmp):
-    src = FIXTURES / name
+def check_tiny(src, tmp):
+    name = src.name
     dst = Path(tmp) / name
     subprocess.run([PTM, "convert", "--model", str(src), "--output", str(dst)], check=True, capture_output=True)
     a, _ = load(src)
@@ -80,9 +80,10 @@ def check_minilm(tmp):
 
 
 def main():
-    names = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    dirs = sorted(p for root in FIXTURES for p in root.iterdir() if p.is_dir())
+    names = [d.name for d in dirs]
     with tempfile.TemporaryDirectory() as tmp:
-        failures = [f for f in [check_tiny(n, tmp) for n in names] + [check_minilm(tmp)] if f]
+        failures = [f for f in [check_tiny(d, tmp) for d in dirs] + [check_minilm(tmp)] if f]
     for f in failures:
         print("FAIL", f)
     print(f"transformers {transformers.__version__}: {len(names) + 1 - len(failures)} of {len(names) + 1} directories load unchanged")

@@ -1,10 +1,11 @@
 //! `ptm convert`: re-save a checkpoint in the Hugging Face layout that transformers loads:
 //! config.json, model.safetensors (from safetensors, shards or pytorch_model.bin, legacy
-//! names fixed), the tokenizer files and any sentence-transformers files.
+//! names fixed), the tokenizer files, generation_config.json and any sentence-transformers files.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use ptm::generate::GENERATION_CONFIG;
 use ptm::models::{load_architecture, save_pretrained};
 use ptm::nn::StoreOptions;
 use ptm::sentence_transformers::{MODULES_JSON, ModelDir, SENTENCE_BERT_CONFIG};
@@ -33,6 +34,7 @@ pub fn run(a: Args) -> Result<()> {
         None => a.output.clone(),
     };
     save_pretrained(&out_model, &pretrained.config, &arch, &store, tokenizer.as_ref())?;
+    copy_if_present(&pretrained.dir.join(GENERATION_CONFIG), &out_model.join(GENERATION_CONFIG))?;
     if st.is_some() {
         copy_sentence_transformers_files(&dir, &a.output)?;
     }
@@ -56,13 +58,16 @@ fn copy_sentence_transformers_files(from: &Path, to: &Path) -> Result<()> {
         }
     }
     for f in files {
-        let src = from.join(&f);
-        if src.is_file() {
-            let dst = to.join(&f);
-            ptm::io::create_dir_all(dst.parent().unwrap_or(to))?;
-            let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-            ptm::io::write_atomic(&dst, &bytes)?;
-        }
+        copy_if_present(&from.join(&f), &to.join(&f))?;
+    }
+    Ok(())
+}
+
+fn copy_if_present(src: &Path, dst: &Path) -> Result<()> {
+    if src.is_file() {
+        ptm::io::create_dir_all(dst.parent().unwrap_or(Path::new(".")))?;
+        let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        ptm::io::write_atomic(dst, &bytes)?;
     }
     Ok(())
 }

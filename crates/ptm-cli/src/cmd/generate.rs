@@ -66,6 +66,9 @@ pub struct Args {
     /// Prompts per batch with --input.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Print prefill and per-token decode times to stderr (JSON), for benchmarks.
+    #[arg(long)]
+    timing: bool,
     /// The prompt.
     prompt: Option<String>,
 }
@@ -117,7 +120,11 @@ pub fn run(a: Args) -> Result<()> {
             out.flush()?;
             let mut stream = StreamDecoder::new(&tokenizer);
             let mut failed = None;
+            let prompt_tokens = ids.len();
+            let start = std::time::Instant::now();
+            let mut stamps = Vec::new();
             generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, t| {
+                stamps.push(start.elapsed().as_secs_f64());
                 if failed.is_none() {
                     match stream.push(t).map_err(anyhow::Error::from).and_then(|piece| {
                         write!(out, "{piece}")?;
@@ -132,6 +139,9 @@ pub fn run(a: Args) -> Result<()> {
                 return Err(e);
             }
             writeln!(out)?;
+            if a.timing {
+                eprintln!("{}", timing_json(prompt_tokens, &stamps));
+            }
         }
         Format::Text => {
             for g in generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})? {
@@ -145,6 +155,21 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prefill (time to the first token) and mean decode time per later token, from the times at
+/// which each token was chosen.
+fn timing_json(prompt_tokens: usize, stamps: &[f64]) -> serde_json::Value {
+    let first = stamps.first().copied().unwrap_or(0.0);
+    let last = stamps.last().copied().unwrap_or(0.0);
+    let decode = if stamps.len() > 1 { (last - first) / (stamps.len() - 1) as f64 } else { 0.0 };
+    serde_json::json!({
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": stamps.len(),
+        "prefill_ms": first * 1e3,
+        "decode_ms_per_token": decode * 1e3,
+        "tokens_per_s": if last > 0.0 { stamps.len() as f64 / last } else { 0.0 },
+    })
 }
 
 fn apply_flags(a: &Args, cfg: &mut GenerationConfig) {
