@@ -23,3 +23,7 @@ echo
 echo "== ptm embed (JSONL in, JSONL out)"
 printf '{"text": "Pretrained models learn general language from unlabeled text."}\n{"text": "预训练模型从无标注文本中学习通用语言。"}\n' \
   | "$ptm" embed --model "$model" --jsonl | cut -c1-96
+echo
+echo "== ptm generate (a tiny random GPT-2 from tests/fixtures: the text is noise until ptm trains one)"
+"$ptm" generate --model tests/fixtures/gpt2/tiny-lm --max-new-tokens 12 --format json "The quick brown"
+"$ptm" generate --model tests/fixtures/gpt2/tiny-lm --num-beams 3 --max-new-tokens 8 --format json "To be, or not"

@@ -67,14 +67,7 @@ pub fn load_causal_lm(
             )));
         }
     };
-    let missing = store.newly_initialized();
-    if !missing.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: the checkpoint lacks the LM head ({}); generation needs a trained one",
-            pretrained.dir.display(),
-            missing.join(", ")
-        )));
-    }
+    crate::models::require_trained(&store, &pretrained.dir, "LM head")?;
     crate::models::report_load(&store, "causal LM");
     Ok((model, generation))
 }

@@ -149,3 +149,21 @@ fn logits_processors_equal_transformers() {
         }
     }
 }
+
+/// A stop string ends a generation once the decoded new tokens contain it.
+#[test]
+fn stop_strings_end_generation() {
+    let (m, base) = model();
+    let tok = ptm::tokenizer::Tokenizer::from_dir(&fixtures().join("gpt2/tiny-lm")).unwrap();
+    let prompt = tok.encode_batch(&["The quick brown"]).unwrap().encodings[0].get_ids().to_vec();
+    let cfg = GenerationConfig { max_new_tokens: Some(12), ..base };
+    let free = generate(&m, &[prompt.clone()], &cfg, None, &mut |_, _| {}).unwrap();
+    let text = tok.decode(&free[0].token_ids, true).unwrap();
+    assert!(text.contains(" the"), "the fixture's greedy text: {text:?}");
+    let stops = vec![" the".to_string()];
+    let check = ptm::generate::stop_string_checker(&stops, |ids| tok.decode(ids, true).ok());
+    let stopped = generate(&m, &[prompt], &cfg, Some(&check), &mut |_, _| {}).unwrap();
+    assert_eq!(stopped[0].finish_reason, "stop_string");
+    let stopped_text = tok.decode(&stopped[0].token_ids, true).unwrap();
+    assert!(stopped_text.ends_with(" the") && text.starts_with(&stopped_text), "{stopped_text:?} vs {text:?}");
+}

@@ -140,3 +140,20 @@ fn kv_cache_steps_equal_the_full_pass() {
     let b = stepped.narrow(1, seq - 1, 1).unwrap().argmax(D::Minus1).unwrap();
     assert_eq!(a.to_vec2::<u32>().unwrap(), b.to_vec2::<u32>().unwrap());
 }
+
+/// A `transformer.`-prefixed checkpoint loads as the bare `GPT2Model` (and the LM head's
+/// decoder states are the bare model's).
+#[test]
+fn bare_model_from_a_prefixed_checkpoint() {
+    let (cfg, store, r) = open("tiny-lm", false);
+    let bare = ptm::models::gpt2::Gpt2Model::new(&cfg, &store.root()).unwrap();
+    assert!(store.newly_initialized().is_empty());
+    let ids = r.u32("right.in.input_ids");
+    let mask = r.u32("right.in.attention_mask");
+    let input = DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: None };
+    let h = bare.forward(input, None, Mode::Eval).unwrap();
+    let (cfg2, store2, _) = open("tiny-lm", false);
+    let lm = Gpt2LMHeadModel::new(&cfg2, &store2.root()).unwrap();
+    let h2 = lm.transformer.forward(input, None, Mode::Eval).unwrap();
+    assert_close("bare vs head", &h, &h2, 0.0);
+}

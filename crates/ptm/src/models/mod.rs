@@ -115,6 +115,20 @@ pub fn report_load(store: &ParamStore, architecture: &str) {
     }
 }
 
+/// Fails when a load had to initialise weights that a pipeline needs trained (a task head),
+/// naming them and saying which head `what` needs.
+pub fn require_trained(store: &ParamStore, dir: &Path, what: &str) -> Result<()> {
+    let missing = store.newly_initialized();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::invalid(format!(
+        "{}: the checkpoint has no {what} ({} missing); it needs a model trained with one",
+        dir.display(),
+        missing.join(", ")
+    )))
+}
+
 /// The bare network of any supported family: token states for embeddings and pipelines.
 pub enum EncoderModel {
     Bert(bert::BertModel),

@@ -6,7 +6,7 @@ use candle_core::{D, Device};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::models::bert::BertForMaskedLM;
-use crate::models::{Pretrained, report_load};
+use crate::models::{Pretrained, report_load, require_trained};
 use crate::nn::{Mode, StoreOptions, ops::softmax_last_dim};
 use crate::tokenizer::Tokenizer;
 
@@ -50,15 +50,7 @@ impl FillMask {
                 )));
             }
         };
-        let missing = params.newly_initialized();
-        if !missing.is_empty() {
-            return Err(Error::invalid(format!(
-                "{}: the checkpoint has no masked-LM head ({} missing); fill-mask needs a model \
-                 trained with one (e.g. saved as BertForMaskedLM or BertForPreTraining)",
-                pretrained.dir.display(),
-                missing.join(", ")
-            )));
-        }
+        require_trained(&params, &pretrained.dir, "masked-LM head (e.g. saved as BertForMaskedLM or BertForPreTraining)")?;
         report_load(&params, BertForMaskedLM::ARCHITECTURE);
         Ok(FillMask { tokenizer, model, mask_id, mask_token, device: store.device.clone() })
     }
