@@ -22,5 +22,6 @@ pub mod nn;
 pub mod pipelines;
 pub mod sentence_transformers;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

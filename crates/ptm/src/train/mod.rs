@@ -1,0 +1,8 @@
+//! Training: the optimizer, learning-rate schedules and gradient clipping (the loop,
+//! checkpoints and logging build on these).
+
+mod optim;
+mod schedule;
+
+pub use optim::{AdamW, AdamWConfig, clip_grad_norm, no_weight_decay};
+pub use schedule::{Schedule, ScheduleKind};
