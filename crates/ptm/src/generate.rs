@@ -721,6 +721,24 @@ mod tests {
     }
 
     #[test]
+    fn generation_config_json_sets_defaults_and_the_model_fills_token_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(GENERATION_CONFIG),
+            r#"{"do_sample": true, "top_k": null, "top_p": 0.9, "max_new_tokens": 30, "early_stopping": "never"}"#,
+        )
+        .unwrap();
+        let c = GenerationConfig::from_dir(dir.path(), vec![7], Some(1), None).unwrap();
+        assert!(c.do_sample);
+        assert_eq!((c.top_k, c.top_p, c.max_new_tokens), (50, 0.9, Some(30)));
+        assert_eq!(c.early_stopping, EarlyStopping::Never);
+        assert_eq!((c.eos_ids(), c.bos_token_id, c.pad_id()), (vec![7], Some(1), 7));
+        std::fs::write(dir.path().join(GENERATION_CONFIG), r#"{"top_p": "high"}"#).unwrap();
+        let err = GenerationConfig::from_dir(dir.path(), vec![], None, None).unwrap_err().to_string();
+        assert!(err.contains("generation_config.json") && err.contains("`top_p`"), "{err}");
+    }
+
+    #[test]
     fn seeded_sampling_is_reproducible() {
         let scores: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
