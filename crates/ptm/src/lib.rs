@@ -19,6 +19,7 @@ pub mod hub;
 pub mod io;
 pub mod models;
 pub mod nn;
+pub mod objectives;
 pub mod pipelines;
 pub mod sentence_transformers;
 pub mod tokenizer;
