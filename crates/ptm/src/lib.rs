@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 mod error;
 pub mod generate;
 pub mod heads;

@@ -1,0 +1,141 @@
+//! Pretraining corpora: plain-text files or folders of them (documents separated by blank
+//! lines) and JSONL files with a `text` field per line. Lines that are not UTF-8 are skipped
+//! and reported with their file and line; malformed JSON is an error naming both.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What reading a corpus found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CorpusReport {
+    pub files: usize,
+    pub documents: usize,
+    /// (file, 1-based line) of every line skipped because it was not UTF-8.
+    pub skipped_lines: Vec<(PathBuf, usize)>,
+}
+
+/// Calls `on_document` with every document of `paths` (files, or folders read recursively in
+/// name order; `.jsonl` files by line, others as text), in order.
+pub fn read_corpus(paths: &[PathBuf], mut on_document: impl FnMut(String) -> Result<()>) -> Result<CorpusReport> {
+    let mut report = CorpusReport::default();
+    for path in paths {
+        for file in files_under(path)? {
+            report.files += 1;
+            let jsonl = file.extension().is_some_and(|e| e == "jsonl");
+            read_file(&file, jsonl, &mut report, &mut on_document)?;
+        }
+    }
+    Ok(report)
+}
+
+fn files_under(path: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    entries.sort();
+    for e in entries {
+        out.extend(files_under(&e)?);
+    }
+    Ok(out)
+}
+
+fn read_file(
+    file: &Path,
+    jsonl: bool,
+    report: &mut CorpusReport,
+    on_document: &mut impl FnMut(String) -> Result<()>,
+) -> Result<()> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let mut reader = std::io::BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut doc = String::new();
+    let mut line_no = 0;
+    let mut emit = |doc: &mut String, report: &mut CorpusReport| -> Result<()> {
+        if !doc.trim().is_empty() {
+            report.documents += 1;
+            on_document(std::mem::take(doc))?;
+        }
+        doc.clear();
+        Ok(())
+    };
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(file, e))? == 0 {
+            break;
+        }
+        line_no += 1;
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            report.skipped_lines.push((file.to_path_buf(), line_no));
+            continue;
+        };
+        if jsonl {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::invalid(format!("{}:{line_no}: invalid JSON: {e}", file.display())))?;
+            match v.get("text") {
+                Some(serde_json::Value::String(t)) => {
+                    doc.push_str(t);
+                    emit(&mut doc, report)?;
+                }
+                _ => return Err(Error::invalid(format!("{}:{line_no}: no string \"text\" field", file.display()))),
+            }
+        } else if line.trim().is_empty() {
+            emit(&mut doc, report)?;
+        } else {
+            if !doc.is_empty() {
+                doc.push('\n');
+            }
+            doc.push_str(line);
+        }
+    }
+    emit(&mut doc, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_folders_and_jsonl_with_bad_lines_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("b");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"first doc line 1\nline 2\n\n\nsecond doc\n\xff\xfe broken\nstill second\n").unwrap();
+        std::fs::write(sub.join("c.jsonl"), "{\"text\": \"third\"}\n\n{\"text\": \"fourth\", \"id\": 2}\n").unwrap();
+        std::fs::write(dir.path().join(".hidden"), "ignored").unwrap();
+        let mut docs = Vec::new();
+        let report = read_corpus(&[dir.path().to_path_buf()], |d| {
+            docs.push(d);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(docs, vec!["first doc line 1\nline 2", "second doc\nstill second", "third", "fourth"]);
+        assert_eq!((report.files, report.documents), (2, 4));
+        assert_eq!(report.skipped_lines, vec![(dir.path().join("a.txt"), 6)]);
+    }
+
+    #[test]
+    fn malformed_jsonl_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.jsonl");
+        std::fs::write(&f, "{\"text\": \"ok\"}\n{\"txt\": 1}\n").unwrap();
+        let err = read_corpus(&[f], |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("x.jsonl:2") && err.contains("\"text\""), "{err}");
+        let err = read_corpus(&[dir.path().join("missing.txt")], |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("missing.txt"), "{err}");
+    }
+}
