@@ -12,7 +12,7 @@ pub mod ops;
 mod params;
 
 pub use activation::Activation;
-pub use dropout::{DropoutRng, Mode, dropout};
+pub use dropout::{DropoutRng, Mode, RngState, dropout};
 pub use embedding::Embedding;
 pub use layer_norm::{LayerNorm, layer_norm};
 pub use linear::Linear;
