@@ -1,6 +1,7 @@
 //! Training: the optimizer, learning-rate schedules and gradient clipping (the loop,
 //! checkpoints and logging build on these).
 
+pub mod checkpoint;
 mod optim;
 mod schedule;
 

@@ -1,0 +1,180 @@
+//! Training checkpoints in the HF Trainer's layout, `OUTPUT/checkpoint-STEP/`: the model as
+//! `save_pretrained` writes it (so any checkpoint loads in transformers), plus the optimizer
+//! moments and `trainer_state.json` (step, data position, generator states, schedule). A
+//! checkpoint is assembled in a hidden temp folder and renamed into place when complete, so a
+//! kill at any moment leaves every earlier checkpoint whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{AdamW, AdamWConfig, Schedule};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::nn::{ParamStore, RngState};
+use crate::tokenizer::Tokenizer;
+
+pub const TRAINER_STATE: &str = "trainer_state.json";
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+const PREFIX: &str = "checkpoint-";
+
+/// Everything besides weights and moments that resuming needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub global_step: usize,
+    /// The epoch in progress and how many of its examples were consumed.
+    pub epoch: usize,
+    pub epoch_position: usize,
+    pub seed: u64,
+    pub dropout_rng: RngState,
+    pub schedule: Schedule,
+    pub optimizer: AdamWConfig,
+}
+
+/// What a checkpoint holds, besides the model weights (read from its directory as a model).
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainerState,
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+/// Writes `output/checkpoint-STEP` and keeps only the newest `keep_last` checkpoints.
+#[allow(clippy::too_many_arguments)]
+pub fn save_checkpoint(
+    output: &Path,
+    config: &ModelConfig,
+    architecture: &str,
+    store: &ParamStore,
+    tokenizer: Option<&Tokenizer>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    crate::io::create_dir_all(output)?;
+    let name = format!("{PREFIX}{}", state.global_step);
+    let tmp = output.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    crate::models::save_pretrained(&tmp, config, architecture, store, tokenizer)?;
+    crate::checkpoint::save_safetensors(&optimizer.state_tensors(), &tmp.join(OPTIMIZER_STATE))?;
+    let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), source })?;
+    crate::io::write_atomic(&tmp.join(TRAINER_STATE), json.as_bytes())?;
+    let dir = output.join(&name);
+    if dir.exists() {
+        // The same step saved again (after a resume): the new copy replaces it.
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    if let Ok(d) = std::fs::File::open(output) {
+        let _ = d.sync_all();
+    }
+    for old in checkpoints(output)?.into_iter().rev().skip(keep_last.max(1)) {
+        std::fs::remove_dir_all(&old.1).map_err(|e| Error::io(&old.1, e))?;
+    }
+    Ok(dir)
+}
+
+/// Complete checkpoints under `output`, oldest first.
+fn checkpoints(output: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(output)
+        .map_err(|e| Error::io(output, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix(PREFIX)?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// `--resume PATH`: a checkpoint directory, or an output directory meaning its latest one.
+pub fn resolve_resume(path: &Path) -> Result<PathBuf> {
+    if path.join(TRAINER_STATE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return Err(Error::ModelNotFound { spec: path.display().to_string(), message: "no such checkpoint or output directory".into() });
+    }
+    checkpoints(path)?
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| Error::invalid(format!("{}: no checkpoint-STEP directory to resume from", path.display())))
+}
+
+/// Reads a checkpoint's trainer state and optimizer moments.
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    let state: TrainerState = crate::io::read_json(&dir.join(TRAINER_STATE))?;
+    let opt_path = dir.join(OPTIMIZER_STATE);
+    let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
+        .map_err(|e| Error::BadWeights { path: opt_path.clone(), message: e.to_string() })?;
+    Ok(Checkpoint { dir: dir.to_path_buf(), state, optimizer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Pretrained;
+    use crate::nn::{DropoutRng, StoreOptions};
+    use crate::train::ScheduleKind;
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bert/tiny-mlm")
+    }
+
+    fn state(step: usize) -> TrainerState {
+        TrainerState {
+            global_step: step,
+            epoch: 0,
+            epoch_position: step * 4,
+            seed: 1,
+            dropout_rng: DropoutRng::new(1).state(),
+            schedule: Schedule { kind: ScheduleKind::Linear, base_lr: 1e-3, warmup_steps: 1, total_steps: 10 },
+            optimizer: AdamWConfig::default(),
+        }
+    }
+
+    #[test]
+    fn save_keep_last_and_resume() {
+        let p = Pretrained::from_dir(&fixture()).unwrap();
+        let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+        let ModelConfig::Bert(cfg) = &p.config else { unreachable!("a BERT fixture") };
+        crate::models::bert::BertForMaskedLM::new(cfg, &store.root()).unwrap();
+        let opt = AdamW::new(store.params(), AdamWConfig::default()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        for step in [2, 4, 6] {
+            save_checkpoint(out.path(), &p.config, "BertForMaskedLM", &store, None, &opt, &state(step), 2).unwrap();
+        }
+        // A save killed half-way leaves only a hidden temp folder behind.
+        std::fs::create_dir(out.path().join(".checkpoint-8.tmp")).unwrap();
+        let names: Vec<String> = checkpoints(out.path()).unwrap().into_iter().map(|(s, _)| s.to_string()).collect();
+        assert_eq!(names, ["4", "6"]);
+        let latest = resolve_resume(out.path()).unwrap();
+        assert_eq!(latest, out.path().join("checkpoint-6"));
+        assert_eq!(resolve_resume(&latest).unwrap(), latest);
+        let ck = load_checkpoint(&latest).unwrap();
+        assert_eq!(ck.state, state(6));
+        assert_eq!(ck.optimizer.len(), 2 * store.params().len());
+        // The checkpoint is a model directory too.
+        assert!(Pretrained::from_dir(&latest).unwrap().store(&StoreOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn resume_errors_are_clear() {
+        let out = tempfile::tempdir().unwrap();
+        let err = resolve_resume(out.path()).unwrap_err().to_string();
+        assert!(err.contains("no checkpoint-STEP"), "{err}");
+        let err = resolve_resume(&out.path().join("nope")).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        let broken = out.path().join("checkpoint-3");
+        std::fs::create_dir(&broken).unwrap();
+        std::fs::write(broken.join(TRAINER_STATE), "{\"global_step\": 3}").unwrap();
+        let err = load_checkpoint(&broken).err().unwrap().to_string();
+        assert!(err.contains("trainer_state.json"), "{err}");
+    }
+}
