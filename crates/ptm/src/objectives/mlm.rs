@@ -117,6 +117,59 @@ fn choose_whole_words(special: &[bool], word_ids: &[Option<u32>], p: f64, rng: &
     chosen
 }
 
+/// The masked-LM objective over tokenized examples, for the trainer: each example is masked
+/// with its own generator (seed, epoch, index), padded to the batch's longest.
+pub struct MaskedLmObjective<'a> {
+    pub model: &'a crate::models::bert::BertForMaskedLM,
+    pub examples: Vec<Vec<u32>>,
+    /// Ids never masked ([CLS], [SEP], [PAD], ...).
+    pub special_ids: Vec<u32>,
+    pub config: MlmConfig,
+    pub pad_id: u32,
+    pub seed: u64,
+}
+
+impl crate::train::Objective for MaskedLmObjective<'_> {
+    fn num_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(candle_core::Tensor, usize)> {
+        let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
+        let len = examples.iter().map(|&i| self.examples[i].len()).max().unwrap_or(0);
+        let (mut inputs, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        let mut tokens = 0;
+        for &i in examples {
+            let ids = &self.examples[i];
+            let special: Vec<bool> = ids.iter().map(|t| self.special_ids.contains(t)).collect();
+            let mut rng = super::example_rng(self.seed, epoch as u64, i as u64);
+            let (x, y) = mask_tokens(ids, &special, None, &self.config, &mut rng);
+            tokens += ids.len();
+            let pad = len - ids.len();
+            inputs.extend(x.into_iter().chain(std::iter::repeat_n(self.pad_id, pad)));
+            labels.extend(y.into_iter().chain(std::iter::repeat_n(IGNORE_INDEX, pad)));
+            mask.extend(std::iter::repeat_n(1u32, ids.len()).chain(std::iter::repeat_n(0, pad)));
+        }
+        let b = examples.len();
+        let input = crate::models::EncoderInput {
+            input_ids: candle_core::Tensor::from_vec(inputs, (b, len), &device)?,
+            attention_mask: Some(candle_core::Tensor::from_vec(mask, (b, len), &device)?),
+            token_type_ids: None,
+        };
+        let counted = labels.iter().any(|l| *l != IGNORE_INDEX);
+        let labels = candle_core::Tensor::from_vec(labels, (b, len), &device)?;
+        let out = self.model.forward(&input, Some(&labels), mode)?;
+        // A batch in which no token was chosen has no targets: a zero loss (not PyTorch's NaN),
+        // still attached to the graph.
+        let loss = if counted {
+            out.loss.ok_or_else(|| Error::invalid("no loss"))?
+        } else {
+            (out.logits.sum_all()? * 0.0)?
+        };
+        Ok((loss, tokens))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

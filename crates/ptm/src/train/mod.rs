@@ -4,6 +4,8 @@
 pub mod checkpoint;
 mod optim;
 mod schedule;
+mod trainer;
 
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, no_weight_decay};
 pub use schedule::{Schedule, ScheduleKind};
+pub use trainer::{LogRecord, ModelSpec, Objective, TRAIN_LOG, TrainArgs, epoch_order, train};

@@ -1,0 +1,217 @@
+//! The training loop: seeded data order, gradient accumulation, clipping, AdamW with a
+//! schedule, logging, checkpoints, and resumption that continues exactly where a run stopped.
+//! What is trained and on what comes in through [`Objective`]; the loop knows neither.
+
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::checkpoint::{Checkpoint, TrainerState, save_checkpoint};
+use super::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::nn::{DropoutRng, Mode, ParamStore};
+use crate::tokenizer::Tokenizer;
+
+/// A training objective over a fixed, indexed set of examples.
+pub trait Objective {
+    fn num_examples(&self) -> usize;
+    /// The mean loss over the targets of these examples and how many tokens they hold.
+    /// `epoch` and the indices seed any per-example randomness (e.g. MLM masking).
+    fn loss(&self, examples: &[usize], epoch: usize, mode: Mode) -> Result<(Tensor, usize)>;
+}
+
+/// The knobs of a run.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    pub output: PathBuf,
+    pub max_steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub schedule: Schedule,
+    pub optimizer: AdamWConfig,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    /// Checkpoint every this many steps (and at the end); 0: only at the end.
+    pub save_every: usize,
+    pub keep_last: usize,
+    pub log_every: usize,
+}
+
+/// What the model being trained is, for saving it.
+pub struct ModelSpec<'a> {
+    pub config: &'a ModelConfig,
+    pub architecture: &'a str,
+    pub store: &'a ParamStore,
+    pub tokenizer: Option<&'a Tokenizer>,
+}
+
+/// One line of `train_log.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRecord {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+}
+
+pub const TRAIN_LOG: &str = "train_log.jsonl";
+
+/// Runs `args.max_steps` optimizer steps (fewer remain after a resume). `on_log` sees every
+/// logged step (for a progress bar). Returns the loss of every step taken in this call.
+pub fn train(
+    objective: &dyn Objective,
+    model: &ModelSpec,
+    args: &TrainArgs,
+    resume: Option<Checkpoint>,
+    on_log: &mut dyn FnMut(&LogRecord),
+) -> Result<Vec<f64>> {
+    let per_step = args.batch_size * args.grad_accum.max(1);
+    let n = objective.num_examples();
+    if args.batch_size == 0 || per_step > n {
+        return Err(Error::invalid(format!(
+            "{n} examples cannot fill one step of {per_step} (batch size {} x accumulation {})",
+            args.batch_size,
+            args.grad_accum.max(1)
+        )));
+    }
+    let params = model.store.params();
+    let mut opt = AdamW::new(params.clone(), args.optimizer)?;
+    let (mut step, mut epoch, mut position, dropout) = match &resume {
+        Some(ck) => {
+            opt.load_state(&ck.optimizer, ck.state.global_step)?;
+            let s = &ck.state;
+            (s.global_step, s.epoch, s.epoch_position, DropoutRng::from_state(&s.dropout_rng)?)
+        }
+        None => (0, 0, 0, DropoutRng::new(args.seed)),
+    };
+    crate::io::create_dir_all(&args.output)?;
+    let log_path = args.output.join(TRAIN_LOG);
+    if resume.is_some() {
+        // Records a killed run wrote after its last checkpoint are replayed now; drop them.
+        truncate_log(&log_path, step)?;
+    }
+    let mut order = epoch_order(n, args.seed, epoch);
+    let mut losses = Vec::new();
+    let started = std::time::Instant::now();
+    let mut tokens_since_log = 0usize;
+    let mut last_log = started;
+    while step < args.max_steps {
+        // Examples that do not fill a whole step end the epoch (as drop_last does).
+        if position + per_step > n {
+            epoch += 1;
+            position = 0;
+            order = epoch_order(n, args.seed, epoch);
+        }
+        let mut grads: Option<GradStore> = None;
+        let mut loss_sum = 0f64;
+        for micro in order[position..position + per_step].chunks(args.batch_size) {
+            let (loss, tokens) = objective.loss(micro, epoch, Mode::Train(&dropout))?;
+            let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(Error::invalid(format!(
+                    "the loss is {value} at step {}; stopping (the last checkpoint in {} is intact)",
+                    step + 1,
+                    args.output.display()
+                )));
+            }
+            loss_sum += value;
+            tokens_since_log += tokens;
+            let g = (loss / args.grad_accum.max(1) as f64)?.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => add_grads(acc, g, &params)?,
+            });
+        }
+        position += per_step;
+        let mut grads = grads.ok_or_else(|| Error::invalid("empty step"))?;
+        let grad_norm = match args.max_grad_norm {
+            Some(max) => clip_grad_norm(&mut grads, &params, max)?,
+            None => clip_grad_norm(&mut grads, &params, f64::INFINITY)?,
+        };
+        let lr = args.schedule.lr(step);
+        opt.step(&grads, lr)?;
+        step += 1;
+        let loss = loss_sum / args.grad_accum.max(1) as f64;
+        losses.push(loss);
+
+        if args.log_every > 0 && (step % args.log_every == 0 || step == args.max_steps) {
+            let now = std::time::Instant::now();
+            let secs = now.duration_since(last_log).as_secs_f64().max(1e-9);
+            let record = LogRecord { step, epoch, loss, lr, grad_norm, tokens_per_s: tokens_since_log as f64 / secs };
+            append_log(&log_path, &record)?;
+            on_log(&record);
+            tokens_since_log = 0;
+            last_log = now;
+        }
+        if (args.save_every > 0 && step % args.save_every == 0) || step == args.max_steps {
+            let state = TrainerState {
+                global_step: step,
+                epoch,
+                epoch_position: position,
+                seed: args.seed,
+                dropout_rng: dropout.state(),
+                schedule: args.schedule,
+                optimizer: args.optimizer,
+            };
+            save_checkpoint(&args.output, model.config, model.architecture, model.store, model.tokenizer, &opt, &state, args.keep_last)?;
+        }
+    }
+    // The final model and its tokenizer in the output directory itself, as from_pretrained reads it.
+    crate::models::save_pretrained(&args.output, model.config, model.architecture, model.store, model.tokenizer)?;
+    Ok(losses)
+}
+
+/// The example order of an epoch: a permutation drawn from the seed and the epoch alone.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order
+}
+
+fn add_grads(mut acc: GradStore, more: GradStore, params: &[crate::nn::Param]) -> Result<GradStore> {
+    for p in params {
+        let Some(var) = &p.var else { continue };
+        let t = var.as_tensor();
+        if let Some(g) = more.get(t) {
+            let sum = match acc.get(t) {
+                Some(a) => (a + g)?,
+                None => g.clone(),
+            };
+            acc.insert(t, sum);
+        }
+    }
+    Ok(acc)
+}
+
+fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = crate::io::read_to_string(path)?;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::io::write_atomic(path, kept.as_bytes())
+}
+
+fn append_log(path: &std::path::Path, record: &LogRecord) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    let line = serde_json::to_string(record).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}

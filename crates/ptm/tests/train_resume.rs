@@ -1,0 +1,119 @@
+//! The training loop: a run stopped at a checkpoint and resumed gives the losses and
+//! parameters of an uninterrupted run (same seed, same data order, dropout on).
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_close, fixtures};
+use ptm::config::ModelConfig;
+use ptm::models::Pretrained;
+use ptm::models::bert::BertForMaskedLM;
+use ptm::nn::{ParamStore, StoreOptions};
+use ptm::objectives::mlm::{MaskedLmObjective, MlmConfig};
+use ptm::tokenizer::{Padding, Tokenizer};
+use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
+use ptm::train::{AdamWConfig, ModelSpec, Schedule, ScheduleKind, TrainArgs, train};
+
+const TEXTS: &[&str] = &[
+    "the cat sat on the mat", "the dog sat on the big mat", "paris is the capital of france",
+    "a small cat and a big dog", "the river in paris is big", "we said that it was good",
+    "they were at the city", "his dog was bad", "the capital city of france is paris",
+    "when the cat sat the dog was there", "one cat and one dog", "it is a good city",
+];
+
+fn examples() -> (Vec<Vec<u32>>, Vec<u32>) {
+    let mut tok = Tokenizer::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
+    tok.set_padding(Padding::None).unwrap();
+    let texts: Vec<String> = TEXTS.iter().cycle().take(24).map(|t| t.to_string()).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = tok.encode_batch(&refs).unwrap().encodings.iter().map(|e| e.get_ids().to_vec()).collect();
+    let special = ["[CLS]", "[SEP]", "[PAD]"].iter().filter_map(|t| tok.token_to_id(t)).collect();
+    (ids, special)
+}
+
+fn args(output: &Path, max_steps: usize) -> TrainArgs {
+    TrainArgs {
+        output: output.to_path_buf(),
+        max_steps,
+        batch_size: 4,
+        grad_accum: 2,
+        schedule: Schedule { kind: ScheduleKind::Linear, base_lr: 5e-3, warmup_steps: 2, total_steps: 7 },
+        optimizer: AdamWConfig { weight_decay: 0.01, ..Default::default() },
+        max_grad_norm: Some(1.0),
+        seed: 5,
+        save_every: 3,
+        keep_last: 2,
+        log_every: 1,
+    }
+}
+
+/// Trains `steps` steps from `init` (a model directory) into `output`, resuming when asked.
+fn run(init: &Path, output: &Path, steps: usize, resume: bool) -> (Vec<f64>, ParamStore) {
+    let p = Pretrained::from_dir(init).unwrap();
+    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
+    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
+    let (examples, special_ids) = examples();
+    let objective = MaskedLmObjective {
+        model: &model,
+        examples,
+        special_ids,
+        config: MlmConfig::new(4, cfg.vocab_size as u32),
+        pad_id: 0,
+        seed: 11,
+    };
+    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
+    let ck = resume.then(|| load_checkpoint(init).unwrap());
+    let losses = train(&objective, &spec, &args(output, steps), ck, &mut |_| {}).unwrap();
+    (losses, store)
+}
+
+#[test]
+fn resumed_run_equals_an_uninterrupted_one() {
+    let a = tempfile::tempdir().unwrap();
+    let (straight, straight_store) = run(&fixtures().join("bert/tiny-mlm"), a.path(), 7, false);
+    assert_eq!(straight.len(), 7);
+    assert!(straight[6] < straight[0], "the loss falls: {straight:?}");
+
+    let b = tempfile::tempdir().unwrap();
+    let (first, _) = run(&fixtures().join("bert/tiny-mlm"), b.path(), 3, false);
+    let ck = resolve_resume(b.path()).unwrap();
+    assert_eq!(ck, b.path().join("checkpoint-3"));
+    let (rest, resumed_store) = run(&ck, b.path(), 7, true);
+    assert_eq!(first.len() + rest.len(), 7);
+    for (i, (x, y)) in straight.iter().zip(first.iter().chain(&rest)).enumerate() {
+        assert!((x - y).abs() <= 1e-6, "step {}: {x} vs {y}", i + 1);
+    }
+    for (p, q) in straight_store.params().iter().zip(resumed_store.params()) {
+        assert_close(&p.name, &q.tensor, &p.tensor, 1e-6);
+    }
+
+    // The log has one record per step, the kept checkpoints and the final model are there.
+    let log = std::fs::read_to_string(b.path().join(ptm::train::TRAIN_LOG)).unwrap();
+    let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=7).collect::<Vec<u64>>());
+    assert!(b.path().join("checkpoint-6").is_dir() && b.path().join("checkpoint-7").is_dir());
+    assert!(!b.path().join("checkpoint-3").exists(), "keep_last 2");
+    assert!(b.path().join("config.json").is_file() && b.path().join("model.safetensors").is_file());
+}
+
+#[test]
+fn too_little_data_is_an_error() {
+    let out = tempfile::tempdir().unwrap();
+    let p = Pretrained::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
+    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
+    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
+    let objective = MaskedLmObjective {
+        model: &model,
+        examples: vec![vec![2, 10, 3]; 5],
+        special_ids: vec![2, 3],
+        config: MlmConfig::new(4, 99),
+        pad_id: 0,
+        seed: 1,
+    };
+    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
+    let err = train(&objective, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("5 examples cannot fill one step of 8"), "{err}");
+}
