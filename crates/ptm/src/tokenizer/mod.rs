@@ -20,6 +20,10 @@ use tokenizers::{
 use crate::error::{Error, Result};
 use crate::models::EncoderInput;
 
+mod train;
+
+pub use train::{TokenizerKind, train_tokenizer};
+
 pub const TOKENIZER_JSON: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
@@ -175,6 +179,22 @@ impl Tokenizer {
         tok.set_truncation(None)?;
         tok.set_padding(Padding::Longest)?;
         Ok(tok)
+    }
+
+    /// A tokenizer built in code (e.g. just trained), with its special tokens and the
+    /// tokenizer_config.json fields to save.
+    pub fn from_parts(inner: tokenizers::Tokenizer, special: SpecialTokens, config: Map<String, Value>) -> Self {
+        Tokenizer { inner, source: PathBuf::from("(trained)"), special, model_max_length: None, config }
+    }
+
+    /// Token ids of each text without special tokens, unpadded and untruncated.
+    pub fn encode_plain(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<EncodeInput> = texts.iter().map(|t| EncodeInput::Single((*t).into())).collect();
+        let mut plain = self.inner.clone();
+        plain.with_padding(None);
+        plain.with_truncation(None).map_err(|e| Error::tokenizer(&self.source, e))?;
+        let enc = plain.encode_batch(inputs, false).map_err(|e| Error::tokenizer(&self.source, e))?;
+        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
     pub fn special_tokens(&self) -> &SpecialTokens {
