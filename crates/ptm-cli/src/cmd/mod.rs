@@ -4,7 +4,9 @@ pub mod fill_mask;
 pub mod generate;
 pub mod info;
 pub mod perplexity;
+pub mod pretrain;
 pub mod similarity;
+pub mod tokenizer;
 
 /// Output formats of the commands that print results.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -169,6 +169,23 @@ pub fn train(
     Ok(losses)
 }
 
+/// The mean loss over every example of `objective` (dropout off; per-example randomness drawn
+/// for epoch 0), in batches of `batch_size`: held-out evaluation.
+pub fn evaluate(objective: &dyn Objective, batch_size: usize) -> Result<f64> {
+    let n = objective.num_examples();
+    if n == 0 {
+        return Err(Error::invalid("the evaluation data gives no example"));
+    }
+    let (mut sum, mut count) = (0f64, 0usize);
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(batch_size.max(1)) {
+        let (loss, _) = objective.loss(chunk, 0, Mode::Eval)?;
+        sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+        count += chunk.len();
+    }
+    Ok(sum / count as f64)
+}
+
 /// The example order of an epoch: a permutation drawn from the seed and the epoch alone.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
