@@ -349,3 +349,37 @@ fn pretrain_rejects_bad_setups() {
     let err = fails(&["pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &fixtures().join("tokenizers/gpt2").display().to_string(), "--train", &persuasion, "--output", out.to_str().unwrap()]);
     assert!(err.contains("50257 tokens") && err.contains("5000 rows"), "{err}");
 }
+
+/// Killing a run at arbitrary moments (checkpoints are saved every step, so some kills land
+/// mid-save) always leaves a latest checkpoint that loads and resumes.
+#[test]
+fn a_killed_run_leaves_a_whole_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let text = std::fs::read_to_string(data("austen/persuasion.txt")).unwrap();
+    std::fs::write(&corpus, &text[..40_000]).unwrap();
+    let mut checked = 0;
+    for (i, wait_ms) in [900u64, 1300, 1700].into_iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ptm"))
+            .args(["pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &data("tokenizer"), "--train"])
+            .arg(&corpus)
+            .args(["--output", out.to_str().unwrap(), "--max-steps", "100000", "--batch-size", "2", "--seq-len", "32"])
+            .args(["--save-every", "1", "--keep-last", "2", "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let Ok(ck) = ptm::train::checkpoint::resolve_resume(&out) else {
+            continue; // killed before the first checkpoint: nothing to check
+        };
+        ptm::train::checkpoint::load_checkpoint(&ck).unwrap_or_else(|e| panic!("{}: {e}", ck.display()));
+        let out_text = ok(&["fill-mask", "--model", ck.to_str().unwrap(), "--top-k", "1", "the [MASK] was there"]);
+        assert!(!out_text.is_empty());
+        checked += 1;
+    }
+    assert!(checked >= 2, "the runs were killed before their first checkpoint: wait longer");
+}
