@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // Read by rayon and by candle's GEMM when their pools start, which is later.
@@ -60,6 +61,20 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Tensor code allocates and frees buffers of megabytes at every op. glibc hands blocks that
+/// large back to the kernel on free (mmap/munmap), so each new tensor page-faults its memory in
+/// again: a quarter of a training step's time went to the kernel. Serving them from the heap
+/// instead, and keeping freed memory, made the small BERT training step 1.7x faster.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }
 }
 
