@@ -1,6 +1,7 @@
 """Checks that directories written by ptm load in transformers unchanged.
 
-For every tiny BERT and GPT-2 fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
+Checkpoints written by `ptm pretrain` (masked LM and causal LM) load in the Auto classes and
+answer as ptm does. For every tiny BERT and GPT-2 fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
 (ptm's save_pretrained: config.json, model.safetensors, tokenizer files); transformers then
 loads the result with the class its config names, reporting no missing or unexpected weights,
 and computes the same outputs as from the original directory. The MiniLM copy also loads in
@@ -10,6 +11,7 @@ Run: cargo build --release && tools/fetch-minilm.sh && \
      $(tools/reference/setup-venv.sh) tools/reference/check_transformers_loads.py
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -79,14 +81,59 @@ def check_minilm(tmp):
     return None
 
 
+def check_pretrained(tmp):
+    """Checkpoints that `ptm pretrain` writes load in transformers' Auto classes with no missing
+    weights, and give the same fill-mask answers and greedy generations as ptm."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, pipeline
+
+    failures = []
+    data = ROOT / "data"
+    mlm_out = Path(tmp) / "pretrained-mlm"
+    subprocess.run([PTM, "pretrain", "--config", str(data / "tiny-bert.json"), "--tokenizer", str(data / "tokenizer"),
+                    "--train", str(data / "austen" / "persuasion.txt"), "--output", str(mlm_out), "--max-steps", "3",
+                    "--batch-size", "4", "--seq-len", "32", "-q"], check=True, capture_output=True)
+    model, info = AutoModelForMaskedLM.from_pretrained(mlm_out, output_loading_info=True)
+    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        failures.append(f"pretrained mlm: {info}")
+    text = "she was the [MASK] of the two daughters."
+    hf = pipeline("fill-mask", model=str(mlm_out), device="cpu")(text, top_k=3)
+    ours = json.loads(subprocess.run([PTM, "fill-mask", "--model", str(mlm_out), "--top-k", "3", "--format", "json", text],
+                                     check=True, capture_output=True, text=True).stdout)
+    if [x["token"] for x in hf] != [x["token"] for x in ours] or max(abs(a["score"] - b["score"]) for a, b in zip(hf, ours)) > 1e-4:
+        failures.append(f"pretrained mlm fill-mask: {hf} vs {ours}")
+    else:
+        print(f"ok  {'ptm pretrain --objective mlm':32} AutoModelForMaskedLM: complete, same fill-mask answers")
+
+    clm_out = Path(tmp) / "pretrained-clm"
+    gpt2 = FIXTURES[1] / "tiny-lm"
+    subprocess.run([PTM, "pretrain", "--objective", "clm", "--config", str(gpt2 / "config.json"), "--tokenizer", str(gpt2),
+                    "--train", str(data / "austen" / "persuasion.txt"), "--output", str(clm_out), "--max-steps", "3",
+                    "--batch-size", "4", "--seq-len", "32", "-q"], check=True, capture_output=True)
+    model, info = AutoModelForCausalLM.from_pretrained(clm_out, output_loading_info=True)
+    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        failures.append(f"pretrained clm: {info}")
+    tok = AutoTokenizer.from_pretrained(clm_out)
+    ids = tok("It is a truth", return_tensors="pt").input_ids
+    hf_ids = model.eval().generate(ids, max_new_tokens=10, do_sample=False)[0, ids.shape[1]:].tolist()
+    ours = json.loads(subprocess.run([PTM, "generate", "--model", str(clm_out), "--max-new-tokens", "10", "--format", "json",
+                                      "It is a truth"], check=True, capture_output=True, text=True).stdout)
+    if hf_ids[: len(ours["token_ids"])] != ours["token_ids"]:
+        failures.append(f"pretrained clm generate: {hf_ids} vs {ours['token_ids']}")
+    else:
+        print(f"ok  {'ptm pretrain --objective clm':32} AutoModelForCausalLM: complete, same greedy tokens")
+    return failures
+
+
 def main():
     dirs = sorted(p for root in FIXTURES for p in root.iterdir() if p.is_dir())
     names = [d.name for d in dirs]
     with tempfile.TemporaryDirectory() as tmp:
         failures = [f for f in [check_tiny(d, tmp) for d in dirs] + [check_minilm(tmp)] if f]
+        failures += check_pretrained(tmp)
     for f in failures:
         print("FAIL", f)
-    print(f"transformers {transformers.__version__}: {len(names) + 1 - len(failures)} of {len(names) + 1} directories load unchanged")
+    total = len(names) + 3
+    print(f"transformers {transformers.__version__}: {total - len(failures)} of {total} directories load unchanged")
     sys.exit(1 if failures else 0)
 
 
