@@ -234,11 +234,6 @@ impl CommonConfig {
         self.id2label.len()
     }
 
-    /// Sets the label names (as fine-tuning does); `label2id` follows.
-    pub fn set_labels(&mut self, labels: Vec<String>) {
-        self.id2label = labels;
-    }
-
     pub fn label2id(&self) -> BTreeMap<String, usize> {
         self.id2label.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect()
     }

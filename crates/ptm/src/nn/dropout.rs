@@ -71,12 +71,6 @@ pub enum Mode<'a> {
     Train(&'a DropoutRng),
 }
 
-impl Mode<'_> {
-    pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
-    }
-}
-
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
 /// 1 / (1 - p); the identity in eval mode.
 pub fn dropout(x: &Tensor, p: f64, mode: Mode) -> Result<Tensor> {

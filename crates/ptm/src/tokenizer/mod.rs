@@ -260,10 +260,6 @@ impl Tokenizer {
         Ok(())
     }
 
-    pub fn truncation(&self) -> Option<usize> {
-        self.inner.get_truncation().map(|t| t.max_length)
-    }
-
     pub fn set_padding(&mut self, padding: Padding) -> Result<()> {
         self.set_padding_side(padding, PaddingDirection::Right)
     }
