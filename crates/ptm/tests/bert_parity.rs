@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::Tensor;
-use common::{Reference, assert_close, fixtures, max_abs};
+use common::{Reference, assert_close, check_gradients, fixtures};
 use ptm::config::{BertConfig, ModelConfig};
 use ptm::models::Pretrained;
 use ptm::models::bert::*;
@@ -37,35 +37,7 @@ fn check<M>(
     }
     assert_close(&format!("{name} loss"), &loss, r.get("out.loss"), TOL);
 
-    let grads = loss.backward().unwrap();
-    let want = r.grads();
-    let params = store.params();
-    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-    for n in want.keys() {
-        assert!(names.contains(&n.as_str()), "{name}: reference gradient for {n}, which ptm lacks");
-    }
-    let global = want.values().map(max_abs).fold(0.0f32, f32::max);
-    for p in params {
-        let var = p.var.as_ref().unwrap();
-        let (g, reference) = match (grads.get(var.as_tensor()), want.get(&p.name)) {
-            (Some(g), Some(r)) => (g, r),
-            // A parameter the loss does not use (untied `cls.predictions.bias`), in both.
-            (None, None) => continue,
-            (g, r) => panic!("{name}: gradient of {}: ptm {}, PyTorch {}", p.name, g.is_some(), r.is_some()),
-        };
-        let scale = max_abs(g);
-        assert!(scale.is_finite(), "{name}: gradient of {} is {scale}", p.name);
-        if max_abs(reference) <= 1e-6 * global {
-            // Softmax ignores a shift shared by a whole row, so some gradients are exactly zero
-            // in real arithmetic (the attention key bias; for span logits the last LayerNorm
-            // bias and the QA bias) and rounding noise in floats, in PyTorch as here.
-            assert!(scale <= 1e-5 * global, "{name}: gradient of {} is {scale}, expected ~0", p.name);
-            continue;
-        }
-        assert!(scale > 0.0, "{name}: gradient of {} is zero", p.name);
-        // Relative to the tensor's largest reference entry.
-        assert_close(&format!("{name} grad {}", p.name), g, reference, TOL * max_abs(reference));
-    }
+    check_gradients(name, &store, &loss, &r.grads(""), TOL);
 }
 
 fn l(r: &Reference, k: &str) -> Tensor {

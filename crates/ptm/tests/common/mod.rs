@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use ptm::models::EncoderInput;
+use ptm::nn::ParamStore;
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -37,12 +38,10 @@ impl Reference {
         }
     }
 
-    /// Reference gradients by parameter name.
-    pub fn grads(&self) -> HashMap<String, Tensor> {
-        self.0
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("grad.").map(|n| (n.to_string(), v.clone())))
-            .collect()
+    /// Reference gradients by parameter name (keys `{prefix}grad.NAME`).
+    pub fn grads(&self, prefix: &str) -> HashMap<String, Tensor> {
+        let key = format!("{prefix}grad.");
+        self.0.iter().filter_map(|(k, v)| k.strip_prefix(&key).map(|n| (n.to_string(), v.clone()))).collect()
     }
 }
 
@@ -85,4 +84,37 @@ pub fn minilm_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Backpropagates `loss` and checks the gradient of every parameter of `store` against the
+/// reference: present on both sides or on neither, finite, non-zero, and within `tol` of the
+/// tensor's largest reference entry.
+pub fn check_gradients(name: &str, store: &ParamStore, loss: &Tensor, want: &HashMap<String, Tensor>, tol: f32) {
+    let grads = loss.backward().unwrap();
+    let params = store.params();
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    for n in want.keys() {
+        assert!(names.contains(&n.as_str()), "{name}: reference gradient for {n}, which ptm lacks");
+    }
+    let global = want.values().map(max_abs).fold(0.0f32, f32::max);
+    for p in params {
+        let var = p.var.as_ref().unwrap();
+        let (g, reference) = match (grads.get(var.as_tensor()), want.get(&p.name)) {
+            (Some(g), Some(r)) => (g, r),
+            // A parameter the loss does not use (untied `cls.predictions.bias`), in both.
+            (None, None) => continue,
+            (g, r) => panic!("{name}: gradient of {}: ptm {}, PyTorch {}", p.name, g.is_some(), r.is_some()),
+        };
+        let scale = max_abs(g);
+        assert!(scale.is_finite(), "{name}: gradient of {} is {scale}", p.name);
+        if max_abs(reference) <= 1e-6 * global {
+            // Softmax ignores a shift shared by a whole row, so some gradients are exactly zero
+            // in real arithmetic (the attention key bias; for span logits the last LayerNorm
+            // bias and the QA bias) and rounding noise in floats, in PyTorch as here.
+            assert!(scale <= 1e-5 * global, "{name}: gradient of {} is {scale}, expected ~0", p.name);
+            continue;
+        }
+        assert!(scale > 0.0, "{name}: gradient of {} is zero", p.name);
+        assert_close(&format!("{name} grad {}", p.name), g, reference, tol * max_abs(reference));
+    }
 }
