@@ -1,6 +1,6 @@
 """Checks that directories written by ptm load in transformers unchanged.
 
-Checkpoints written by `ptm pretrain` (masked LM and causal LM) load in the Auto classes and
+Checkpoints written by `ptm pretrain` (masked LM, masked LM + next sentence, causal LM) load in the Auto classes and
 answer as ptm does. For every tiny BERT and GPT-2 fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
 (ptm's save_pretrained: config.json, model.safetensors, tokenizer files); transformers then
 loads the result with the class its config names, reporting no missing or unexpected weights,
@@ -84,25 +84,27 @@ def check_minilm(tmp):
 def check_pretrained(tmp):
     """Checkpoints that `ptm pretrain` writes load in transformers' Auto classes with no missing
     weights, and give the same fill-mask answers and greedy generations as ptm."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, pipeline
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining, pipeline
 
     failures = []
     data = ROOT / "data"
-    mlm_out = Path(tmp) / "pretrained-mlm"
-    subprocess.run([PTM, "pretrain", "--config", str(data / "tiny-bert.json"), "--tokenizer", str(data / "tokenizer"),
-                    "--train", str(data / "austen" / "persuasion.txt"), "--output", str(mlm_out), "--max-steps", "3",
-                    "--batch-size", "4", "--seq-len", "32", "-q"], check=True, capture_output=True)
-    model, info = AutoModelForMaskedLM.from_pretrained(mlm_out, output_loading_info=True)
-    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
-        failures.append(f"pretrained mlm: {info}")
-    text = "she was the [MASK] of the two daughters."
-    hf = pipeline("fill-mask", model=str(mlm_out), device="cpu")(text, top_k=3)
-    ours = json.loads(subprocess.run([PTM, "fill-mask", "--model", str(mlm_out), "--top-k", "3", "--format", "json", text],
-                                     check=True, capture_output=True, text=True).stdout)
-    if [x["token"] for x in hf] != [x["token"] for x in ours] or max(abs(a["score"] - b["score"]) for a, b in zip(hf, ours)) > 1e-4:
-        failures.append(f"pretrained mlm fill-mask: {hf} vs {ours}")
-    else:
-        print(f"ok  {'ptm pretrain --objective mlm':32} AutoModelForMaskedLM: complete, same fill-mask answers")
+    for objective, auto in [("mlm", AutoModelForMaskedLM), ("mlm+nsp", AutoModelForPreTraining)]:
+        out = Path(tmp) / f"pretrained-{objective}"
+        subprocess.run([PTM, "pretrain", "--objective", objective, "--config", str(data / "tiny-bert.json"),
+                        "--tokenizer", str(data / "tokenizer"), "--train", str(data / "austen" / "persuasion.txt"),
+                        "--output", str(out), "--max-steps", "3", "--batch-size", "4", "--seq-len", "32", "-q"],
+                       check=True, capture_output=True)
+        model, info = auto.from_pretrained(out, output_loading_info=True)
+        if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+            failures.append(f"pretrained {objective}: {info}")
+        text = "she was the [MASK] of the two daughters."
+        hf = pipeline("fill-mask", model=str(out), device="cpu")(text, top_k=3)
+        ours = json.loads(subprocess.run([PTM, "fill-mask", "--model", str(out), "--top-k", "3", "--format", "json", text],
+                                         check=True, capture_output=True, text=True).stdout)
+        if [x["token"] for x in hf] != [x["token"] for x in ours] or max(abs(a["score"] - b["score"]) for a, b in zip(hf, ours)) > 1e-4:
+            failures.append(f"pretrained {objective} fill-mask: {hf} vs {ours}")
+        else:
+            print(f"ok  {'ptm pretrain --objective ' + objective:32} {type(model).__name__}: complete, same fill-mask answers")
 
     clm_out = Path(tmp) / "pretrained-clm"
     gpt2 = FIXTURES[1] / "tiny-lm"
@@ -132,7 +134,7 @@ def main():
         failures += check_pretrained(tmp)
     for f in failures:
         print("FAIL", f)
-    total = len(names) + 3
+    total = len(names) + 4
     print(f"transformers {transformers.__version__}: {total - len(failures)} of {total} directories load unchanged")
     sys.exit(1 if failures else 0)
 

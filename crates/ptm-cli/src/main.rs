@@ -4,11 +4,12 @@
 mod cmd;
 mod input;
 mod output;
+mod train_config;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, generate, inspect, convert")]
+#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, generate, pretrain, inspect, convert")]
 struct Cli {
     /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS).
     #[arg(long, global = true)]
@@ -31,6 +32,7 @@ enum Command {
     Generate(cmd::generate::Args),
     Perplexity(cmd::perplexity::Args),
     Pretrain(cmd::pretrain::Args),
+    Plot(cmd::plot::Args),
     /// Tokenizers: train one on a corpus.
     #[command(subcommand)]
     Tokenizer(cmd::tokenizer::Command),
@@ -40,7 +42,13 @@ enum Command {
 
 fn main() {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match train_config::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
     if let Some(n) = cli.threads {
         // Read by rayon and by candle's GEMM when their pools start, which is later.
         // SAFETY: no other thread exists yet.
@@ -54,6 +62,7 @@ fn main() {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),

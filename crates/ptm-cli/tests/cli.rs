@@ -296,33 +296,58 @@ fn data(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data").join(path).display().to_string()
 }
 
-/// A few steps of masked-LM pretraining from scratch, then a resume to more steps, then
-/// fill-mask on the result.
+/// A few steps of masked-LM pretraining from scratch (options partly from a --train-config
+/// file), then a resume to more steps, a plot of the log, and fill-mask on the result.
 #[test]
 fn pretrain_from_scratch_resume_and_use() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     let text = std::fs::read_to_string(data("austen/persuasion.txt")).unwrap();
     std::fs::write(&corpus, &text[..60_000]).unwrap();
+    let eval = dir.path().join("eval.txt");
+    std::fs::write(&eval, &text[60_000..70_000]).unwrap();
     let out = dir.path().join("run");
+    let settings = dir.path().join("run.json");
+    std::fs::write(&settings, r#"{"batch_size": 4, "seq_len": 32, "save_every": 2, "log_every": 1, "lr": 0.5}"#).unwrap();
     let base = |steps: &str| -> Vec<String> {
         [
             "pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &data("tokenizer"), "--train",
-            corpus.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-steps", steps, "--batch-size", "4",
-            "--seq-len", "32", "--save-every", "2", "--log-every", "1",
+            corpus.to_str().unwrap(), "--eval", eval.to_str().unwrap(), "--output", out.to_str().unwrap(),
+            "--max-steps", steps, "--train-config", settings.to_str().unwrap(), "--lr", "1e-3",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect()
     };
     let args = base("3");
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = ptm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("tokenized into") && stderr.contains("examples of 32 tokens"), "{stderr}");
     assert!(out.join("checkpoint-3").is_dir() && out.join("config.json").is_file());
+    assert!(out.join("tokenized/train/index.json").is_file());
     let mut args = base("5");
     args.extend(["--resume".to_string(), out.to_str().unwrap().to_string()]);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let second = ptm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reused from"), "the tokenized corpus is reused");
     let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
-    assert_eq!(log.lines().count(), 5, "{log}");
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let train_steps: Vec<u64> = records.iter().filter(|r| r.get("loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(train_steps, [1, 2, 3, 4, 5], "{log}");
+    let lr = records[1]["lr"].as_f64().unwrap();
+    assert!((lr - 1e-3).abs() < 1e-12, "the command line wins over the file: {lr}");
+    let eval_steps: Vec<u64> = records.iter().filter(|r| r.get("eval_loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(eval_steps, [0, 3, 5], "{log}");
+
+    // Resuming with other settings would not continue the same run.
+    let mut args = base("7");
+    args.extend(["--resume", out.to_str().unwrap(), "--batch-size", "2"].map(String::from));
+    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("batch size 4 (now 2)"), "{err}");
+
+    let png = ok(&["plot", out.to_str().unwrap()]);
+    let bytes = std::fs::read(png.trim()).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
     let predictions: serde_json::Value =
         serde_json::from_str(&ok(&["fill-mask", "--model", out.to_str().unwrap(), "--format", "json", "she was the [MASK] of the family."]))
             .unwrap();
@@ -348,6 +373,41 @@ fn pretrain_rejects_bad_setups() {
     assert!(run(&["--train", &persuasion, "--resume", dir.path().join("nothing").to_str().unwrap()]).contains("nothing"));
     let err = fails(&["pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &fixtures().join("tokenizers/gpt2").display().to_string(), "--train", &persuasion, "--output", out.to_str().unwrap()]);
     assert!(err.contains("50257 tokens") && err.contains("5000 rows"), "{err}");
+    let one_doc = dir.path().join("one.txt");
+    std::fs::write(&one_doc, "Just one document. With two sentences.").unwrap();
+    let err = run(&["--train", one_doc.to_str().unwrap(), "--objective", "mlm+nsp"]);
+    assert!(err.contains("at least 2 documents"), "{err}");
+    assert!(run(&["--train", &persuasion, "--objective", "sop"]).contains("supported: mlm, mlm+nsp, clm"));
+    let settings = dir.path().join("bad.json");
+    std::fs::write(&settings, r#"{"batch_size": 4, "lerning_rate": 1}"#).unwrap();
+    let bad = ptm(&["pretrain", "--train", &persuasion, "--output", "x", "--train-config", settings.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    assert!(err.contains("bad.json") && err.contains("lerning_rate"), "{err}");
+    let err = fails(&["plot", dir.path().to_str().unwrap()]);
+    assert!(err.contains("train_log.jsonl"), "{err}");
+}
+
+/// BERT's own pretraining (masked LM + next-sentence prediction) writes a BertForPreTraining
+/// checkpoint whose MLM head fills masks.
+#[test]
+fn pretrain_mlm_and_next_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let text = std::fs::read_to_string(data("austen/persuasion.txt")).unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, &text[..40_000]).unwrap();
+    ok(&[
+        "pretrain", "--objective", "mlm+nsp", "--config", &data("tiny-bert.json"), "--tokenizer", &data("tokenizer"),
+        "--train", corpus.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-steps", "2", "--batch-size", "4",
+        "--seq-len", "48", "-q",
+    ]);
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", out.to_str().unwrap(), "--format", "json"])).unwrap();
+    assert_eq!(info["architecture"], "BertForPreTraining", "{info}");
+    let predictions: serde_json::Value =
+        serde_json::from_str(&ok(&["fill-mask", "--model", out.to_str().unwrap(), "--format", "json", "she was the [MASK] of the family."]))
+            .unwrap();
+    assert_eq!(predictions.as_array().unwrap().len(), 5);
 }
 
 /// Killing a run at arbitrary moments (checkpoints are saved every step, so kills land

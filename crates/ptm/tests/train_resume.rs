@@ -10,7 +10,7 @@ use ptm::config::ModelConfig;
 use ptm::models::Pretrained;
 use ptm::models::bert::BertForMaskedLM;
 use ptm::nn::{ParamStore, StoreOptions};
-use ptm::objectives::mlm::{MaskedLmObjective, MlmConfig};
+use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::tokenizer::{Padding, Tokenizer};
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
 use ptm::train::{AdamWConfig, ModelSpec, Schedule, ScheduleKind, TrainArgs, train};
@@ -45,6 +45,7 @@ fn args(output: &Path, max_steps: usize) -> TrainArgs {
         save_every: 3,
         keep_last: 2,
         log_every: 1,
+        eval_every: 0,
     }
 }
 
@@ -55,17 +56,11 @@ fn run(init: &Path, output: &Path, steps: usize, resume: bool) -> (Vec<f64>, Par
     let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
     let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
     let (examples, special_ids) = examples();
-    let objective = MaskedLmObjective {
-        model: &model,
-        examples,
-        special_ids,
-        config: MlmConfig::new(4, cfg.vocab_size as u32),
-        pad_id: 0,
-        seed: 11,
-    };
+    let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
+    let objective = MaskedLmObjective { model: &model, examples: &examples, collator };
     let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
     let ck = resume.then(|| load_checkpoint(init).unwrap());
-    let losses = train(&objective, &spec, &args(output, steps), ck, &mut |_| {}).unwrap();
+    let losses = train(&objective, None, &spec, &args(output, steps), ck, &mut |_| {}).unwrap().losses;
     (losses, store)
 }
 
@@ -105,15 +100,10 @@ fn too_little_data_is_an_error() {
     let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
     let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
     let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
-    let objective = MaskedLmObjective {
-        model: &model,
-        examples: vec![vec![2, 10, 3]; 5],
-        special_ids: vec![2, 3],
-        config: MlmConfig::new(4, 99),
-        pad_id: 0,
-        seed: 1,
-    };
+    let examples = vec![vec![2, 10, 3]; 5];
+    let collator = MlmCollator { config: MlmConfig::new(4, 99), special_ids: vec![2, 3], pad_id: 0, seed: 1 };
+    let objective = MaskedLmObjective { model: &model, examples: &examples, collator };
     let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
-    let err = train(&objective, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&objective, None, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("5 examples cannot fill one step of 8"), "{err}");
 }

@@ -4,6 +4,7 @@ pub mod fill_mask;
 pub mod generate;
 pub mod info;
 pub mod perplexity;
+pub mod plot;
 pub mod pretrain;
 pub mod similarity;
 pub mod tokenizer;

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::ModelConfig;
-use ptm::data::read_corpus;
-use ptm::models::bert::BertForMaskedLM;
+use ptm::data::{Blocks, TokenizedCorpus};
+use ptm::models::bert::{BertForMaskedLM, BertForPreTraining};
 use ptm::models::gpt2::Gpt2LMHeadModel;
 use ptm::models::{Pretrained, base_prefix};
 use ptm::nn::{ParamStore, StoreOptions};
-use ptm::objectives::clm::{CausalLmObjective, group_texts};
-use ptm::objectives::mlm::{MaskedLmObjective, MlmConfig};
+use ptm::objectives::clm::CausalLmObjective;
+use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
+use ptm::objectives::nsp::{PreTrainingObjective, nsp_pairs};
 use ptm::tokenizer::Tokenizer;
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
 use ptm::train::{AdamWConfig, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, train};
@@ -20,7 +21,7 @@ use ptm::train::{AdamWConfig, ModelSpec, Objective, Schedule, ScheduleKind, Trai
 /// Pretrain a model on unlabeled text.
 #[derive(clap::Args)]
 pub struct Args {
-    /// mlm (BERT) or clm (GPT-2).
+    /// mlm or mlm+nsp (BERT: masked LM, with next-sentence prediction), clm (GPT-2).
     #[arg(long, default_value = "mlm")]
     objective: String,
     /// A config.json for a model trained from scratch (with --tokenizer).
@@ -35,9 +36,16 @@ pub struct Args {
     /// Text files or folders, or JSONL with "text".
     #[arg(long, num_args = 1.., required = true)]
     train: Vec<PathBuf>,
-    /// Held-out text whose loss is reported at the end.
+    /// Held-out text whose loss is logged before, during and after training.
     #[arg(long)]
     eval: Option<PathBuf>,
+    /// Evaluate every N steps (0: only before and after training).
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    /// Where the tokenized corpus is kept (default OUTPUT/tokenized); reused while the text
+    /// files and the tokenizer are unchanged.
+    #[arg(long)]
+    data_cache: Option<PathBuf>,
     #[arg(long)]
     output: PathBuf,
     #[arg(long)]
@@ -75,6 +83,10 @@ pub struct Args {
     /// Resume from a checkpoint directory or an output directory's latest checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// A JSON file of these options (keys as the option names, e.g. "batch_size": 32);
+    /// options on the command line win.
+    #[arg(long, value_name = "FILE.json")]
+    train_config: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -100,13 +112,23 @@ pub fn run(a: Args) -> Result<()> {
     if a.seq_len > dims.max_positions {
         bail!("--seq-len {} exceeds the model's {} positions", a.seq_len, dims.max_positions);
     }
+    let objective_name = a.objective.as_str();
+    match (objective_name, &config) {
+        ("mlm" | "mlm+nsp", ModelConfig::Bert(_)) | ("clm", ModelConfig::Gpt2(_)) => {}
+        ("mlm" | "mlm+nsp" | "clm", c) => {
+            bail!("--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2)", c.model_type())
+        }
+        (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm"),
+    }
     let store_opts = StoreOptions { trainable: true, seed: a.seed, ..Default::default() };
     let store = match &weights_dir {
         Some(dir) => Pretrained { dir: dir.clone(), config: config.clone() }.store(&store_opts)?,
         None => ParamStore::new(None, &[base_prefix(&config)], &store_opts),
     };
 
-    let docs = read_docs(&a.train, &tokenizer)?;
+    let cache = a.data_cache.clone().unwrap_or_else(|| a.output.join("tokenized"));
+    let train_corpus = tokenized(&a.train, &tokenizer, &cache.join("train"))?;
+    let eval_corpus = a.eval.as_ref().map(|f| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))).transpose()?;
     let progress = indicatif::ProgressBar::new(0);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]")
@@ -116,45 +138,51 @@ pub fn run(a: Args) -> Result<()> {
         progress.set_position(r.step as u64);
         progress.set_message(format!("loss {:.4}, lr {:.2e}, {:.0} tokens/s", r.loss, r.lr, r.tokens_per_s));
     };
+    let mut run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| {
+        let spec = ModelSpec { config: &config, architecture, store: &store, tokenizer: Some(&tokenizer) };
+        run_training(&a, objective, eval, &spec, resume_dir.as_deref(), &progress, &mut on_log)
+    };
 
-    match (a.objective.as_str(), &config) {
-        ("mlm", ModelConfig::Bert(cfg)) => {
-            let model = BertForMaskedLM::new(cfg, &store.root())?;
+    match &config {
+        ModelConfig::Bert(cfg) => {
             let mask = tokenizer.special_id(|s| &s.mask).context("the tokenizer has no mask token")?;
-            let objective = MaskedLmObjective {
-                model: &model,
-                examples: mlm_blocks(&docs, &tokenizer, a.seq_len)?,
-                special_ids: special_ids(&tokenizer),
+            let cls = tokenizer.special_id(|s| &s.cls).context("the tokenizer has no [CLS] token")?;
+            let sep = tokenizer.special_id(|s| &s.sep).context("the tokenizer has no [SEP] token")?;
+            let collator = MlmCollator {
                 config: MlmConfig::new(mask, dims.vocab_size as u32),
+                special_ids: special_ids(&tokenizer),
                 pad_id: tokenizer.pad_id(),
                 seed: a.seed,
             };
-            objective.config.validate()?;
-            let eval = a.eval.as_ref().map(|f| -> Result<Vec<Vec<u32>>> { mlm_blocks(&read_docs(&[f.clone()], &tokenizer)?, &tokenizer, a.seq_len) }).transpose()?;
-            let spec = ModelSpec { config: &config, architecture: BertForMaskedLM::ARCHITECTURE, store: &store, tokenizer: Some(&tokenizer) };
-            let eval_obj = eval.map(|examples| MaskedLmObjective {
-                model: &model,
-                examples,
-                special_ids: objective.special_ids.clone(),
-                config: objective.config,
-                pad_id: objective.pad_id,
-                seed: a.seed,
-            });
-            run_training(&a, &objective, eval_obj.as_ref().map(|o| o as &dyn Objective), &spec, resume_dir.as_deref(), &progress, &mut on_log)
+            collator.config.validate()?;
+            anyhow::ensure!(a.seq_len > 4, "--seq-len must leave room for [CLS], [SEP] and text");
+            if objective_name == "mlm+nsp" {
+                anyhow::ensure!(cfg.type_vocab_size >= 2, "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {})", cfg.type_vocab_size);
+                let model = BertForPreTraining::new(cfg, &store.root())?;
+                let objective = |corpus| -> Result<PreTrainingObjective> {
+                    let pairs = nsp_pairs(corpus, a.seq_len, a.seed)?;
+                    Ok(PreTrainingObjective { model: &model, corpus, pairs, collator: collator.clone(), cls_id: cls, sep_id: sep })
+                };
+                let train_obj = objective(&train_corpus)?;
+                let eval_obj = eval_corpus.as_ref().map(&objective).transpose()?;
+                run(&train_obj, eval_obj.as_ref().map(|o| o as &dyn Objective), BertForPreTraining::ARCHITECTURE)
+            } else {
+                let model = BertForMaskedLM::new(cfg, &store.root())?;
+                let train_blocks = Blocks::new(&train_corpus, a.seq_len - 2, Some((cls, sep)))?;
+                let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len - 2, Some((cls, sep)))).transpose()?;
+                let objective = |examples| MaskedLmObjective { model: &model, examples, collator: collator.clone() };
+                let eval_obj = eval_blocks.as_ref().map(|b| objective(b));
+                run(&objective(&train_blocks), eval_obj.as_ref().map(|o| o as &dyn Objective), BertForMaskedLM::ARCHITECTURE)
+            }
         }
-        ("clm", ModelConfig::Gpt2(cfg)) => {
+        ModelConfig::Gpt2(cfg) => {
             let model = Gpt2LMHeadModel::new(cfg, &store.root())?;
-            let objective = CausalLmObjective { model: &model, blocks: group_texts(&docs, a.seq_len) };
-            let eval = a.eval.as_ref().map(|f| -> Result<Vec<Vec<u32>>> { Ok(group_texts(&read_docs(&[f.clone()], &tokenizer)?, a.seq_len)) }).transpose()?;
-            let eval_obj = eval.map(|blocks| CausalLmObjective { model: &model, blocks });
-            let spec = ModelSpec { config: &config, architecture: Gpt2LMHeadModel::ARCHITECTURE, store: &store, tokenizer: Some(&tokenizer) };
-            run_training(&a, &objective, eval_obj.as_ref().map(|o| o as &dyn Objective), &spec, resume_dir.as_deref(), &progress, &mut on_log)
+            let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
+            let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len, None)).transpose()?;
+            let eval_obj = eval_blocks.as_ref().map(|b| CausalLmObjective { model: &model, blocks: b });
+            let objective = CausalLmObjective { model: &model, blocks: &train_blocks };
+            run(&objective, eval_obj.as_ref().map(|o| o as &dyn Objective), Gpt2LMHeadModel::ARCHITECTURE)
         }
-        ("mlm+nsp", _) => bail!("--objective mlm+nsp is not implemented yet; use mlm"),
-        (objective, config) => bail!(
-            "--objective {objective} does not fit a {} model (mlm: bert, clm: gpt2)",
-            config.model_type()
-        ),
     }
 }
 
@@ -195,59 +223,43 @@ fn run_training(
         save_every: a.save_every,
         keep_last: a.keep_last,
         log_every: a.log_every,
+        eval_every: a.eval_every,
     };
     let checkpoint = resume.map(load_checkpoint).transpose()?;
     eprintln!("{n} training examples of {} tokens, {max_steps} steps of {per_step}", a.seq_len);
-    let eval_before = eval.map(|e| ptm::train::evaluate(e, a.batch_size)).transpose()?;
-    let losses = train(objective, spec, &args, checkpoint, on_log)?;
+    let outcome = train(objective, eval, spec, &args, checkpoint, on_log)?;
     progress.finish();
-    if let (Some(first), Some(last)) = (losses.first(), losses.last()) {
-        eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", losses.len(), a.output.display());
+    if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
+        eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), a.output.display());
     }
-    if let Some(e) = eval {
-        let after = ptm::train::evaluate(e, a.batch_size)?;
-        let record = serde_json::json!({ "step": max_steps, "eval_loss": after, "eval_loss_before": eval_before });
-        append_line(&a.output.join(ptm::train::TRAIN_LOG), &record.to_string())?;
-        eprintln!("held-out loss {:.4} -> {after:.4}", eval_before.unwrap_or(f64::NAN));
+    if let (Some(first), Some(last)) = (outcome.evals.first(), outcome.evals.last()) {
+        eprintln!("held-out loss {:.4} (step {}) -> {:.4} (step {})", first.eval_loss, first.step, last.eval_loss, last.step);
     }
     Ok(())
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{line}")?;
-    Ok(())
-}
-
-/// Documents as token ids (no special tokens), with skipped lines reported.
-fn read_docs(files: &[PathBuf], tokenizer: &Tokenizer) -> Result<Vec<Vec<u32>>> {
-    let mut texts = Vec::new();
-    let report = read_corpus(files, |d| {
-        texts.push(d);
-        Ok(())
-    })?;
-    for (file, line) in &report.skipped_lines {
-        eprintln!("skipped {}:{line}: not valid UTF-8", file.display());
+/// The corpus tokenized into `dir` (reused when its sources and the tokenizer are unchanged),
+/// with skipped lines reported.
+fn tokenized(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<TokenizedCorpus> {
+    let started = std::time::Instant::now();
+    let corpus = TokenizedCorpus::prepare(files, tokenizer, dir)?;
+    if corpus.built {
+        for line in corpus.skipped_lines() {
+            eprintln!("skipped {line}: not valid UTF-8");
+        }
+        if !corpus.skipped_lines().is_empty() {
+            eprintln!("{} lines skipped", corpus.skipped_lines().len());
+        }
     }
-    if !report.skipped_lines.is_empty() {
-        eprintln!("{} lines skipped", report.skipped_lines.len());
-    }
-    anyhow::ensure!(!texts.is_empty(), "the corpus {} has no text", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    Ok(tokenizer.encode_plain(&refs)?)
-}
-
-/// Blocks for MLM: the documents' ids concatenated, cut into seq_len - 2 and wrapped in
-/// [CLS] ... [SEP].
-fn mlm_blocks(docs: &[Vec<u32>], tokenizer: &Tokenizer, seq_len: usize) -> Result<Vec<Vec<u32>>> {
-    let cls = tokenizer.special_id(|s| &s.cls).context("the tokenizer has no [CLS] token")?;
-    let sep = tokenizer.special_id(|s| &s.sep).context("the tokenizer has no [SEP] token")?;
-    anyhow::ensure!(seq_len > 2, "--seq-len must leave room for [CLS] and [SEP]");
-    Ok(group_texts(docs, seq_len - 2)
-        .into_iter()
-        .map(|b| std::iter::once(cls).chain(b).chain(std::iter::once(sep)).collect())
-        .collect())
+    eprintln!(
+        "{} documents, {} tokens {} {} ({:.1} s)",
+        corpus.num_documents(),
+        corpus.num_tokens(),
+        if corpus.built { "tokenized into" } else { "reused from" },
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(corpus)
 }
 
 fn special_ids(tokenizer: &Tokenizer) -> Vec<u32> {

@@ -20,14 +20,22 @@ pub struct CorpusReport {
 /// name order; `.jsonl` files by line, others as text), in order.
 pub fn read_corpus(paths: &[PathBuf], mut on_document: impl FnMut(String) -> Result<()>) -> Result<CorpusReport> {
     let mut report = CorpusReport::default();
-    for path in paths {
-        for file in files_under(path)? {
-            report.files += 1;
-            let jsonl = file.extension().is_some_and(|e| e == "jsonl");
-            read_file(&file, jsonl, &mut report, &mut on_document)?;
-        }
+    for file in corpus_files(paths)? {
+        report.files += 1;
+        let jsonl = file.extension().is_some_and(|e| e == "jsonl");
+        read_file(&file, jsonl, &mut report, &mut on_document)?;
     }
     Ok(report)
+}
+
+/// The files `paths` name: files themselves, folders' files recursively in name order
+/// (hidden ones skipped).
+pub fn corpus_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        out.extend(files_under(path)?);
+    }
+    Ok(out)
 }
 
 fn files_under(path: &Path) -> Result<Vec<PathBuf>> {

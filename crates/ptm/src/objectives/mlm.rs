@@ -3,10 +3,12 @@
 //! those 80% become [MASK], 10% a random token, 10% stay; labels hold the original ids at the
 //! chosen positions and -100 elsewhere.
 
+use candle_core::{Device, Tensor};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::Examples;
 use crate::error::{Error, Result};
 use crate::nn::loss::IGNORE_INDEX;
 
@@ -117,56 +119,89 @@ fn choose_whole_words(special: &[bool], word_ids: &[Option<u32>], p: f64, rng: &
     chosen
 }
 
-/// The masked-LM objective over tokenized examples, for the trainer: each example is masked
-/// with its own generator (seed, epoch, index), padded to the batch's longest.
-pub struct MaskedLmObjective<'a> {
-    pub model: &'a crate::models::bert::BertForMaskedLM,
-    pub examples: Vec<Vec<u32>>,
+/// Turns token-id examples into a masked, padded batch: each example is masked with its own
+/// generator (seed, epoch, index), so a batch is the same whatever its neighbours.
+#[derive(Debug, Clone)]
+pub struct MlmCollator {
+    pub config: MlmConfig,
     /// Ids never masked ([CLS], [SEP], [PAD], ...).
     pub special_ids: Vec<u32>,
-    pub config: MlmConfig,
     pub pad_id: u32,
     pub seed: u64,
 }
 
-impl crate::train::Objective for MaskedLmObjective<'_> {
-    fn num_examples(&self) -> usize {
-        self.examples.len()
-    }
+/// A collated masked-LM batch.
+pub struct MaskedBatch {
+    pub input: crate::models::EncoderInput,
+    /// (batch, seq) original ids at the chosen positions, -100 elsewhere.
+    pub labels: Tensor,
+    /// Whether any position was chosen (a short batch may have none).
+    pub has_targets: bool,
+    /// Real (non-padding) tokens in the batch.
+    pub tokens: usize,
+}
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(candle_core::Tensor, usize)> {
-        let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
-        let len = examples.iter().map(|&i| self.examples[i].len()).max().unwrap_or(0);
-        let (mut inputs, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+impl MlmCollator {
+    /// `items`: (example index, ids, token type ids if any).
+    pub fn collate(&self, items: &[(usize, Vec<u32>, Option<Vec<u32>>)], epoch: usize, device: &Device) -> Result<MaskedBatch> {
+        let len = items.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
+        let (mut inputs, mut labels, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut tokens = 0;
-        for &i in examples {
-            let ids = &self.examples[i];
+        for (i, ids, type_ids) in items {
             let special: Vec<bool> = ids.iter().map(|t| self.special_ids.contains(t)).collect();
-            let mut rng = super::example_rng(self.seed, epoch as u64, i as u64);
+            let mut rng = super::example_rng(self.seed, epoch as u64, *i as u64);
             let (x, y) = mask_tokens(ids, &special, None, &self.config, &mut rng);
             tokens += ids.len();
             let pad = len - ids.len();
             inputs.extend(x.into_iter().chain(std::iter::repeat_n(self.pad_id, pad)));
             labels.extend(y.into_iter().chain(std::iter::repeat_n(IGNORE_INDEX, pad)));
             mask.extend(std::iter::repeat_n(1u32, ids.len()).chain(std::iter::repeat_n(0, pad)));
+            match type_ids {
+                Some(t) => types.extend(t.iter().copied().chain(std::iter::repeat_n(0, pad))),
+                None => types.extend(std::iter::repeat_n(0u32, len)),
+            }
         }
-        let b = examples.len();
-        let input = crate::models::EncoderInput {
-            input_ids: candle_core::Tensor::from_vec(inputs, (b, len), &device)?,
-            attention_mask: Some(candle_core::Tensor::from_vec(mask, (b, len), &device)?),
-            token_type_ids: None,
-        };
-        let counted = labels.iter().any(|l| *l != IGNORE_INDEX);
-        let labels = candle_core::Tensor::from_vec(labels, (b, len), &device)?;
-        let out = self.model.forward(&input, Some(&labels), mode)?;
+        let b = items.len();
+        let has_targets = labels.iter().any(|l| *l != IGNORE_INDEX);
+        let any_types = items.iter().any(|(_, _, t)| t.is_some());
+        Ok(MaskedBatch {
+            input: crate::models::EncoderInput {
+                input_ids: Tensor::from_vec(inputs, (b, len), device)?,
+                attention_mask: Some(Tensor::from_vec(mask, (b, len), device)?),
+                token_type_ids: any_types.then(|| Tensor::from_vec(types, (b, len), device)).transpose()?,
+            },
+            labels: Tensor::from_vec(labels, (b, len), device)?,
+            has_targets,
+            tokens,
+        })
+    }
+}
+
+/// The masked-LM objective over token-id examples, for the trainer.
+pub struct MaskedLmObjective<'a> {
+    pub model: &'a crate::models::bert::BertForMaskedLM,
+    pub examples: &'a dyn Examples,
+    pub collator: MlmCollator,
+}
+
+impl crate::train::Objective for MaskedLmObjective<'_> {
+    fn num_examples(&self) -> usize {
+        self.examples.num_examples()
+    }
+
+    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(Tensor, usize)> {
+        let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
+        let items: Vec<_> = examples.iter().map(|&i| (i, self.examples.example(i), None)).collect();
+        let batch = self.collator.collate(&items, epoch, &device)?;
+        let out = self.model.forward(&batch.input, Some(&batch.labels), mode)?;
         // A batch in which no token was chosen has no targets: a zero loss (not PyTorch's NaN),
         // still attached to the graph.
-        let loss = if counted {
+        let loss = if batch.has_targets {
             out.loss.ok_or_else(|| Error::invalid("no loss"))?
         } else {
             (out.logits.sum_all()? * 0.0)?
         };
-        Ok((loss, tokens))
+        Ok((loss, batch.tokens))
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod clm;
 pub mod mlm;
+pub mod nsp;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

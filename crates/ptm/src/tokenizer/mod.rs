@@ -190,11 +190,21 @@ impl Tokenizer {
     /// Token ids of each text without special tokens, unpadded and untruncated.
     pub fn encode_plain(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<EncodeInput> = texts.iter().map(|t| EncodeInput::Single((*t).into())).collect();
+        let enc = self.plain()?.encode_batch(inputs, false).map_err(|e| Error::tokenizer(&self.source, e))?;
+        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// The tokenizer without padding or truncation.
+    fn plain(&self) -> Result<tokenizers::Tokenizer> {
         let mut plain = self.inner.clone();
         plain.with_padding(None);
         plain.with_truncation(None).map_err(|e| Error::tokenizer(&self.source, e))?;
-        let enc = plain.encode_batch(inputs, false).map_err(|e| Error::tokenizer(&self.source, e))?;
-        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(plain)
+    }
+
+    /// tokenizer.json's content (without padding or truncation).
+    pub fn to_json(&self, pretty: bool) -> Result<String> {
+        self.plain()?.to_string(pretty).map_err(|e| Error::tokenizer(&self.source, e))
     }
 
     pub fn special_tokens(&self) -> &SpecialTokens {
@@ -309,10 +319,7 @@ impl Tokenizer {
     /// Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt for
     /// WordPiece) into `dir`, each atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let mut plain = self.inner.clone();
-        plain.with_padding(None);
-        plain.with_truncation(None).map_err(|e| Error::tokenizer(&self.source, e))?;
-        let json = plain.to_string(true).map_err(|e| Error::tokenizer(&self.source, e))?;
+        let json = self.to_json(true)?;
         crate::io::write_atomic(&dir.join(TOKENIZER_JSON), json.as_bytes())?;
 
         let mut special_map = Map::new();
@@ -330,7 +337,7 @@ impl Tokenizer {
         crate::config::save_json(&Value::Object(config), &dir.join(TOKENIZER_CONFIG))?;
         crate::config::save_json(&Value::Object(special_map), &dir.join(SPECIAL_TOKENS_MAP))?;
 
-        if let tokenizers::ModelWrapper::WordPiece(wp) = plain.get_model() {
+        if let tokenizers::ModelWrapper::WordPiece(wp) = self.inner.get_model() {
             let mut vocab: Vec<(String, u32)> = tokenizers::Model::get_vocab(wp).into_iter().collect();
             vocab.sort_by_key(|(_, id)| *id);
             let mut text = String::new();

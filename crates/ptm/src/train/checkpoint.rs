@@ -32,6 +32,13 @@ pub struct TrainerState {
     pub dropout_rng: RngState,
     pub schedule: Schedule,
     pub optimizer: AdamWConfig,
+    /// The data the run was stepping through, checked on resume (0: not recorded).
+    #[serde(default)]
+    pub num_examples: usize,
+    #[serde(default)]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub grad_accum: usize,
 }
 
 /// What a checkpoint holds, besides the model weights (read from its directory as a model).
@@ -136,6 +143,9 @@ mod tests {
             dropout_rng: DropoutRng::new(1).state(),
             schedule: Schedule { kind: ScheduleKind::Linear, base_lr: 1e-3, warmup_steps: 1, total_steps: 10 },
             optimizer: AdamWConfig::default(),
+            num_examples: 40,
+            batch_size: 2,
+            grad_accum: 2,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct TrainArgs {
     pub save_every: usize,
     pub keep_last: usize,
     pub log_every: usize,
+    /// Evaluate every this many steps (and before the first and after the last); 0: only
+    /// before and after.
+    pub eval_every: usize,
 }
 
 /// What the model being trained is, for saving it.
@@ -62,17 +65,33 @@ pub struct LogRecord {
     pub tokens_per_s: f64,
 }
 
+/// An evaluation line of `train_log.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalRecord {
+    pub step: usize,
+    pub eval_loss: f64,
+}
+
+/// What a call to [`train`] did.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOutcome {
+    /// The loss of every step taken in this call.
+    pub losses: Vec<f64>,
+    pub evals: Vec<EvalRecord>,
+}
+
 pub const TRAIN_LOG: &str = "train_log.jsonl";
 
-/// Runs `args.max_steps` optimizer steps (fewer remain after a resume). `on_log` sees every
-/// logged step (for a progress bar). Returns the loss of every step taken in this call.
+/// Runs `args.max_steps` optimizer steps (fewer remain after a resume), evaluating on `eval`
+/// as `args.eval_every` says. `on_log` sees every logged step (for a progress bar).
 pub fn train(
     objective: &dyn Objective,
+    eval: Option<&dyn Objective>,
     model: &ModelSpec,
     args: &TrainArgs,
     resume: Option<Checkpoint>,
     on_log: &mut dyn FnMut(&LogRecord),
-) -> Result<Vec<f64>> {
+) -> Result<TrainOutcome> {
     let per_step = args.batch_size * args.grad_accum.max(1);
     let n = objective.num_examples();
     if args.batch_size == 0 || per_step > n {
@@ -86,6 +105,7 @@ pub fn train(
     let mut opt = AdamW::new(params.clone(), args.optimizer)?;
     let (mut step, mut epoch, mut position, dropout) = match &resume {
         Some(ck) => {
+            check_resumable(&ck.state, &ck.dir, n, args)?;
             opt.load_state(&ck.optimizer, ck.state.global_step)?;
             let s = &ck.state;
             (s.global_step, s.epoch, s.epoch_position, DropoutRng::from_state(&s.dropout_rng)?)
@@ -99,7 +119,21 @@ pub fn train(
         truncate_log(&log_path, step)?;
     }
     let mut order = epoch_order(n, args.seed, epoch);
-    let mut losses = Vec::new();
+    let mut outcome = TrainOutcome::default();
+    // Returns the seconds it took, which are left out of the tokens/s of training.
+    let run_eval = |step: usize, outcome: &mut TrainOutcome| -> Result<f64> {
+        let started = std::time::Instant::now();
+        if let Some(e) = eval {
+            let record = EvalRecord { step, eval_loss: evaluate(e, args.batch_size)? };
+            append_log(&log_path, &record)?;
+            outcome.evals.push(record);
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    if resume.is_none() {
+        run_eval(0, &mut outcome)?;
+    }
+    let mut eval_secs = 0f64;
     let started = std::time::Instant::now();
     let mut tokens_since_log = 0usize;
     let mut last_log = started;
@@ -140,16 +174,20 @@ pub fn train(
         opt.step(&grads, lr)?;
         step += 1;
         let loss = loss_sum / args.grad_accum.max(1) as f64;
-        losses.push(loss);
+        outcome.losses.push(loss);
 
         if args.log_every > 0 && (step % args.log_every == 0 || step == args.max_steps) {
             let now = std::time::Instant::now();
-            let secs = now.duration_since(last_log).as_secs_f64().max(1e-9);
+            let secs = (now.duration_since(last_log).as_secs_f64() - eval_secs).max(1e-9);
+            eval_secs = 0.0;
             let record = LogRecord { step, epoch, loss, lr, grad_norm, tokens_per_s: tokens_since_log as f64 / secs };
             append_log(&log_path, &record)?;
             on_log(&record);
             tokens_since_log = 0;
             last_log = now;
+        }
+        if (args.eval_every > 0 && step % args.eval_every == 0) || step == args.max_steps {
+            eval_secs += run_eval(step, &mut outcome)?;
         }
         if (args.save_every > 0 && step % args.save_every == 0) || step == args.max_steps {
             let state = TrainerState {
@@ -160,13 +198,16 @@ pub fn train(
                 dropout_rng: dropout.state(),
                 schedule: args.schedule,
                 optimizer: args.optimizer,
+                num_examples: n,
+                batch_size: args.batch_size,
+                grad_accum: args.grad_accum.max(1),
             };
             save_checkpoint(&args.output, model.config, model.architecture, model.store, model.tokenizer, &opt, &state, args.keep_last)?;
         }
     }
     // The final model and its tokenizer in the output directory itself, as from_pretrained reads it.
     crate::models::save_pretrained(&args.output, model.config, model.architecture, model.store, model.tokenizer)?;
-    Ok(losses)
+    Ok(outcome)
 }
 
 /// The mean loss over every example of `objective` (dropout off; per-example randomness drawn
@@ -191,6 +232,30 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     order
+}
+
+/// A resumed run continues the interrupted one only over the same examples in the same order.
+fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: &TrainArgs) -> Result<()> {
+    let mut differ = Vec::new();
+    let mut check = |what: &str, was: usize, now: usize| {
+        if was != 0 && was != now {
+            differ.push(format!("{what} {was} (now {now})"));
+        }
+    };
+    check("examples", state.num_examples, n);
+    check("batch size", state.batch_size, args.batch_size);
+    check("gradient accumulation", state.grad_accum, args.grad_accum.max(1));
+    if state.seed != args.seed {
+        differ.push(format!("seed {} (now {})", state.seed, args.seed));
+    }
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "cannot resume from {}: it was trained with {}; resume with the same data and settings",
+        dir.display(),
+        differ.join(", ")
+    )))
 }
 
 fn add_grads(mut acc: GradStore, more: GradStore, params: &[crate::nn::Param]) -> Result<GradStore> {
@@ -226,7 +291,7 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
     crate::io::write_atomic(path, kept.as_bytes())
 }
 
-fn append_log(path: &std::path::Path, record: &LogRecord) -> Result<()> {
+fn append_log(path: &std::path::Path, record: &impl Serialize) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
     let line = serde_json::to_string(record).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
