@@ -18,6 +18,7 @@ pub mod generate;
 pub mod heads;
 pub mod hub;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod objectives;
