@@ -32,6 +32,9 @@ enum Command {
     Generate(cmd::generate::Args),
     Perplexity(cmd::perplexity::Args),
     Pretrain(cmd::pretrain::Args),
+    Finetune(cmd::finetune::Args),
+    Eval(cmd::eval::Args),
+    Predict(cmd::predict::Args),
     Plot(cmd::plot::Args),
     /// Tokenizers: train one on a corpus.
     #[command(subcommand)]
@@ -62,6 +65,9 @@ fn main() {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Info(a) => cmd::info::run(a),

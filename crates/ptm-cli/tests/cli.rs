@@ -323,7 +323,7 @@ fn pretrain_from_scratch_resume_and_use() {
     let first = ptm(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");
-    assert!(stderr.contains("tokenized into") && stderr.contains("examples of 32 tokens"), "{stderr}");
+    assert!(stderr.contains("tokenized into") && stderr.contains("training examples, 3 steps of 4"), "{stderr}");
     assert!(out.join("checkpoint-3").is_dir() && out.join("config.json").is_file());
     assert!(out.join("tokenized/train/index.json").is_file());
     let mut args = base("5");

@@ -61,6 +61,31 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Fills a hidden temp folder beside `dir` with `fill`, then renames it to `dir` (replacing
+/// what was there): a kill at any moment leaves the old `dir` or the new one, whole. When
+/// `fill` fails the temp folder is removed.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.with_file_name(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    create_dir_all(&tmp)?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if let Some(parent) = dir.parent().and_then(|p| File::open(p).ok()) {
+        // Persist the rename; best effort, as in write_atomic.
+        let _ = parent.sync_all();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

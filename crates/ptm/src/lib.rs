@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod finetune;
 mod error;
 pub mod generate;
 pub mod heads;

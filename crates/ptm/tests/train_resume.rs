@@ -46,6 +46,8 @@ fn args(output: &Path, max_steps: usize) -> TrainArgs {
         keep_last: 2,
         log_every: 1,
         eval_every: 0,
+        eval_at_start: false,
+        best: None,
     }
 }
 

@@ -15,8 +15,9 @@ use ptm::objectives::clm::CausalLmObjective;
 use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::objectives::nsp::{PreTrainingObjective, nsp_pairs};
 use ptm::tokenizer::Tokenizer;
-use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
-use ptm::train::{AdamWConfig, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, train};
+use ptm::train::{Evaluator, LossEvaluator, ModelSpec, Objective};
+
+use super::train_options::{Defaults, TrainOptions};
 
 /// Pretrain a model on unlabeled text.
 #[derive(clap::Args)]
@@ -34,63 +35,24 @@ pub struct Args {
     #[arg(long)]
     init_from: Option<String>,
     /// Text files or folders, or JSONL with "text".
-    #[arg(long, num_args = 1.., required = true)]
-    train: Vec<PathBuf>,
+    #[arg(long = "train", num_args = 1.., required = true)]
+    train_files: Vec<PathBuf>,
     /// Held-out text whose loss is logged before, during and after training.
     #[arg(long)]
     eval: Option<PathBuf>,
-    /// Evaluate every N steps (0: only before and after training).
-    #[arg(long, default_value_t = 0)]
-    eval_every: usize,
     /// Where the tokenized corpus is kept (default OUTPUT/tokenized); reused while the text
     /// files and the tokenizer are unchanged.
     #[arg(long)]
     data_cache: Option<PathBuf>,
-    #[arg(long)]
-    output: PathBuf,
-    #[arg(long)]
-    max_steps: Option<usize>,
-    /// Passes over the data (instead of --max-steps).
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
     /// Tokens per example.
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
-    #[arg(long, default_value_t = 5e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 0)]
-    warmup_steps: usize,
-    /// linear, cosine or constant (each with warmup).
-    #[arg(long, default_value = "linear")]
-    schedule: String,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Checkpoint every N steps (always at the end).
-    #[arg(long, default_value_t = 500)]
-    save_every: usize,
-    #[arg(long, default_value_t = 2)]
-    keep_last: usize,
-    #[arg(long, default_value_t = 10)]
-    log_every: usize,
-    /// Resume from a checkpoint directory or an output directory's latest checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// A JSON file of these options (keys as the option names, e.g. "batch_size": 32);
-    /// options on the command line win.
-    #[arg(long, value_name = "FILE.json")]
-    train_config: Option<PathBuf>,
+    #[command(flatten)]
+    train: TrainOptions,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let resume_dir = a.resume.as_deref().map(resolve_resume).transpose()?;
+    let resume_dir = a.train.resume_dir()?;
     // Where weights, config and tokenizer come from.
     let (config, tokenizer, weights_dir): (ModelConfig, Tokenizer, Option<PathBuf>) = match (&resume_dir, &a.init_from, &a.config) {
         (Some(dir), _, _) => {
@@ -120,27 +82,25 @@ pub fn run(a: Args) -> Result<()> {
         }
         (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm"),
     }
-    let store_opts = StoreOptions { trainable: true, seed: a.seed, ..Default::default() };
+    let store_opts = StoreOptions { trainable: true, seed: a.train.seed, ..Default::default() };
     let store = match &weights_dir {
         Some(dir) => Pretrained { dir: dir.clone(), config: config.clone() }.store(&store_opts)?,
         None => ParamStore::new(None, &[base_prefix(&config)], &store_opts),
     };
 
-    let cache = a.data_cache.clone().unwrap_or_else(|| a.output.join("tokenized"));
-    let train_corpus = tokenized(&a.train, &tokenizer, &cache.join("train"))?;
+    let cache = a.data_cache.clone().unwrap_or_else(|| a.train.output.join("tokenized"));
+    let train_corpus = tokenized(&a.train_files, &tokenizer, &cache.join("train"))?;
     let eval_corpus = a.eval.as_ref().map(|f| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))).transpose()?;
-    let progress = indicatif::ProgressBar::new(0);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut on_log = |r: &ptm::train::LogRecord| {
-        progress.set_position(r.step as u64);
-        progress.set_message(format!("loss {:.4}, lr {:.2e}, {:.0} tokens/s", r.loss, r.lr, r.tokens_per_s));
-    };
-    let mut run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| {
+    let run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| -> Result<()> {
         let spec = ModelSpec { config: &config, architecture, store: &store, tokenizer: Some(&tokenizer) };
-        run_training(&a, objective, eval, &spec, resume_dir.as_deref(), &progress, &mut on_log)
+        let eval = eval.map(|objective| LossEvaluator { objective, batch_size: a.train.batch_size });
+        let defaults = Defaults { lr: 5e-4, epochs: 1, eval_each_epoch: false, eval_at_start: true };
+        let outcome = a.train.run(objective, eval.as_ref().map(|e| e as &dyn Evaluator), &spec, &defaults, None)?;
+        if let (Some(first), Some(last)) = (outcome.evals.first(), outcome.evals.last()) {
+            let loss = |r: &ptm::train::EvalRecord| r.metrics.get("eval_loss").copied().unwrap_or(f64::NAN);
+            eprintln!("held-out loss {:.4} (step {}) -> {:.4} (step {})", loss(first), first.step, loss(last), last.step);
+        }
+        Ok(())
     };
 
     match &config {
@@ -152,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
                 config: MlmConfig::new(mask, dims.vocab_size as u32),
                 special_ids: special_ids(&tokenizer),
                 pad_id: tokenizer.pad_id(),
-                seed: a.seed,
+                seed: a.train.seed,
             };
             collator.config.validate()?;
             anyhow::ensure!(a.seq_len > 4, "--seq-len must leave room for [CLS], [SEP] and text");
@@ -160,7 +120,7 @@ pub fn run(a: Args) -> Result<()> {
                 anyhow::ensure!(cfg.type_vocab_size >= 2, "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {})", cfg.type_vocab_size);
                 let model = BertForPreTraining::new(cfg, &store.root())?;
                 let objective = |corpus| -> Result<PreTrainingObjective> {
-                    let pairs = nsp_pairs(corpus, a.seq_len, a.seed)?;
+                    let pairs = nsp_pairs(corpus, a.seq_len, a.train.seed)?;
                     Ok(PreTrainingObjective { model: &model, corpus, pairs, collator: collator.clone(), cls_id: cls, sep_id: sep })
                 };
                 let train_obj = objective(&train_corpus)?;
@@ -184,58 +144,6 @@ pub fn run(a: Args) -> Result<()> {
             run(&objective, eval_obj.as_ref().map(|o| o as &dyn Objective), Gpt2LMHeadModel::ARCHITECTURE)
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_training(
-    a: &Args,
-    objective: &dyn Objective,
-    eval: Option<&dyn Objective>,
-    spec: &ModelSpec,
-    resume: Option<&Path>,
-    progress: &indicatif::ProgressBar,
-    on_log: &mut dyn FnMut(&ptm::train::LogRecord),
-) -> Result<()> {
-    let n = objective.num_examples();
-    let per_step = a.batch_size * a.grad_accum.max(1);
-    let steps_per_epoch = n / per_step.max(1);
-    let max_steps = match (a.max_steps, a.epochs) {
-        (Some(s), _) => s,
-        (None, Some(e)) => e * steps_per_epoch,
-        (None, None) => steps_per_epoch,
-    };
-    progress.set_length(max_steps as u64);
-    let kind = match a.schedule.as_str() {
-        "linear" => ScheduleKind::Linear,
-        "cosine" => ScheduleKind::Cosine,
-        "constant" => ScheduleKind::ConstantWithWarmup,
-        other => bail!("unknown --schedule {other:?}; supported: linear, cosine, constant"),
-    };
-    let args = TrainArgs {
-        output: a.output.clone(),
-        max_steps,
-        batch_size: a.batch_size,
-        grad_accum: a.grad_accum,
-        schedule: Schedule { kind, base_lr: a.lr, warmup_steps: a.warmup_steps, total_steps: max_steps },
-        optimizer: AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
-        max_grad_norm: Some(a.max_grad_norm),
-        seed: a.seed,
-        save_every: a.save_every,
-        keep_last: a.keep_last,
-        log_every: a.log_every,
-        eval_every: a.eval_every,
-    };
-    let checkpoint = resume.map(load_checkpoint).transpose()?;
-    eprintln!("{n} training examples of {} tokens, {max_steps} steps of {per_step}", a.seq_len);
-    let outcome = train(objective, eval, spec, &args, checkpoint, on_log)?;
-    progress.finish();
-    if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
-        eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), a.output.display());
-    }
-    if let (Some(first), Some(last)) = (outcome.evals.first(), outcome.evals.last()) {
-        eprintln!("held-out loss {:.4} (step {}) -> {:.4} (step {})", first.eval_loss, first.step, last.eval_loss, last.step);
-    }
-    Ok(())
 }
 
 /// The corpus tokenized into `dir` (reused when its sources and the tokenizer are unchanged),

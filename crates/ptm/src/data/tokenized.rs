@@ -300,56 +300,50 @@ impl ShardWriter {
 }
 
 fn build(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path, sources: Vec<Source>, tokenizer_hash: String) -> Result<Index> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.with_file_name(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    crate::io::create_dir_all(&tmp)?;
-    let mut writer = ShardWriter { dir: tmp.clone(), done: Vec::new(), current: None };
-    let mut pending: Vec<String> = Vec::new();
-    let mut pending_bytes = 0;
-    let flush = |pending: &mut Vec<String>, writer: &mut ShardWriter| -> Result<()> {
-        let split: Vec<Vec<&str>> = pending.iter().map(|d| split_sentences(d)).collect();
-        let flat: Vec<&str> = split.iter().flatten().copied().collect();
-        let mut ids = tokenizer.encode_plain(&flat)?.into_iter();
-        for doc in &split {
-            let sentences: Vec<Vec<u32>> = ids.by_ref().take(doc.len()).collect();
-            writer.document(&sentences)?;
+    let mut index = None;
+    crate::io::write_dir_atomically(dir, |tmp| {
+        let mut writer = ShardWriter { dir: tmp.to_path_buf(), done: Vec::new(), current: None };
+        let mut pending: Vec<String> = Vec::new();
+        let mut pending_bytes = 0;
+        let flush = |pending: &mut Vec<String>, writer: &mut ShardWriter| -> Result<()> {
+            let split: Vec<Vec<&str>> = pending.iter().map(|d| split_sentences(d)).collect();
+            let flat: Vec<&str> = split.iter().flatten().copied().collect();
+            let mut ids = tokenizer.encode_plain(&flat)?.into_iter();
+            for doc in &split {
+                let sentences: Vec<Vec<u32>> = ids.by_ref().take(doc.len()).collect();
+                writer.document(&sentences)?;
+            }
+            pending.clear();
+            Ok(())
+        };
+        let report = read_corpus(files, |doc| {
+            pending_bytes += doc.len();
+            pending.push(doc);
+            if pending_bytes >= BATCH_BYTES {
+                flush(&mut pending, &mut writer)?;
+                pending_bytes = 0;
+            }
+            Ok(())
+        })?;
+        flush(&mut pending, &mut writer)?;
+        writer.finish_shard()?;
+        if writer.done.is_empty() {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(Error::invalid(format!("the corpus {} has no text", names.join(", "))));
         }
-        pending.clear();
-        Ok(())
-    };
-    let report = read_corpus(files, |doc| {
-        pending_bytes += doc.len();
-        pending.push(doc);
-        if pending_bytes >= BATCH_BYTES {
-            flush(&mut pending, &mut writer)?;
-            pending_bytes = 0;
-        }
+        let built = Index {
+            format: FORMAT,
+            tokenizer_hash,
+            sources,
+            shards: writer.done,
+            skipped_lines: report.skipped_lines.iter().map(|(f, l)| format!("{}:{l}", f.display())).collect(),
+        };
+        let json = serde_json::to_string_pretty(&built).map_err(|source| Error::Json { path: tmp.join(INDEX), source })?;
+        crate::io::write_atomic(&tmp.join(INDEX), json.as_bytes())?;
+        index = Some(built);
         Ok(())
     })?;
-    flush(&mut pending, &mut writer)?;
-    writer.finish_shard()?;
-    let index = Index {
-        format: FORMAT,
-        tokenizer_hash,
-        sources,
-        shards: writer.done,
-        skipped_lines: report.skipped_lines.iter().map(|(f, l)| format!("{}:{l}", f.display())).collect(),
-    };
-    if index.shards.is_empty() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        return Err(Error::invalid(format!("the corpus {} has no text", names.join(", "))));
-    }
-    let json = serde_json::to_string_pretty(&index).map_err(|source| Error::Json { path: tmp.join(INDEX), source })?;
-    crate::io::write_atomic(&tmp.join(INDEX), json.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-    Ok(index)
+    index.ok_or_else(|| Error::invalid("the tokenized corpus was not written"))
 }
 
 /// A list of token-id examples, produced on demand.

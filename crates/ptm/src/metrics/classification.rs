@@ -16,13 +16,18 @@ pub struct ClassScores {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassificationReport {
     pub accuracy: f64,
-    /// (label name, scores) in label order.
+    /// (label name, scores) in label order; serialised as an object keyed by label.
+    #[serde(serialize_with = "as_map")]
     pub per_class: Vec<(String, ClassScores)>,
     pub macro_avg: ClassScores,
     pub micro_avg: ClassScores,
     pub weighted_avg: ClassScores,
     /// `confusion[gold][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+}
+
+fn as_map<S: serde::Serializer>(per_class: &[(String, ClassScores)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(per_class.iter().map(|(k, v)| (k, v)))
 }
 
 pub(crate) fn ratio(num: f64, den: f64) -> f64 {

@@ -11,7 +11,16 @@ pub const IGNORE_INDEX: i64 = -100;
 /// Mean cross-entropy of `logits` (n, classes) against `labels` (n) of class indices; labels
 /// equal to `ignore_index` do not count. With no counted label the result is NaN, as in PyTorch.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Result<Tensor> {
+    weighted_cross_entropy(logits, labels, ignore_index, None)
+}
+
+/// Cross-entropy with a weight per class, as PyTorch's `weight=`: each row counts with its
+/// label's weight and the mean divides by the sum of those weights.
+pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i64, class_weights: Option<&[f32]>) -> Result<Tensor> {
     let (n, classes) = logits.dims2()?;
+    if let Some(w) = class_weights.filter(|w| w.len() != classes) {
+        return Err(Error::invalid(format!("{} class weights for {classes} classes", w.len())));
+    }
     let labels_host = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
     if labels_host.len() != n {
         return Err(Error::invalid(format!("cross_entropy: {n} rows of logits but {} labels", labels_host.len())));
@@ -24,7 +33,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Res
             weight.push(0f32);
         } else if (0..classes as i64).contains(&l) {
             index.push(l as u32);
-            weight.push(1f32);
+            weight.push(class_weights.map_or(1.0, |w| w[l as usize]));
         } else {
             return Err(Error::invalid(format!("label {l} is outside 0..{classes}")));
         }

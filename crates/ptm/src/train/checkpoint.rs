@@ -39,6 +39,18 @@ pub struct TrainerState {
     pub batch_size: usize,
     #[serde(default)]
     pub grad_accum: usize,
+    #[serde(default)]
+    pub best: Option<BestSoFar>,
+}
+
+/// The best evaluation of a run so far, for keeping the best model across a resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestSoFar {
+    pub metric: String,
+    pub value: f64,
+    pub step: usize,
+    /// Evaluations since the last improvement (for early stopping).
+    pub evals_since: usize,
 }
 
 /// What a checkpoint holds, besides the model weights (read from its directory as a model).
@@ -61,24 +73,13 @@ pub fn save_checkpoint(
     keep_last: usize,
 ) -> Result<PathBuf> {
     crate::io::create_dir_all(output)?;
-    let name = format!("{PREFIX}{}", state.global_step);
-    let tmp = output.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    crate::models::save_pretrained(&tmp, config, architecture, store, tokenizer)?;
-    crate::checkpoint::save_safetensors(&optimizer.state_tensors(), &tmp.join(OPTIMIZER_STATE))?;
-    let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), source })?;
-    crate::io::write_atomic(&tmp.join(TRAINER_STATE), json.as_bytes())?;
-    let dir = output.join(&name);
-    if dir.exists() {
-        // The same step saved again (after a resume): the new copy replaces it.
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-    if let Ok(d) = std::fs::File::open(output) {
-        let _ = d.sync_all();
-    }
+    let dir = output.join(format!("{PREFIX}{}", state.global_step));
+    crate::io::write_dir_atomically(&dir, |tmp| {
+        crate::models::save_pretrained(tmp, config, architecture, store, tokenizer)?;
+        crate::checkpoint::save_safetensors(&optimizer.state_tensors(), &tmp.join(OPTIMIZER_STATE))?;
+        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), source })?;
+        crate::io::write_atomic(&tmp.join(TRAINER_STATE), json.as_bytes())
+    })?;
     for old in checkpoints(output)?.into_iter().rev().skip(keep_last.max(1)) {
         std::fs::remove_dir_all(&old.1).map_err(|e| Error::io(&old.1, e))?;
     }
@@ -146,6 +147,7 @@ mod tests {
             num_examples: 40,
             batch_size: 2,
             grad_accum: 2,
+            best: None,
         }
     }
 

@@ -11,7 +11,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::checkpoint::{Checkpoint, TrainerState, save_checkpoint};
+use std::collections::BTreeMap;
+
+use super::checkpoint::{BestSoFar, Checkpoint, TrainerState, save_checkpoint};
 use super::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -41,9 +43,38 @@ pub struct TrainArgs {
     pub save_every: usize,
     pub keep_last: usize,
     pub log_every: usize,
-    /// Evaluate every this many steps (and before the first and after the last); 0: only
-    /// before and after.
+    /// Evaluate every this many steps (and after the last); 0: only after the last.
     pub eval_every: usize,
+    /// Evaluate before the first step too (a baseline for the curve).
+    pub eval_at_start: bool,
+    /// Keep the model that scores best on a metric (and maybe stop when it no longer improves).
+    pub best: Option<BestModel>,
+}
+
+/// Which evaluation metric picks the model left in the output directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestModel {
+    pub metric: String,
+    pub greater_is_better: bool,
+    /// Stop after this many evaluations without improvement (early stopping).
+    pub patience: Option<usize>,
+}
+
+/// Held-out evaluation during training: named metrics such as `eval_loss` or `accuracy`.
+pub trait Evaluator {
+    fn evaluate(&self) -> Result<BTreeMap<String, f64>>;
+}
+
+/// The held-out loss of an objective, as `eval_loss`.
+pub struct LossEvaluator<'a> {
+    pub objective: &'a dyn Objective,
+    pub batch_size: usize,
+}
+
+impl Evaluator for LossEvaluator<'_> {
+    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+        Ok(BTreeMap::from([("eval_loss".to_string(), evaluate(self.objective, self.batch_size)?)]))
+    }
 }
 
 /// What the model being trained is, for saving it.
@@ -69,7 +100,8 @@ pub struct LogRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalRecord {
     pub step: usize,
-    pub eval_loss: f64,
+    #[serde(flatten)]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// What a call to [`train`] did.
@@ -78,15 +110,21 @@ pub struct TrainOutcome {
     /// The loss of every step taken in this call.
     pub losses: Vec<f64>,
     pub evals: Vec<EvalRecord>,
+    /// The best evaluation so far when a best model is kept (the output directory holds it).
+    pub best: Option<BestSoFar>,
+    /// Training stopped early: the metric stopped improving.
+    pub stopped_early: bool,
 }
 
 pub const TRAIN_LOG: &str = "train_log.jsonl";
+/// Where the best model so far is kept, inside the output directory.
+pub const BEST_MODEL: &str = "best-model";
 
 /// Runs `args.max_steps` optimizer steps (fewer remain after a resume), evaluating on `eval`
 /// as `args.eval_every` says. `on_log` sees every logged step (for a progress bar).
 pub fn train(
     objective: &dyn Objective,
-    eval: Option<&dyn Objective>,
+    eval: Option<&dyn Evaluator>,
     model: &ModelSpec,
     args: &TrainArgs,
     resume: Option<Checkpoint>,
@@ -103,14 +141,14 @@ pub fn train(
     }
     let params = model.store.params();
     let mut opt = AdamW::new(params.clone(), args.optimizer)?;
-    let (mut step, mut epoch, mut position, dropout) = match &resume {
+    let (mut step, mut epoch, mut position, dropout, best) = match &resume {
         Some(ck) => {
             check_resumable(&ck.state, &ck.dir, n, args)?;
             opt.load_state(&ck.optimizer, ck.state.global_step)?;
             let s = &ck.state;
-            (s.global_step, s.epoch, s.epoch_position, DropoutRng::from_state(&s.dropout_rng)?)
+            (s.global_step, s.epoch, s.epoch_position, DropoutRng::from_state(&s.dropout_rng)?, s.best.clone())
         }
-        None => (0, 0, 0, DropoutRng::new(args.seed)),
+        None => (0, 0, 0, DropoutRng::new(args.seed), None),
     };
     crate::io::create_dir_all(&args.output)?;
     let log_path = args.output.join(TRAIN_LOG);
@@ -119,18 +157,37 @@ pub fn train(
         truncate_log(&log_path, step)?;
     }
     let mut order = epoch_order(n, args.seed, epoch);
-    let mut outcome = TrainOutcome::default();
-    // Returns the seconds it took, which are left out of the tokens/s of training.
+    let mut outcome = TrainOutcome { best, ..Default::default() };
+    let best_dir = args.output.join(BEST_MODEL);
+    // Evaluates, keeps the best model, and returns the seconds it took, which are left out of
+    // the tokens/s of training.
     let run_eval = |step: usize, outcome: &mut TrainOutcome| -> Result<f64> {
         let started = std::time::Instant::now();
-        if let Some(e) = eval {
-            let record = EvalRecord { step, eval_loss: evaluate(e, args.batch_size)? };
-            append_log(&log_path, &record)?;
-            outcome.evals.push(record);
+        let Some(e) = eval else { return Ok(0.0) };
+        let record = EvalRecord { step, metrics: e.evaluate()? };
+        append_log(&log_path, &record)?;
+        if let Some(b) = &args.best {
+            let value = *record.metrics.get(&b.metric).ok_or_else(|| {
+                let names: Vec<&String> = record.metrics.keys().collect();
+                Error::invalid(format!("the metric {:?} is not among the evaluation's {names:?}", b.metric))
+            })?;
+            let improved = outcome.best.as_ref().is_none_or(|old| {
+                if b.greater_is_better { value > old.value } else { value < old.value }
+            });
+            if improved {
+                crate::io::write_dir_atomically(&best_dir, |tmp| {
+                    crate::models::save_pretrained(tmp, model.config, model.architecture, model.store, model.tokenizer)
+                })?;
+                outcome.best = Some(BestSoFar { metric: b.metric.clone(), value, step, evals_since: 0 });
+            } else if let Some(old) = &mut outcome.best {
+                old.evals_since += 1;
+                outcome.stopped_early = b.patience.is_some_and(|p| old.evals_since >= p);
+            }
         }
+        outcome.evals.push(record);
         Ok(started.elapsed().as_secs_f64())
     };
-    if resume.is_none() {
+    if resume.is_none() && args.eval_at_start {
         run_eval(0, &mut outcome)?;
     }
     let mut eval_secs = 0f64;
@@ -189,7 +246,8 @@ pub fn train(
         if (args.eval_every > 0 && step % args.eval_every == 0) || step == args.max_steps {
             eval_secs += run_eval(step, &mut outcome)?;
         }
-        if (args.save_every > 0 && step % args.save_every == 0) || step == args.max_steps {
+        let last = step == args.max_steps || outcome.stopped_early;
+        if (args.save_every > 0 && step % args.save_every == 0) || last {
             let state = TrainerState {
                 global_step: step,
                 epoch,
@@ -201,13 +259,34 @@ pub fn train(
                 num_examples: n,
                 batch_size: args.batch_size,
                 grad_accum: args.grad_accum.max(1),
+                best: outcome.best.clone(),
             };
             save_checkpoint(&args.output, model.config, model.architecture, model.store, model.tokenizer, &opt, &state, args.keep_last)?;
         }
+        if outcome.stopped_early {
+            break;
+        }
     }
-    // The final model and its tokenizer in the output directory itself, as from_pretrained reads it.
-    crate::models::save_pretrained(&args.output, model.config, model.architecture, model.store, model.tokenizer)?;
+    // The final model (the best one when kept) and its tokenizer in the output directory
+    // itself, as from_pretrained reads it.
+    if outcome.best.is_some() && best_dir.is_dir() {
+        copy_files(&best_dir, &args.output)?;
+    } else {
+        crate::models::save_pretrained(&args.output, model.config, model.architecture, model.store, model.tokenizer)?;
+    }
     Ok(outcome)
+}
+
+/// The files of `from` (not folders) copied into `to`, each atomically.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let path = entry.map_err(|e| Error::io(from, e))?.path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            crate::io::write_atomic(&to.join(path.file_name().unwrap_or_default()), &bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The mean loss over every example of `objective` (dropout off; per-example randomness drawn

@@ -1,0 +1,158 @@
+//! `ptm finetune`: a pretrained model plus a task head trained on labeled JSONL, evaluated every
+//! epoch, the best model kept in the output directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ptm::config::{ModelConfig, ProblemType};
+use ptm::finetune::{LabelSet, Task, labels_beside, seq_cls};
+use ptm::models::bert::BertForSequenceClassification;
+use ptm::models::{Pretrained, base_prefix, report_load};
+use ptm::nn::{ParamStore, StoreOptions};
+use ptm::tokenizer::Tokenizer;
+use ptm::train::{BestModel, Evaluator, ModelSpec};
+
+use super::train_options::{Defaults, TrainOptions};
+
+/// Fine-tune a pretrained model on a labeled task.
+#[derive(clap::Args)]
+pub struct Args {
+    /// seq-cls, token-cls, qa or similarity.
+    #[arg(long)]
+    task: String,
+    /// The pretrained model: a directory or a Hugging Face cache entry.
+    #[arg(long)]
+    model: String,
+    /// Labeled JSONL (the task's format; see the README).
+    #[arg(long = "train")]
+    train_file: PathBuf,
+    /// Labeled JSONL evaluated every epoch; the best model by --metric is kept.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Label names, one per line (default: labels.txt beside the training file, else the data's).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Tokens per example (longer inputs are truncated).
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// The metric that picks the kept model (default: accuracy for seq-cls, f1 for token-cls
+    /// and qa, spearman for similarity); names with "loss" are better lower.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Stop after N evaluations without improvement.
+    #[arg(long)]
+    early_stopping: Option<usize>,
+    /// seq-cls: "balanced" or one weight per label, comma-separated.
+    #[arg(long)]
+    class_weights: Option<String>,
+    /// Train on this seeded random share of the training examples (e.g. 0.1).
+    #[arg(long)]
+    train_fraction: Option<f64>,
+    /// Start from random weights of the same architecture instead of the pretrained ones.
+    #[arg(long)]
+    from_scratch: bool,
+    #[command(flatten)]
+    train: TrainOptions,
+}
+
+const DEFAULTS: Defaults = Defaults { lr: 5e-5, epochs: 3, eval_each_epoch: true, eval_at_start: false };
+
+pub fn run(a: Args) -> Result<()> {
+    let task = Task::parse(&a.task)?;
+    let pretrained = Pretrained::open(&a.model)?;
+    let tokenizer = pretrained.tokenizer()?;
+    let ModelConfig::Bert(_) = &pretrained.config else {
+        bail!("fine-tuning supports BERT-family models; {} is a {} model", a.model, pretrained.config.model_type());
+    };
+    tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
+    match task {
+        Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
+        other => bail!("--task {other:?} is not available yet"),
+    }
+}
+
+/// The weights training starts from: a resumed checkpoint, random, or the pretrained model.
+fn store(a: &Args, pretrained: &Pretrained, config: &ModelConfig) -> Result<ParamStore> {
+    let opts = StoreOptions { trainable: true, seed: a.train.seed, ..Default::default() };
+    Ok(match (a.train.resume_dir()?, a.from_scratch) {
+        (Some(dir), _) => Pretrained { dir, config: config.clone() }.store(&opts)?,
+        (None, true) => ParamStore::new(None, &[base_prefix(config)], &opts),
+        (None, false) => Pretrained { dir: pretrained.dir.clone(), config: config.clone() }.store(&opts)?,
+    })
+}
+
+fn best(a: &Args, default_metric: &str) -> Option<BestModel> {
+    a.eval.as_ref()?;
+    let metric = a.metric.clone().unwrap_or_else(|| default_metric.to_string());
+    Some(BestModel { greater_is_better: !metric.contains("loss"), metric, patience: a.early_stopping })
+}
+
+/// A seeded random share of `n` indices, in their original order.
+fn sample(n: usize, fraction: Option<f64>, seed: u64) -> Result<Option<Vec<usize>>> {
+    let Some(f) = fraction else { return Ok(None) };
+    if !(f > 0.0 && f <= 1.0) {
+        bail!("--train-fraction {f} is not in (0, 1]");
+    }
+    let mut order = ptm::train::epoch_order(n, seed ^ 0x5EED, 0);
+    order.truncate(((n as f64 * f).ceil() as usize).max(1));
+    order.sort_unstable();
+    Ok(Some(order))
+}
+
+fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
+    let labels = match a.labels.as_ref().map(PathBuf::as_path).or(labels_beside(&a.train_file).as_deref()) {
+        Some(f) => LabelSet::from_file(f)?,
+        None => seq_cls::labels_from_data(&a.train_file)?,
+    };
+    let mut config = pretrained.config.clone();
+    let common = config.common_mut();
+    common.id2label = labels.names.clone();
+    common.architectures = vec![BertForSequenceClassification::ARCHITECTURE.to_string()];
+    common.problem_type = Some(ProblemType::SingleLabelClassification);
+    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
+
+    let mut train_data = seq_cls::load(&a.train_file, tokenizer, a.max_length, &labels, true)?;
+    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
+        train_data = train_data.select(&keep);
+    }
+    let eval_data = a.eval.as_ref().map(|f| seq_cls::load(f, tokenizer, a.max_length, &labels, true)).transpose()?;
+    let class_weights = match a.class_weights.as_deref() {
+        None => None,
+        Some("balanced") => Some(seq_cls::balanced_class_weights(&train_data.labels, labels.names.len())),
+        Some(list) => Some(
+            list.split(',')
+                .map(|w| w.trim().parse::<f32>().with_context(|| format!("--class-weights: {w:?} is not a number")))
+                .collect::<Result<Vec<f32>>>()?,
+        ),
+    };
+    if let Some(w) = &class_weights {
+        anyhow::ensure!(w.len() == labels.names.len(), "--class-weights has {} weights for {} labels {:?}", w.len(), labels.names.len(), labels.names);
+    }
+
+    let store = store(a, pretrained, &config)?;
+    let model = BertForSequenceClassification::new(cfg, &store.root())?;
+    report_load(&store, BertForSequenceClassification::ARCHITECTURE);
+    let pad_id = tokenizer.pad_id();
+    let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad_id, class_weights };
+    let evaluator = eval_data.as_ref().map(|data| seq_cls::SeqClsEvaluator {
+        model: &model,
+        data,
+        labels: &labels,
+        pad_id,
+        batch_size: a.train.batch_size * 2,
+    });
+    let spec = ModelSpec { config: &config, architecture: BertForSequenceClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
+    eprintln!("labels: {}", labels.names.join(", "));
+    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "accuracy"))?;
+    print_best(&outcome, &a.train.output)
+}
+
+/// Prints the evaluation of the kept model.
+fn print_best(outcome: &ptm::train::TrainOutcome, output: &Path) -> Result<()> {
+    let Some(best) = &outcome.best else { return Ok(()) };
+    let Some(record) = outcome.evals.iter().find(|r| r.step == best.step) else { return Ok(()) };
+    let shown: Vec<String> = record.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    println!("{}", serde_json::json!({ "step": record.step, "model": output, "metrics": record.metrics }));
+    eprintln!("kept step {}: {}", record.step, shown.join(", "));
+    Ok(())
+}

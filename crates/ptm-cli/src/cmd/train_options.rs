@@ -1,0 +1,148 @@
+//! The trainer's options, shared by `ptm pretrain` and `ptm finetune`, and the run around
+//! the library's loop: progress bar, summary, resume.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
+use ptm::train::{AdamWConfig, BestModel, Evaluator, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, TrainOutcome, train};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainOptions {
+    /// Where the model, checkpoints and train_log.jsonl go.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Optimizer steps (instead of --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per step, before accumulation.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate (default 5e-4 for pretrain, 5e-5 for finetune).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Warm-up as a share of all steps (instead of --warmup-steps).
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// linear, cosine or constant (each with warmup).
+    #[arg(long, default_value = "linear")]
+    pub schedule: String,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Checkpoint every N steps (always at the end).
+    #[arg(long, default_value_t = 500)]
+    pub save_every: usize,
+    #[arg(long, default_value_t = 2)]
+    pub keep_last: usize,
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Evaluate every N steps (default: pretrain only at the start and end, finetune every epoch).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Resume from a checkpoint directory or an output directory's latest checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// A JSON file of these options (keys as the option names, e.g. "batch_size": 32);
+    /// options on the command line win.
+    #[arg(long, value_name = "FILE.json")]
+    pub train_config: Option<PathBuf>,
+}
+
+/// How a command's defaults differ.
+pub struct Defaults {
+    pub lr: f64,
+    pub epochs: usize,
+    /// Evaluate every epoch (else only at the start and the end).
+    pub eval_each_epoch: bool,
+    pub eval_at_start: bool,
+}
+
+impl TrainOptions {
+    pub fn resume_dir(&self) -> Result<Option<PathBuf>> {
+        Ok(self.resume.as_deref().map(resolve_resume).transpose()?)
+    }
+
+    fn train_args(&self, num_examples: usize, defaults: &Defaults, best: Option<BestModel>) -> Result<TrainArgs> {
+        let per_step = self.batch_size * self.grad_accum.max(1);
+        let steps_per_epoch = (num_examples / per_step.max(1)).max(1);
+        let max_steps = match (self.max_steps, self.epochs) {
+            (Some(s), _) => s,
+            (None, e) => e.unwrap_or(defaults.epochs) * steps_per_epoch,
+        };
+        let kind = match self.schedule.as_str() {
+            "linear" => ScheduleKind::Linear,
+            "cosine" => ScheduleKind::Cosine,
+            "constant" => ScheduleKind::ConstantWithWarmup,
+            other => bail!("unknown --schedule {other:?}; supported: linear, cosine, constant"),
+        };
+        let warmup_steps = match self.warmup_ratio {
+            Some(r) if (0.0..=1.0).contains(&r) => (r * max_steps as f64).ceil() as usize,
+            Some(r) => bail!("--warmup-ratio {r} is not between 0 and 1"),
+            None => self.warmup_steps,
+        };
+        let lr = self.lr.unwrap_or(defaults.lr);
+        Ok(TrainArgs {
+            output: self.output.clone(),
+            max_steps,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            schedule: Schedule { kind, base_lr: lr, warmup_steps, total_steps: max_steps },
+            optimizer: AdamWConfig { weight_decay: self.weight_decay, ..Default::default() },
+            max_grad_norm: Some(self.max_grad_norm),
+            seed: self.seed,
+            save_every: self.save_every,
+            keep_last: self.keep_last,
+            log_every: self.log_every,
+            eval_every: self.eval_every.unwrap_or(if defaults.eval_each_epoch { steps_per_epoch } else { 0 }),
+            eval_at_start: defaults.eval_at_start,
+            best,
+        })
+    }
+
+    /// Trains with a progress bar and prints a summary.
+    pub fn run(
+        &self,
+        objective: &dyn Objective,
+        eval: Option<&dyn Evaluator>,
+        spec: &ModelSpec,
+        defaults: &Defaults,
+        best: Option<BestModel>,
+    ) -> Result<TrainOutcome> {
+        let n = objective.num_examples();
+        let args = self.train_args(n, defaults, best)?;
+        let checkpoint = self.resume_dir()?.as_deref().map(load_checkpoint).transpose()?;
+        let progress = indicatif::ProgressBar::new(args.max_steps as u64);
+        progress.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut on_log = |r: &ptm::train::LogRecord| {
+            progress.set_position(r.step as u64);
+            progress.set_message(format!("loss {:.4}, lr {:.2e}, {:.0} tokens/s", r.loss, r.lr, r.tokens_per_s));
+        };
+        eprintln!("{n} training examples, {} steps of {}", args.max_steps, args.batch_size * args.grad_accum.max(1));
+        let outcome = train(objective, eval, spec, &args, checkpoint, &mut on_log)?;
+        progress.finish();
+        if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
+            eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), self.output.display());
+        }
+        if outcome.stopped_early {
+            eprintln!("stopped early: no improvement in {} evaluations", args.best.as_ref().and_then(|b| b.patience).unwrap_or(0));
+        }
+        if let Some(b) = &outcome.best {
+            eprintln!("best {} {:.4} at step {} (the model in {})", b.metric, b.value, b.step, self.output.display());
+        }
+        Ok(outcome)
+    }
+}

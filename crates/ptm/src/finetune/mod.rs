@@ -1,0 +1,145 @@
+//! Fine-tuning: a pretrained encoder plus a small head, trained on labeled JSONL and measured
+//! with the field's metrics. One module per task; each gives the trainer an objective and an
+//! evaluator, and predicts.
+
+pub mod seq_cls;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Device;
+use serde::de::DeserializeOwned;
+use tokenizers::Encoding;
+
+use crate::error::{Error, Result};
+use crate::models::EncoderInput;
+use crate::tokenizer::{Padding, Tokenizer};
+
+/// The tasks `ptm finetune` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    SeqCls,
+    TokenCls,
+    Qa,
+    Similarity,
+}
+
+impl Task {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "seq-cls" => Ok(Task::SeqCls),
+            "token-cls" => Ok(Task::TokenCls),
+            "qa" => Ok(Task::Qa),
+            "similarity" => Ok(Task::Similarity),
+            other => Err(Error::invalid(format!("unknown task {other:?}; supported: seq-cls, token-cls, qa, similarity"))),
+        }
+    }
+
+    /// The task a fine-tuned model directory was trained for, from its architecture.
+    pub fn of_architecture(architecture: &str) -> Option<Self> {
+        match architecture {
+            a if a.ends_with("ForSequenceClassification") => Some(Task::SeqCls),
+            a if a.ends_with("ForTokenClassification") => Some(Task::TokenCls),
+            a if a.ends_with("ForQuestionAnswering") => Some(Task::Qa),
+            a if a.ends_with("Model") => Some(Task::Similarity),
+            _ => None,
+        }
+    }
+}
+
+/// Every line of a JSONL file as `T`, with its 1-based line number; a malformed line or a
+/// missing or mistyped field is an error naming the file, the line and the field.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
+    let text = crate::io::read_to_string(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let de = &mut serde_json::Deserializer::from_str(line);
+        let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let at = if field == "." { String::new() } else { format!(" (field {field})") };
+            Error::invalid(format!("{}:{}: {}{at}", path.display(), i + 1, e.inner()))
+        })?;
+        out.push((i + 1, value));
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(format!("{}: no examples", path.display())));
+    }
+    Ok(out)
+}
+
+/// An error about one line of a data file.
+pub fn line_error(path: &Path, line: usize, message: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{}:{line}: {message}", path.display()))
+}
+
+/// A copy of `tokenizer` that truncates to `max_length` and does not pad (batches are padded
+/// to their own longest when collated).
+pub fn unpadded(tokenizer: &Tokenizer, max_length: usize) -> Result<Tokenizer> {
+    let mut t = tokenizer.clone();
+    t.set_padding(Padding::None)?;
+    t.set_truncation(Some(max_length))?;
+    Ok(t)
+}
+
+/// The model input of some encodings, right-padded to their longest.
+pub fn collate(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<EncoderInput> {
+    EncoderInput::from_encodings(encodings, pad_id, device)
+}
+
+/// Indices in batches of similar length (longest first), so evaluation pads little.
+pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// Label names, from a `labels.txt` (one per line) or from the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelSet {
+    pub names: Vec<String>,
+}
+
+impl LabelSet {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let names: Vec<String> =
+            crate::io::read_to_string(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        if names.is_empty() {
+            return Err(Error::invalid(format!("{}: no labels", path.display())));
+        }
+        Ok(LabelSet { names })
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub fn label2id(&self) -> BTreeMap<&str, usize> {
+        self.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect()
+    }
+}
+
+/// `labels.txt` beside a data file, if there is one.
+pub fn labels_beside(data: &Path) -> Option<std::path::PathBuf> {
+    Some(data.parent()?.join("labels.txt")).filter(|p| p.is_file())
+}
+
+/// Flattens a metrics report into the trainer's `name -> value` map, with a prefix.
+pub fn flat_metrics(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, f64>) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.insert(prefix.to_string(), x);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+                flat_metrics(&name, v, out);
+            }
+        }
+        _ => {}
+    }
+}

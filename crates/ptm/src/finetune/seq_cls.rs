@@ -1,0 +1,215 @@
+//! Sequence classification of single texts or pairs (sentiment, spam, topic, entailment):
+//! JSONL `{"text", "text_pair"?, "label"}` with labels as names or ids; a linear head on the
+//! pooled [CLS] state (`BertForSequenceClassification`), cross-entropy with optional class
+//! weights; accuracy, precision, recall, F1 and the confusion matrix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::Deserialize;
+use tokenizers::Encoding;
+
+use super::{LabelSet, collate, length_batches, line_error, read_jsonl, unpadded};
+use crate::error::{Error, Result};
+use crate::metrics::{ClassificationReport, classification_report};
+use crate::models::bert::BertForSequenceClassification;
+use crate::nn::Mode;
+use crate::nn::loss::{IGNORE_INDEX, weighted_cross_entropy};
+use crate::tokenizer::Tokenizer;
+
+/// A label as the data gives it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LabelValue {
+    Id(i64),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextRecord {
+    pub text: String,
+    #[serde(default)]
+    pub text_pair: Option<String>,
+    #[serde(default)]
+    pub label: Option<LabelValue>,
+    /// Carried through to predictions.
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+}
+
+/// A tokenized data set.
+pub struct SeqClsData {
+    pub records: Vec<TextRecord>,
+    pub encodings: Vec<Encoding>,
+    /// Class ids; `None` for unlabeled records.
+    pub labels: Vec<Option<usize>>,
+}
+
+/// Reads `path`. Labels are resolved against `labels`; with `require_labels` every record
+/// must have one (training, evaluation).
+pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &LabelSet, require_labels: bool) -> Result<SeqClsData> {
+    let rows: Vec<(usize, TextRecord)> = read_jsonl(path)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for (line, r) in &rows {
+        if r.text.trim().is_empty() {
+            return Err(line_error(path, *line, "empty \"text\""));
+        }
+        ids.push(match &r.label {
+            None if require_labels => return Err(line_error(path, *line, "no \"label\"")),
+            None => None,
+            Some(l) => Some(resolve(l, labels).ok_or_else(|| {
+                line_error(path, *line, format!("label {l:?} is not one of the {} labels {:?}", labels.names.len(), labels.names))
+            })?),
+        });
+    }
+    let tok = unpadded(tokenizer, max_length)?;
+    let encodings = if rows.iter().any(|(_, r)| r.text_pair.is_some()) {
+        let pairs: Vec<(&str, &str)> = rows.iter().map(|(_, r)| (r.text.as_str(), r.text_pair.as_deref().unwrap_or(""))).collect();
+        tok.encode_pairs(&pairs)?.encodings
+    } else {
+        let texts: Vec<&str> = rows.iter().map(|(_, r)| r.text.as_str()).collect();
+        tok.encode_batch(&texts)?.encodings
+    };
+    Ok(SeqClsData { records: rows.into_iter().map(|(_, r)| r).collect(), encodings, labels: ids })
+}
+
+impl SeqClsData {
+    /// The records at `indices`, in that order.
+    pub fn select(self, indices: &[usize]) -> Self {
+        SeqClsData {
+            records: indices.iter().map(|&i| self.records[i].clone()).collect(),
+            encodings: indices.iter().map(|&i| self.encodings[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+}
+
+fn resolve(label: &LabelValue, labels: &LabelSet) -> Option<usize> {
+    match label {
+        LabelValue::Id(i) => usize::try_from(*i).ok().filter(|&i| i < labels.names.len()),
+        LabelValue::Name(n) => labels.id(n),
+    }
+}
+
+/// The label set of training data without a labels file: names sorted, or `LABEL_i` for ids.
+pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
+    let rows: Vec<(usize, TextRecord)> = read_jsonl(path)?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut max_id = None;
+    for (line, r) in &rows {
+        match &r.label {
+            Some(LabelValue::Name(n)) => {
+                names.insert(n.clone());
+            }
+            Some(LabelValue::Id(i)) if *i >= 0 => max_id = max_id.max(Some(*i as usize)),
+            Some(LabelValue::Id(i)) => return Err(line_error(path, *line, format!("negative label {i}"))),
+            None => return Err(line_error(path, *line, "no \"label\"")),
+        }
+    }
+    match (names.is_empty(), max_id) {
+        (false, None) => Ok(LabelSet { names: names.into_iter().collect() }),
+        (true, Some(m)) => Ok(LabelSet { names: (0..=m.max(1)).map(|i| format!("LABEL_{i}")).collect() }),
+        _ => Err(Error::invalid(format!("{}: labels mix names and ids; give --labels FILE", path.display()))),
+    }
+}
+
+/// `(1 / frequency)` weights normalised to mean 1, as scikit-learn's "balanced".
+pub fn balanced_class_weights(labels: &[Option<usize>], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    labels.iter().flatten().for_each(|&l| counts[l] += 1);
+    let n: usize = counts.iter().sum();
+    counts.iter().map(|&c| if c == 0 { 0.0 } else { n as f32 / (classes as f32 * c as f32) }).collect()
+}
+
+fn device(model: &BertForSequenceClassification) -> candle_core::Device {
+    model.bert.embeddings().word_embeddings().weight().device().clone()
+}
+
+/// The training objective.
+pub struct SeqClsObjective<'a> {
+    pub model: &'a BertForSequenceClassification,
+    pub data: &'a SeqClsData,
+    pub pad_id: u32,
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl crate::train::Objective for SeqClsObjective<'_> {
+    fn num_examples(&self) -> usize {
+        self.data.encodings.len()
+    }
+
+    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
+        let device = device(self.model);
+        let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
+        let input = collate(&encodings, self.pad_id, &device)?;
+        let labels: Vec<i64> = examples.iter().map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64)).collect();
+        let labels = Tensor::from_vec(labels, examples.len(), &device)?;
+        let logits = self.model.forward(&input, None, mode)?.logits;
+        let loss = weighted_cross_entropy(&logits, &labels, IGNORE_INDEX, self.class_weights.as_deref())?;
+        Ok((loss, encodings.iter().map(|e| e.len()).sum()))
+    }
+}
+
+/// Class probabilities of every record, in order (batched by length, dropout off).
+pub fn predict(model: &BertForSequenceClassification, data: &SeqClsData, pad_id: u32, batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    let device = device(model);
+    let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
+    let mut out = vec![Vec::new(); lengths.len()];
+    for batch in length_batches(&lengths, batch_size) {
+        let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
+        let logits = model.forward(&collate(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
+        let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        for (i, p) in batch.into_iter().zip(probs) {
+            out[i] = p;
+        }
+    }
+    Ok(out)
+}
+
+/// The most probable class and its probability.
+pub fn argmax(probs: &[f32]) -> (usize, f32) {
+    probs.iter().copied().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+}
+
+/// Metrics of predictions against the labeled records, with the mean cross-entropy.
+pub fn report(data: &SeqClsData, labels: &LabelSet, probs: &[Vec<f32>]) -> Result<(ClassificationReport, f64)> {
+    let (mut gold, mut pred, mut nll) = (Vec::new(), Vec::new(), 0f64);
+    for (label, p) in data.labels.iter().zip(probs) {
+        let Some(g) = label else { return Err(Error::invalid("evaluation needs a label on every record")) };
+        gold.push(*g);
+        pred.push(argmax(p).0);
+        nll -= f64::from(p[*g].max(1e-30)).ln();
+    }
+    Ok((classification_report(&labels.names, &gold, &pred), nll / gold.len().max(1) as f64))
+}
+
+/// Held-out evaluation for the trainer: eval_loss, accuracy, macro precision / recall / F1,
+/// micro F1 and each class's F1 (`f1_<label>`).
+pub struct SeqClsEvaluator<'a> {
+    pub model: &'a BertForSequenceClassification,
+    pub data: &'a SeqClsData,
+    pub labels: &'a LabelSet,
+    pub pad_id: u32,
+    pub batch_size: usize,
+}
+
+impl crate::train::Evaluator for SeqClsEvaluator<'_> {
+    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+        let probs = predict(self.model, self.data, self.pad_id, self.batch_size)?;
+        let (r, loss) = report(self.data, self.labels, &probs)?;
+        let mut m = BTreeMap::from([
+            ("eval_loss".to_string(), loss),
+            ("accuracy".to_string(), r.accuracy),
+            ("precision".to_string(), r.macro_avg.precision),
+            ("recall".to_string(), r.macro_avg.recall),
+            ("f1".to_string(), r.macro_avg.f1),
+            ("f1_micro".to_string(), r.micro_avg.f1),
+        ]);
+        for (name, s) in &r.per_class {
+            m.insert(format!("f1_{name}"), s.f1);
+        }
+        Ok(m)
+    }
+}
