@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ptm::finetune::{LabelSet, Task, seq_cls};
+use ptm::finetune::{LabelSet, Task, seq_cls, token_cls};
 use ptm::models::Pretrained;
-use ptm::models::bert::BertForSequenceClassification;
+use ptm::models::bert::{BertForSequenceClassification, BertForTokenClassification};
 use ptm::nn::StoreOptions;
 
 /// Evaluate a fine-tuned model on labeled JSONL.
@@ -61,6 +61,20 @@ fn evaluate(pretrained: &Pretrained, data: &std::path::Path, batch_size: usize, 
             v["eval_loss"] = loss.into();
             v["count"] = data.records.len().into();
             v["labels"] = serde_json::to_value(&labels.names)?;
+            Ok(v)
+        }
+        Task::TokenCls => {
+            let labels = LabelSet { names: pretrained.config.common().id2label.clone() };
+            let model = BertForTokenClassification::new(cfg, &store.root())?;
+            ptm::models::require_trained(&store, &pretrained.dir, "token classification head")?;
+            let data = token_cls::load(data, &tokenizer, max_length, &labels, true)?;
+            let (pred, loss) = token_cls::predict(&model, &data, tokenizer.pad_id(), batch_size, token_cls::outside_id(&labels))?;
+            let (report, accuracy) = token_cls::report(&data, &labels, &pred)?;
+            let mut v = serde_json::to_value(&report)?;
+            v["task"] = "token-cls".into();
+            v["eval_loss"] = loss.into();
+            v["word_accuracy"] = accuracy.into();
+            v["count"] = data.records.len().into();
             Ok(v)
         }
         other => bail!("evaluation of {other:?} models is not available yet"),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
-use ptm::finetune::{LabelSet, Task, labels_beside, seq_cls};
-use ptm::models::bert::BertForSequenceClassification;
+use ptm::finetune::{LabelSet, Task, labels_beside, seq_cls, token_cls};
+use ptm::models::bert::{BertForSequenceClassification, BertForTokenClassification};
 use ptm::models::{Pretrained, base_prefix, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::tokenizer::Tokenizer;
@@ -67,6 +67,7 @@ pub fn run(a: Args) -> Result<()> {
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
     match task {
         Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
+        Task::TokenCls => token_cls_run(&a, &pretrained, &tokenizer),
         other => bail!("--task {other:?} is not available yet"),
     }
 }
@@ -99,16 +100,29 @@ fn sample(n: usize, fraction: Option<f64>, seed: u64) -> Result<Option<Vec<usize
     Ok(Some(order))
 }
 
-fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
-    let labels = match a.labels.as_ref().map(PathBuf::as_path).or(labels_beside(&a.train_file).as_deref()) {
+/// The label set: --labels, labels.txt beside the training file, or the training data's.
+fn label_set(a: &Args, from_data: fn(&Path) -> ptm::Result<LabelSet>) -> Result<LabelSet> {
+    Ok(match a.labels.as_ref().map(PathBuf::as_path).or(labels_beside(&a.train_file).as_deref()) {
         Some(f) => LabelSet::from_file(f)?,
-        None => seq_cls::labels_from_data(&a.train_file)?,
-    };
+        None => from_data(&a.train_file)?,
+    })
+}
+
+/// The pretrained config turned into the fine-tuned model's: its head and labels.
+fn task_config(pretrained: &Pretrained, architecture: &str, labels: Option<&LabelSet>) -> ModelConfig {
     let mut config = pretrained.config.clone();
     let common = config.common_mut();
-    common.id2label = labels.names.clone();
-    common.architectures = vec![BertForSequenceClassification::ARCHITECTURE.to_string()];
-    common.problem_type = Some(ProblemType::SingleLabelClassification);
+    if let Some(labels) = labels {
+        common.id2label = labels.names.clone();
+    }
+    common.architectures = vec![architecture.to_string()];
+    config
+}
+
+fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
+    let labels = label_set(a, seq_cls::labels_from_data)?;
+    let mut config = task_config(pretrained, BertForSequenceClassification::ARCHITECTURE, Some(&labels));
+    config.common_mut().problem_type = Some(ProblemType::SingleLabelClassification);
     let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
 
     let mut train_data = seq_cls::load(&a.train_file, tokenizer, a.max_length, &labels, true)?;
@@ -144,6 +158,33 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
     let spec = ModelSpec { config: &config, architecture: BertForSequenceClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
     eprintln!("labels: {}", labels.names.join(", "));
     let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "accuracy"))?;
+    print_best(&outcome, &a.train.output)
+}
+
+fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
+    let labels = label_set(a, token_cls::labels_from_data)?;
+    let config = task_config(pretrained, BertForTokenClassification::ARCHITECTURE, Some(&labels));
+    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
+    let mut train_data = token_cls::load(&a.train_file, tokenizer, a.max_length, &labels, true)?;
+    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
+        train_data = train_data.select(&keep);
+    }
+    let eval_data = a.eval.as_ref().map(|f| token_cls::load(f, tokenizer, a.max_length, &labels, true)).transpose()?;
+    let store = store(a, pretrained, &config)?;
+    let model = BertForTokenClassification::new(cfg, &store.root())?;
+    report_load(&store, BertForTokenClassification::ARCHITECTURE);
+    let pad_id = tokenizer.pad_id();
+    let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad_id };
+    let evaluator = eval_data.as_ref().map(|data| token_cls::TokenClsEvaluator {
+        model: &model,
+        data,
+        labels: &labels,
+        pad_id,
+        batch_size: a.train.batch_size * 2,
+    });
+    let spec = ModelSpec { config: &config, architecture: BertForTokenClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
+    eprintln!("tags: {}", labels.names.join(", "));
+    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "f1"))?;
     print_best(&outcome, &a.train.output)
 }
 

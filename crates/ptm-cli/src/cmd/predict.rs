@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ptm::finetune::{LabelSet, Task, seq_cls};
+use ptm::finetune::token_cls::TokenClsData;
+use ptm::finetune::{LabelSet, Task, seq_cls, token_cls};
 use ptm::models::Pretrained;
-use ptm::models::bert::BertForSequenceClassification;
+use ptm::models::bert::{BertForSequenceClassification, BertForTokenClassification};
 use ptm::nn::StoreOptions;
 
 use crate::output::Sink;
@@ -54,6 +55,14 @@ pub fn run(a: Args) -> Result<()> {
                 })
                 .collect()
         }
+        Task::TokenCls => {
+            let labels = LabelSet { names: pretrained.config.common().id2label.clone() };
+            let model = BertForTokenClassification::new(cfg, &store.root())?;
+            ptm::models::require_trained(&store, &pretrained.dir, "token classification head")?;
+            let data = token_cls::load(&a.input, &tokenizer, a.max_length, &labels, false)?;
+            let (pred, _) = token_cls::predict(&model, &data, tokenizer.pad_id(), a.batch_size, token_cls::outside_id(&labels))?;
+            (0..data.records.len()).map(|i| tagged(&data, i, &pred[i], &labels)).collect()
+        }
         other => bail!("prediction for {other:?} models is not available yet"),
     };
     let mut sink = Sink::open(a.output.as_deref())?;
@@ -61,4 +70,29 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(sink.writer(), "{v}")?;
     }
     sink.finish()
+}
+
+/// A record's tags and its entities with character spans in its text.
+fn tagged(data: &TokenClsData, i: usize, pred: &[(usize, f32)], labels: &LabelSet) -> serde_json::Value {
+    let tags: Vec<&str> = pred.iter().map(|&(t, _)| labels.names[t].as_str()).collect();
+    let chars: Vec<char> = data.texts[i].chars().collect();
+    let entities: Vec<serde_json::Value> = ptm::metrics::entities(&tags)
+        .into_iter()
+        .map(|e| {
+            let (start, end) = (data.word_spans[i][e.start].0, data.word_spans[i][e.end].1);
+            let score = pred[e.start..=e.end].iter().map(|p| p.1).sum::<f32>() / (e.end - e.start + 1) as f32;
+            serde_json::json!({
+                "type": e.kind,
+                "text": chars[start..end].iter().collect::<String>(),
+                "start": start,
+                "end": end,
+                "score": score,
+            })
+        })
+        .collect();
+    let mut v = serde_json::json!({ "tags": tags, "entities": entities });
+    if let Some(id) = &data.records[i].id {
+        v["id"] = id.clone();
+    }
+    v
 }

@@ -3,6 +3,7 @@
 //! evaluator, and predicts.
 
 pub mod seq_cls;
+pub mod token_cls;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +88,11 @@ pub fn unpadded(tokenizer: &Tokenizer, max_length: usize) -> Result<Tokenizer> {
 /// The model input of some encodings, right-padded to their longest.
 pub fn collate(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<EncoderInput> {
     EncoderInput::from_encodings(encodings, pad_id, device)
+}
+
+/// The items of `v` at `indices`, in that order (a subset of a data set).
+pub fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
+    indices.iter().map(|&i| v[i].clone()).collect()
 }
 
 /// Indices in batches of similar length (longest first), so evaluation pads little.

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::{LabelSet, collate, length_batches, line_error, read_jsonl, unpadded};
+use super::{LabelSet, collate, length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, classification_report};
 use crate::models::bert::BertForSequenceClassification;
@@ -79,9 +79,9 @@ impl SeqClsData {
     /// The records at `indices`, in that order.
     pub fn select(self, indices: &[usize]) -> Self {
         SeqClsData {
-            records: indices.iter().map(|&i| self.records[i].clone()).collect(),
-            encodings: indices.iter().map(|&i| self.encodings[i].clone()).collect(),
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            records: pick(&self.records, indices),
+            encodings: pick(&self.encodings, indices),
+            labels: pick(&self.labels, indices),
         }
     }
 }

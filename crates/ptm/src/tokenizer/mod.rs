@@ -307,6 +307,32 @@ impl Tokenizer {
         self.encode_inputs(pairs.iter().map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into())).collect())
     }
 
+    /// Encodes texts already split into words (as transformers' `is_split_into_words=True`):
+    /// each encoding's word ids point into its word list.
+    pub fn encode_words(&self, sentences: &[Vec<String>]) -> Result<BatchEncoding> {
+        self.encode_inputs(sentences.iter().map(|words| EncodeInput::Single(words.clone().into())).collect())
+    }
+
+    /// Question-answering windows: `question` paired with `context`, only the context cut to
+    /// fit `max_length`, consecutive windows overlapping by `stride` tokens (transformers'
+    /// `truncation="only_second", return_overflowing_tokens=True`). Unpadded; offsets are byte
+    /// offsets into each text.
+    pub fn encode_windows(&self, question: &str, context: &str, max_length: usize, stride: usize) -> Result<Vec<Encoding>> {
+        let mut t = self.plain()?;
+        t.with_truncation(Some(TruncationParams {
+            max_length,
+            stride,
+            strategy: TruncationStrategy::OnlySecond,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let mut first = t
+            .encode(EncodeInput::Dual(question.into(), context.into()), true)
+            .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let rest = first.take_overflowing();
+        Ok(std::iter::once(first).chain(rest).collect())
+    }
+
     fn encode_inputs(&self, inputs: Vec<EncodeInput>) -> Result<BatchEncoding> {
         let encodings = self.inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.source, e))?;
         Ok(BatchEncoding { encodings })
