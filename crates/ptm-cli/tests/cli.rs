@@ -1,35 +1,12 @@
 //! The `ptm` binary end to end: outputs, formats, model lookup, and errors that exit with a
 //! message (status 1), never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn tiny(name: &str) -> String {
-    fixtures().join("bert").join(name).display().to_string()
-}
-
-fn ptm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ptm")).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = ptm(args);
-    assert!(o.status.success(), "ptm {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Runs a command that must fail cleanly; returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let o = ptm(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "ptm {args:?}: status {:?}, stderr {err}", o.status);
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+use common::{data, fails, fixtures, ok, ptm, tiny};
 
 fn embeddings(jsonl: &str) -> Vec<Vec<f32>> {
     jsonl
@@ -292,9 +269,6 @@ fn generate_rejects_what_does_not_fit() {
     assert!(err.contains("num_beams"), "{err}");
 }
 
-fn data(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data").join(path).display().to_string()
-}
 
 /// A few steps of masked-LM pretraining from scratch (options partly from a --train-config
 /// file), then a resume to more steps, a plot of the log, and fill-mask on the result.

@@ -95,6 +95,37 @@ impl SentenceTransformerConfig {
     }
 }
 
+/// Writes the sentence-transformers files of a bi-encoder saved in `dir` itself (the
+/// Transformer module at the root): modules.json, the pooling config, sentence_bert_config.json
+/// and, with `normalize`, a Normalize module. Each file is written atomically.
+pub fn save_layout(dir: &Path, pooling: &[Pooling], normalize: bool, dim: usize, max_seq_length: usize) -> Result<()> {
+    let module = |idx: usize, path: &str, kind: &str| {
+        serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path, "type": format!("sentence_transformers.models.{kind}")})
+    };
+    let mut modules = vec![module(0, "", "Transformer"), module(1, "1_Pooling", "Pooling")];
+    if normalize {
+        modules.push(module(2, "2_Normalize", "Normalize"));
+        crate::io::create_dir_all(&dir.join("2_Normalize"))?;
+    }
+    crate::config::save_json(&Value::Array(modules), &dir.join(MODULES_JSON))?;
+    let flag = |p: Pooling| Value::Bool(pooling.contains(&p));
+    let pooling_config = serde_json::json!({
+        "word_embedding_dimension": dim,
+        "pooling_mode_cls_token": flag(Pooling::Cls),
+        "pooling_mode_mean_tokens": flag(Pooling::Mean),
+        "pooling_mode_max_tokens": flag(Pooling::Max),
+        "pooling_mode_mean_sqrt_len_tokens": flag(Pooling::MeanSqrtLen),
+        "pooling_mode_weightedmean_tokens": false,
+        "pooling_mode_lasttoken": flag(Pooling::LastToken),
+    });
+    crate::io::create_dir_all(&dir.join("1_Pooling"))?;
+    crate::config::save_json(&pooling_config, &dir.join("1_Pooling").join("config.json"))?;
+    crate::config::save_json(
+        &serde_json::json!({"max_seq_length": max_seq_length, "do_lower_case": false}),
+        &dir.join(SENTENCE_BERT_CONFIG),
+    )
+}
+
 /// A model directory opened as transformers or sentence-transformers lays it out.
 pub struct ModelDir {
     /// The directory given (or found in the Hugging Face cache).

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
-use ptm::finetune::{LabelSet, Task, labels_beside, seq_cls, token_cls};
-use ptm::models::bert::{BertForSequenceClassification, BertForTokenClassification};
+use ptm::finetune::similarity::{self, SimilarityLoss};
+use ptm::finetune::{LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
+use ptm::heads::Pooling;
+use ptm::sentence_transformers::ModelDir;
+use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
 use ptm::models::{Pretrained, base_prefix, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::tokenizer::Tokenizer;
@@ -45,6 +48,17 @@ pub struct Args {
     /// seq-cls: "balanced" or one weight per label, comma-separated.
     #[arg(long)]
     class_weights: Option<String>,
+    /// qa: context tokens shared by consecutive windows of a long context (default: a third of
+    /// --max-length, as run_qa's 128 of 384).
+    #[arg(long)]
+    doc_stride: Option<usize>,
+    /// qa: the longest answer, in tokens.
+    #[arg(long, default_value_t = 30)]
+    max_answer_tokens: usize,
+    /// similarity: cosine (regress cos on the score) or mnrl (in-batch negatives; pairs are
+    /// positives). Default: cosine when every pair has a score.
+    #[arg(long)]
+    similarity_loss: Option<String>,
     /// Train on this seeded random share of the training examples (e.g. 0.1).
     #[arg(long)]
     train_fraction: Option<f64>,
@@ -68,7 +82,8 @@ pub fn run(a: Args) -> Result<()> {
     match task {
         Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
         Task::TokenCls => token_cls_run(&a, &pretrained, &tokenizer),
-        other => bail!("--task {other:?} is not available yet"),
+        Task::Qa => qa_run(&a, &pretrained, &tokenizer),
+        Task::Similarity => similarity_run(&a, &pretrained, &tokenizer),
     }
 }
 
@@ -185,6 +200,68 @@ fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Re
     let spec = ModelSpec { config: &config, architecture: BertForTokenClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
     eprintln!("tags: {}", labels.names.join(", "));
     let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "f1"))?;
+    print_best(&outcome, &a.train.output)
+}
+
+fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
+    let config = task_config(pretrained, BertForQuestionAnswering::ARCHITECTURE, None);
+    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
+    let mut train_data = qa::load(&a.train_file, tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), true)?;
+    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
+        train_data = train_data.select(&keep);
+    }
+    let eval_data = a.eval.as_ref().map(|f| qa::load(f, tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), true)).transpose()?;
+    let store = store(a, pretrained, &config)?;
+    let model = BertForQuestionAnswering::new(cfg, &store.root())?;
+    report_load(&store, BertForQuestionAnswering::ARCHITECTURE);
+    let pad_id = tokenizer.pad_id();
+    let objective = qa::QaObjective { model: &model, data: &train_data, pad_id };
+    let evaluator = eval_data.as_ref().map(|data| qa::QaEvaluator {
+        model: &model,
+        data,
+        pad_id,
+        batch_size: a.train.batch_size * 2,
+        max_answer_tokens: a.max_answer_tokens,
+    });
+    let spec = ModelSpec { config: &config, architecture: BertForQuestionAnswering::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
+    eprintln!("{} questions in {} windows", train_data.records.len(), train_data.windows.len());
+    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "f1"))?;
+    print_best(&outcome, &a.train.output)
+}
+
+fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
+    let st = ModelDir::open(&a.model)?.sentence_transformers;
+    let pooling = st.as_ref().map_or_else(|| vec![Pooling::Mean], |s| s.pooling.clone());
+    let normalize = st.as_ref().is_some_and(|s| s.normalize);
+    let config = task_config(pretrained, "BertModel", None);
+    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
+    let mut train_data = similarity::load(&a.train_file, tokenizer, a.max_length, false)?;
+    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
+        train_data = train_data.select(&keep);
+    }
+    let eval_data = a.eval.as_ref().map(|f| similarity::load(f, tokenizer, a.max_length, true)).transpose()?;
+    let loss = match a.similarity_loss.as_deref() {
+        Some("cosine") => SimilarityLoss::Cosine,
+        Some("mnrl") => SimilarityLoss::MultipleNegatives,
+        None if train_data.has_scores() => SimilarityLoss::Cosine,
+        None => SimilarityLoss::MultipleNegatives,
+        Some(other) => bail!("unknown --similarity-loss {other:?}; supported: cosine, mnrl"),
+    };
+    if loss == SimilarityLoss::Cosine && !train_data.has_scores() {
+        bail!("--similarity-loss cosine needs a \"score\" on every training pair in {}", a.train_file.display());
+    }
+    let store = store(a, pretrained, &config)?;
+    let model = BertModel::new(cfg, &store.root(), true)?;
+    report_load(&store, "BertModel");
+    let pad_id = tokenizer.pad_id();
+    let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad_id };
+    let objective = similarity::SimilarityObjective { encoder: encoder(), data: &train_data, loss };
+    let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.batch_size * 2 });
+    let spec = ModelSpec { config: &config, architecture: "BertModel", store: &store, tokenizer: Some(tokenizer) };
+    eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
+    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "spearman"))?;
+    // The output is a sentence-transformers model too.
+    ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, cfg.hidden_size * pooling.len(), a.max_length)?;
     print_best(&outcome, &a.train.output)
 }
 

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use ptm::finetune::token_cls::TokenClsData;
-use ptm::finetune::{LabelSet, Task, seq_cls, token_cls};
+use ptm::finetune::{LabelSet, Task, qa, seq_cls, similarity, token_cls};
 use ptm::models::Pretrained;
-use ptm::models::bert::{BertForSequenceClassification, BertForTokenClassification};
+use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification};
 use ptm::nn::StoreOptions;
 
 use crate::output::Sink;
@@ -26,6 +26,12 @@ pub struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
     max_length: usize,
+    /// qa: context tokens shared by consecutive windows (default: a third of --max-length).
+    #[arg(long)]
+    doc_stride: Option<usize>,
+    /// qa: the longest answer, in tokens.
+    #[arg(long, default_value_t = 30)]
+    max_answer_tokens: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -63,7 +69,40 @@ pub fn run(a: Args) -> Result<()> {
             let (pred, _) = token_cls::predict(&model, &data, tokenizer.pad_id(), a.batch_size, token_cls::outside_id(&labels))?;
             (0..data.records.len()).map(|i| tagged(&data, i, &pred[i], &labels)).collect()
         }
-        other => bail!("prediction for {other:?} models is not available yet"),
+        Task::Qa => {
+            let model = BertForQuestionAnswering::new(cfg, &store.root())?;
+            ptm::models::require_trained(&store, &pretrained.dir, "question answering head")?;
+            let data = qa::load(&a.input, &tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), false)?;
+            let answers = qa::predict(&model, &data, tokenizer.pad_id(), a.batch_size, a.max_answer_tokens)?;
+            data.records
+                .iter()
+                .zip(answers)
+                .map(|(r, answer)| {
+                    let mut v = serde_json::to_value(answer)?;
+                    if let Some(id) = &r.id {
+                        v["id"] = id.clone();
+                    }
+                    Ok(v)
+                })
+                .collect::<Result<_>>()?
+        }
+        Task::Similarity => {
+            let (model, pooling) = super::eval::bi_encoder(&a.model, cfg, &store)?;
+            let data = similarity::load(&a.input, &tokenizer, a.max_length, false)?;
+            let encoder = similarity::BiEncoder { model: &model, pooling, pad_id: tokenizer.pad_id() };
+            let cos = encoder.cosines(&data, a.batch_size)?;
+            data.records
+                .iter()
+                .zip(cos)
+                .map(|(r, c)| {
+                    let mut v = serde_json::json!({ "cosine": c });
+                    if let Some(id) = &r.id {
+                        v["id"] = id.clone();
+                    }
+                    v
+                })
+                .collect()
+        }
     };
     let mut sink = Sink::open(a.output.as_deref())?;
     for v in lines {

@@ -137,7 +137,7 @@ pub struct ModelDims {
 
 pub(crate) fn save_json(value: &Value, path: &Path) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
-        .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        .map_err(|source| Error::Json { path: path.to_path_buf(), cause: source })?;
     text.push('\n');
     crate::io::write_atomic(path, text.as_bytes())
 }
@@ -270,7 +270,7 @@ pub(crate) fn merge_json<T: Serialize>(
     let mut map = raw.clone();
     let typed = serde_json::to_value(typed).map_err(|source| Error::Json {
         path: common.path.clone().unwrap_or_else(|| "config.json".into()),
-        source,
+        cause: source,
     })?;
     if let Value::Object(fields) = typed {
         map.extend(fields);

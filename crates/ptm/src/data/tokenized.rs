@@ -338,7 +338,7 @@ fn build(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path, sources: Vec<Sour
             shards: writer.done,
             skipped_lines: report.skipped_lines.iter().map(|(f, l)| format!("{}:{l}", f.display())).collect(),
         };
-        let json = serde_json::to_string_pretty(&built).map_err(|source| Error::Json { path: tmp.join(INDEX), source })?;
+        let json = serde_json::to_string_pretty(&built).map_err(|source| Error::Json { path: tmp.join(INDEX), cause: source })?;
         crate::io::write_atomic(&tmp.join(INDEX), json.as_bytes())?;
         index = Some(built);
         Ok(())

@@ -2,7 +2,9 @@
 //! with the field's metrics. One module per task; each gives the trainer an objective and an
 //! evaluator, and predicts.
 
+pub mod qa;
 pub mod seq_cls;
+pub mod similarity;
 pub mod token_cls;
 
 use std::collections::BTreeMap;

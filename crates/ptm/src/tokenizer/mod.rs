@@ -14,7 +14,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{
     AddedToken, EncodeInput, Encoding, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor,
-    TruncationParams, TruncationStrategy,
+    TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
 use crate::error::{Error, Result};
@@ -318,19 +318,33 @@ impl Tokenizer {
     /// `truncation="only_second", return_overflowing_tokens=True`). Unpadded; offsets are byte
     /// offsets into each text.
     pub fn encode_windows(&self, question: &str, context: &str, max_length: usize, stride: usize) -> Result<Vec<Encoding>> {
-        let mut t = self.plain()?;
-        t.with_truncation(Some(TruncationParams {
-            max_length,
-            stride,
-            strategy: TruncationStrategy::OnlySecond,
-            ..Default::default()
-        }))
-        .map_err(|e| Error::tokenizer(&self.source, e))?;
-        let mut first = t
-            .encode(EncodeInput::Dual(question.into(), context.into()), true)
-            .map_err(|e| Error::tokenizer(&self.source, e))?;
-        let rest = first.take_overflowing();
-        Ok(std::iter::once(first).chain(rest).collect())
+        // The windows are cut here rather than by the tokenizer's truncation: tokenizers 0.23.2
+        // cuts the second sequence to max_length before striding, which loses every window
+        // past the second.
+        let t = self.plain()?;
+        let err = |e| Error::tokenizer(&self.source, e);
+        let q = t.encode(question.trim_start(), false).map_err(err)?;
+        let mut c = t.encode(context, false).map_err(err)?;
+        c.set_type_ids(vec![1; c.len()]);
+        let added = t.get_post_processor().map_or(0, |p| p.added_tokens(true));
+        let room = max_length.saturating_sub(q.len() + added);
+        if room <= stride {
+            return Err(Error::invalid(format!(
+                "a question of {} tokens leaves {room} context tokens per window of {max_length}, not more than the stride {stride}",
+                q.len()
+            )));
+        }
+        c.truncate(room, stride, TruncationDirection::Right);
+        let merged = t.post_process(q, Some(c), true).map_err(err)?;
+        // Windows may nest their successors as their own overflow; flatten in order.
+        fn flatten(mut e: Encoding, out: &mut Vec<Encoding>) {
+            let rest = e.take_overflowing();
+            out.push(e);
+            rest.into_iter().for_each(|o| flatten(o, out));
+        }
+        let mut out = Vec::new();
+        flatten(merged, &mut out);
+        Ok(out)
     }
 
     fn encode_inputs(&self, inputs: Vec<EncodeInput>) -> Result<BatchEncoding> {

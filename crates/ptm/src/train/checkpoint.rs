@@ -77,7 +77,7 @@ pub fn save_checkpoint(
     crate::io::write_dir_atomically(&dir, |tmp| {
         crate::models::save_pretrained(tmp, config, architecture, store, tokenizer)?;
         crate::checkpoint::save_safetensors(&optimizer.state_tensors(), &tmp.join(OPTIMIZER_STATE))?;
-        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), source })?;
+        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), cause: source })?;
         crate::io::write_atomic(&tmp.join(TRAINER_STATE), json.as_bytes())
     })?;
     for old in checkpoints(output)?.into_iter().rev().skip(keep_last.max(1)) {

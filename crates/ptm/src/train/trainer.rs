@@ -373,6 +373,6 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
 fn append_log(path: &std::path::Path, record: &impl Serialize) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    let line = serde_json::to_string(record).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    let line = serde_json::to_string(record).map_err(|source| Error::Json { path: path.to_path_buf(), cause: source })?;
     writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }
