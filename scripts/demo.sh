@@ -2,7 +2,8 @@
 # The embedded default, from a fresh clone: the real sentence-transformers/all-MiniLM-L6-v2
 # (fetched offline from PyPI), ptm built in release mode, then sentence embeddings and their
 # cosine similarities (the same numbers sentence-transformers gives), generation with a tiny
-# GPT-2, and a tiny BERT pretrained from scratch on the Austen novels in data/.
+# GPT-2, a tiny BERT pretrained from scratch on the Austen novels in data/, then fine-tuned on
+# SMS spam (data/sms_spam), evaluated and used to predict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,19 @@ echo
 echo "== ptm fill-mask on the model just trained"
 "$ptm" fill-mask --model "$out/tiny-bert" --top-k 3 "it is a truth universally acknowledged that a single man in possession of a good [MASK] must be in want of a wife."
 "$ptm" fill-mask --model "$out/tiny-bert" --top-k 3 "she was the [MASK] of the two daughters."
+echo
+echo "== ptm finetune: the tiny BERT just pretrained learns spam detection from 1,200 labeled"
+echo "   messages (data/sms_spam, CC BY 4.0); the same model from random weights for comparison"
+for init in pretrained scratch; do
+  flag=(); [ "$init" = scratch ] && flag=(--from-scratch)
+  "$ptm" finetune --task seq-cls --model "$out/tiny-bert" "${flag[@]}" \
+    --train data/sms_spam/train.jsonl --eval data/sms_spam/test.jsonl --output "$out/spam-$init" \
+    --epochs 3 --batch-size 32 --lr 1e-3 --warmup-ratio 0.1 --max-length 64 -q > /dev/null
+  echo "-- from $init weights, on the 486 test messages:"
+  "$ptm" eval --model "$out/spam-$init" --data data/sms_spam/test.jsonl --max-length 64 --format text
+done
+echo
+echo "== ptm predict with the fine-tuned (pretrained) model"
+printf '%s\n' '{"text": "WINNER!! You have won a 1000 prize. Call 09061701461 now to claim"}' \
+  '{"text": "Are we still meeting for lunch tomorrow?"}' \
+  | "$ptm" predict --model "$out/spam-pretrained" --input /dev/stdin

@@ -26,20 +26,20 @@ for name in "${@:-rt sms wnut bible qa}"; do
     case $n in
       rt) eval_args=(--max-length 64)
           run rt seq-cls $data/rotten_tomatoes/train.jsonl $data/rotten_tomatoes/test.jsonl \
-            --epochs 3 --batch-size 32 --lr 5e-5 --max-length 64 ;;
+            --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 ;;
       sms) eval_args=(--max-length 128)
           run sms seq-cls $data/sms_spam/train.jsonl $data/sms_spam/test.jsonl \
-            --epochs 3 --batch-size 32 --lr 5e-5 --max-length 128 ;;
+            --epochs 1 --batch-size 32 --lr 5e-5 --max-length 128 ;;
       wnut) eval_args=(--max-length 128)
           run wnut token-cls $data/wnut16_ner/train.jsonl $data/wnut16_ner/test.jsonl \
-            --epochs 3 --batch-size 16 --lr 5e-5 --max-length 128 ;;
+            --epochs 2 --batch-size 16 --lr 5e-5 --max-length 128 ;;
       bible) python3 tools/data/bible_pairs.py $data/bible_parallel/verses.jsonl "$out/bible-data" > /dev/null
           eval_args=(--max-length 128)
           run bible similarity "$out/bible-data/train.jsonl" "$out/bible-data/test.jsonl" \
-            --epochs 1 --batch-size 32 --lr 2e-5 --max-length 128 ;;
-      qa) eval_args=(--max-length 384 --doc-stride 128)
+            --epochs 1 --batch-size 32 --lr 2e-5 --max-length 128 --train-fraction 0.5 ;;
+      qa) eval_args=(--max-length 256 --doc-stride 64)
           run qa qa data/qa/train.jsonl data/qa/test.jsonl \
-            --epochs 3 --batch-size 16 --lr 5e-5 --max-length 384 --doc-stride 128 ;;
+            --epochs 2 --batch-size 16 --lr 5e-5 --max-length 256 --doc-stride 64 ;;
       *) echo "unknown run $n" >&2; exit 2 ;;
     esac
   done

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
 use ptm::finetune::similarity::{self, SimilarityLoss};
-use ptm::finetune::{LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
+use ptm::finetune::{DataSet, LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
 use ptm::heads::Pooling;
 use ptm::sentence_transformers::ModelDir;
 use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
 use ptm::models::{Pretrained, base_prefix, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::tokenizer::Tokenizer;
-use ptm::train::{BestModel, Evaluator, ModelSpec};
+use ptm::train::{BestModel, Evaluator, ModelSpec, Objective};
 
 use super::train_options::{Defaults, TrainOptions};
 
@@ -134,17 +134,42 @@ fn task_config(pretrained: &Pretrained, architecture: &str, labels: Option<&Labe
     config
 }
 
+/// The training data (a `--train-fraction` of it) and the evaluation data, read by `load(path,
+/// is_eval)`.
+fn data<D: DataSet>(a: &Args, load: impl Fn(&Path, bool) -> ptm::Result<D>) -> Result<(D, Option<D>)> {
+    let mut train = load(&a.train_file, false)?;
+    if let Some(keep) = sample(train.num_records(), a.train_fraction, a.train.seed)? {
+        train = train.select(&keep);
+    }
+    let eval = a.eval.as_deref().map(|f| load(f, true)).transpose()?;
+    Ok((train, eval))
+}
+
+/// Trains `objective`, keeping the best model by the metric, and prints its evaluation.
+#[allow(clippy::too_many_arguments)]
+fn train_and_report(
+    a: &Args,
+    config: &ModelConfig,
+    architecture: &str,
+    store: &ParamStore,
+    tokenizer: &Tokenizer,
+    objective: &dyn Objective,
+    evaluator: Option<&dyn Evaluator>,
+    default_metric: &str,
+) -> Result<()> {
+    report_load(store, architecture);
+    let spec = ModelSpec { config, architecture, store, tokenizer: Some(tokenizer) };
+    let outcome = a.train.run(objective, evaluator, &spec, &DEFAULTS, best(a, default_metric))?;
+    print_best(&outcome, &a.train.output)
+}
+
 fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, seq_cls::labels_from_data)?;
-    let mut config = task_config(pretrained, BertForSequenceClassification::ARCHITECTURE, Some(&labels));
+    let arch = BertForSequenceClassification::ARCHITECTURE;
+    let mut config = task_config(pretrained, arch, Some(&labels));
     config.common_mut().problem_type = Some(ProblemType::SingleLabelClassification);
     let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
-
-    let mut train_data = seq_cls::load(&a.train_file, tokenizer, a.max_length, &labels, true)?;
-    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
-        train_data = train_data.select(&keep);
-    }
-    let eval_data = a.eval.as_ref().map(|f| seq_cls::load(f, tokenizer, a.max_length, &labels, true)).transpose()?;
+    let (train_data, eval_data) = data(a, |f, _| seq_cls::load(f, tokenizer, a.max_length, &labels, true))?;
     let class_weights = match a.class_weights.as_deref() {
         None => None,
         Some("balanced") => Some(seq_cls::balanced_class_weights(&train_data.labels, labels.names.len())),
@@ -157,63 +182,42 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
     if let Some(w) = &class_weights {
         anyhow::ensure!(w.len() == labels.names.len(), "--class-weights has {} weights for {} labels {:?}", w.len(), labels.names.len(), labels.names);
     }
-
     let store = store(a, pretrained, &config)?;
     let model = BertForSequenceClassification::new(cfg, &store.root())?;
-    report_load(&store, BertForSequenceClassification::ARCHITECTURE);
     let pad_id = tokenizer.pad_id();
     let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad_id, class_weights };
-    let evaluator = eval_data.as_ref().map(|data| seq_cls::SeqClsEvaluator {
-        model: &model,
-        data,
-        labels: &labels,
-        pad_id,
-        batch_size: a.train.batch_size * 2,
-    });
-    let spec = ModelSpec { config: &config, architecture: BertForSequenceClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
+    let evaluator = eval_data
+        .as_ref()
+        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad_id, batch_size: a.train.batch_size * 2 });
     eprintln!("labels: {}", labels.names.join(", "));
-    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "accuracy"))?;
-    print_best(&outcome, &a.train.output)
+    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "accuracy")
 }
 
 fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, token_cls::labels_from_data)?;
-    let config = task_config(pretrained, BertForTokenClassification::ARCHITECTURE, Some(&labels));
+    let arch = BertForTokenClassification::ARCHITECTURE;
+    let config = task_config(pretrained, arch, Some(&labels));
     let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
-    let mut train_data = token_cls::load(&a.train_file, tokenizer, a.max_length, &labels, true)?;
-    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
-        train_data = train_data.select(&keep);
-    }
-    let eval_data = a.eval.as_ref().map(|f| token_cls::load(f, tokenizer, a.max_length, &labels, true)).transpose()?;
+    let (train_data, eval_data) = data(a, |f, _| token_cls::load(f, tokenizer, a.max_length, &labels, true))?;
     let store = store(a, pretrained, &config)?;
     let model = BertForTokenClassification::new(cfg, &store.root())?;
-    report_load(&store, BertForTokenClassification::ARCHITECTURE);
     let pad_id = tokenizer.pad_id();
     let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad_id };
-    let evaluator = eval_data.as_ref().map(|data| token_cls::TokenClsEvaluator {
-        model: &model,
-        data,
-        labels: &labels,
-        pad_id,
-        batch_size: a.train.batch_size * 2,
-    });
-    let spec = ModelSpec { config: &config, architecture: BertForTokenClassification::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
+    let evaluator = eval_data
+        .as_ref()
+        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad_id, batch_size: a.train.batch_size * 2 });
     eprintln!("tags: {}", labels.names.join(", "));
-    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "f1"))?;
-    print_best(&outcome, &a.train.output)
+    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
 }
 
 fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
-    let config = task_config(pretrained, BertForQuestionAnswering::ARCHITECTURE, None);
+    let arch = BertForQuestionAnswering::ARCHITECTURE;
+    let config = task_config(pretrained, arch, None);
     let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
-    let mut train_data = qa::load(&a.train_file, tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), true)?;
-    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
-        train_data = train_data.select(&keep);
-    }
-    let eval_data = a.eval.as_ref().map(|f| qa::load(f, tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), true)).transpose()?;
+    let stride = a.doc_stride.unwrap_or(a.max_length / 3);
+    let (train_data, eval_data) = data(a, |f, _| qa::load(f, tokenizer, a.max_length, stride, true))?;
     let store = store(a, pretrained, &config)?;
     let model = BertForQuestionAnswering::new(cfg, &store.root())?;
-    report_load(&store, BertForQuestionAnswering::ARCHITECTURE);
     let pad_id = tokenizer.pad_id();
     let objective = qa::QaObjective { model: &model, data: &train_data, pad_id };
     let evaluator = eval_data.as_ref().map(|data| qa::QaEvaluator {
@@ -223,10 +227,8 @@ fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()
         batch_size: a.train.batch_size * 2,
         max_answer_tokens: a.max_answer_tokens,
     });
-    let spec = ModelSpec { config: &config, architecture: BertForQuestionAnswering::ARCHITECTURE, store: &store, tokenizer: Some(tokenizer) };
     eprintln!("{} questions in {} windows", train_data.records.len(), train_data.windows.len());
-    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "f1"))?;
-    print_best(&outcome, &a.train.output)
+    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
 }
 
 fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
@@ -235,11 +237,8 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
     let normalize = st.as_ref().is_some_and(|s| s.normalize);
     let config = task_config(pretrained, "BertModel", None);
     let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
-    let mut train_data = similarity::load(&a.train_file, tokenizer, a.max_length, false)?;
-    if let Some(keep) = sample(train_data.records.len(), a.train_fraction, a.train.seed)? {
-        train_data = train_data.select(&keep);
-    }
-    let eval_data = a.eval.as_ref().map(|f| similarity::load(f, tokenizer, a.max_length, true)).transpose()?;
+    // Training pairs need scores only for the cosine loss; evaluation pairs always.
+    let (train_data, eval_data) = data(a, |f, is_eval| similarity::load(f, tokenizer, a.max_length, is_eval))?;
     let loss = match a.similarity_loss.as_deref() {
         Some("cosine") => SimilarityLoss::Cosine,
         Some("mnrl") => SimilarityLoss::MultipleNegatives,
@@ -252,17 +251,15 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
     }
     let store = store(a, pretrained, &config)?;
     let model = BertModel::new(cfg, &store.root(), true)?;
-    report_load(&store, "BertModel");
     let pad_id = tokenizer.pad_id();
     let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad_id };
     let objective = similarity::SimilarityObjective { encoder: encoder(), data: &train_data, loss };
     let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.batch_size * 2 });
-    let spec = ModelSpec { config: &config, architecture: "BertModel", store: &store, tokenizer: Some(tokenizer) };
     eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
-    let outcome = a.train.run(&objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), &spec, &DEFAULTS, best(a, "spearman"))?;
+    train_and_report(a, &config, "BertModel", &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
     // The output is a sentence-transformers model too.
     ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, cfg.hidden_size * pooling.len(), a.max_length)?;
-    print_best(&outcome, &a.train.output)
+    Ok(())
 }
 
 /// Prints the evaluation of the kept model.

@@ -10,6 +10,7 @@ pub mod plot;
 pub mod predict;
 pub mod pretrain;
 pub mod similarity;
+pub mod task_model;
 pub mod tokenizer;
 pub mod train_options;
 

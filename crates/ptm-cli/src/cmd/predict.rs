@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use ptm::finetune::token_cls::TokenClsData;
-use ptm::finetune::{LabelSet, Task, qa, seq_cls, similarity, token_cls};
-use ptm::models::Pretrained;
-use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification};
-use ptm::nn::StoreOptions;
+use ptm::finetune::{LabelSet, qa, seq_cls, similarity, token_cls};
 
+use super::task_model::{self, InferenceOptions, TaskModel};
 use crate::output::Sink;
 
 /// Predict with a fine-tuned model.
@@ -22,86 +20,46 @@ pub struct Args {
     /// Where the JSONL predictions go (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
-    /// qa: context tokens shared by consecutive windows (default: a third of --max-length).
-    #[arg(long)]
-    doc_stride: Option<usize>,
-    /// qa: the longest answer, in tokens.
-    #[arg(long, default_value_t = 30)]
-    max_answer_tokens: usize,
+    #[command(flatten)]
+    options: InferenceOptions,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let pretrained = Pretrained::open(&a.model)?;
-    let tokenizer = pretrained.tokenizer()?;
-    let store = pretrained.store(&StoreOptions::default())?;
-    let ptm::config::ModelConfig::Bert(cfg) = &pretrained.config else { bail!("prediction supports BERT-family models") };
-    let lines: Vec<serde_json::Value> = match super::eval::task_of(&pretrained)?.0 {
-        Task::SeqCls => {
-            let labels = LabelSet { names: pretrained.config.common().id2label.clone() };
-            let model = BertForSequenceClassification::new(cfg, &store.root())?;
-            ptm::models::require_trained(&store, &pretrained.dir, "classification head")?;
-            let data = seq_cls::load(&a.input, &tokenizer, a.max_length, &labels, false)?;
-            let probs = seq_cls::predict(&model, &data, tokenizer.pad_id(), a.batch_size)?;
-            data.records
+    let (model, tokenizer) = task_model::load(&a.model)?;
+    let o = &a.options;
+    let pad_id = tokenizer.pad_id();
+    let lines: Vec<serde_json::Value> = match model {
+        TaskModel::SeqCls(model, labels) => {
+            let data = seq_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
+            let probs = seq_cls::predict(&model, &data, pad_id, o.batch_size)?;
+            let ids = data.records.iter().map(|r| r.id.clone());
+            probs
                 .iter()
-                .zip(&probs)
-                .map(|(r, p)| {
+                .zip(ids)
+                .map(|(p, id)| {
                     let (best, score) = seq_cls::argmax(p);
                     let scores: serde_json::Map<String, serde_json::Value> =
                         labels.names.iter().zip(p).map(|(n, &s)| (n.clone(), s.into())).collect();
-                    let mut v = serde_json::json!({ "label": labels.names[best], "score": score, "scores": scores });
-                    if let Some(id) = &r.id {
-                        v["id"] = id.clone();
-                    }
-                    v
+                    with_id(serde_json::json!({ "label": labels.names[best], "score": score, "scores": scores }), id)
                 })
                 .collect()
         }
-        Task::TokenCls => {
-            let labels = LabelSet { names: pretrained.config.common().id2label.clone() };
-            let model = BertForTokenClassification::new(cfg, &store.root())?;
-            ptm::models::require_trained(&store, &pretrained.dir, "token classification head")?;
-            let data = token_cls::load(&a.input, &tokenizer, a.max_length, &labels, false)?;
-            let (pred, _) = token_cls::predict(&model, &data, tokenizer.pad_id(), a.batch_size, token_cls::outside_id(&labels))?;
-            (0..data.records.len()).map(|i| tagged(&data, i, &pred[i], &labels)).collect()
+        TaskModel::TokenCls(model, labels) => {
+            let data = token_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
+            let (pred, _) = token_cls::predict(&model, &data, pad_id, o.batch_size, token_cls::outside_id(&labels))?;
+            (0..data.records.len()).map(|i| with_id(tagged(&data, i, &pred[i], &labels), data.records[i].id.clone())).collect()
         }
-        Task::Qa => {
-            let model = BertForQuestionAnswering::new(cfg, &store.root())?;
-            ptm::models::require_trained(&store, &pretrained.dir, "question answering head")?;
-            let data = qa::load(&a.input, &tokenizer, a.max_length, a.doc_stride.unwrap_or(a.max_length / 3), false)?;
-            let answers = qa::predict(&model, &data, tokenizer.pad_id(), a.batch_size, a.max_answer_tokens)?;
-            data.records
-                .iter()
-                .zip(answers)
-                .map(|(r, answer)| {
-                    let mut v = serde_json::to_value(answer)?;
-                    if let Some(id) = &r.id {
-                        v["id"] = id.clone();
-                    }
-                    Ok(v)
-                })
-                .collect::<Result<_>>()?
+        TaskModel::Qa(model) => {
+            let data = qa::load(&a.input, &tokenizer, o.max_length, o.doc_stride(), false)?;
+            let answers = qa::predict(&model, &data, pad_id, o.batch_size, o.max_answer_tokens)?;
+            let ids = data.records.iter().map(|r| r.id.clone());
+            answers.into_iter().zip(ids).map(|(answer, id)| Ok(with_id(serde_json::to_value(answer)?, id))).collect::<Result<_>>()?
         }
-        Task::Similarity => {
-            let (model, pooling) = super::eval::bi_encoder(&a.model, cfg, &store)?;
-            let data = similarity::load(&a.input, &tokenizer, a.max_length, false)?;
-            let encoder = similarity::BiEncoder { model: &model, pooling, pad_id: tokenizer.pad_id() };
-            let cos = encoder.cosines(&data, a.batch_size)?;
-            data.records
-                .iter()
-                .zip(cos)
-                .map(|(r, c)| {
-                    let mut v = serde_json::json!({ "cosine": c });
-                    if let Some(id) = &r.id {
-                        v["id"] = id.clone();
-                    }
-                    v
-                })
-                .collect()
+        TaskModel::Similarity(model, pooling) => {
+            let data = similarity::load(&a.input, &tokenizer, o.max_length, false)?;
+            let cos = similarity::BiEncoder { model: &model, pooling, pad_id }.cosines(&data, o.batch_size)?;
+            let ids = data.records.iter().map(|r| r.id.clone());
+            cos.into_iter().zip(ids).map(|(c, id)| with_id(serde_json::json!({ "cosine": c }), id)).collect()
         }
     };
     let mut sink = Sink::open(a.output.as_deref())?;
@@ -109,6 +67,14 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(sink.writer(), "{v}")?;
     }
     sink.finish()
+}
+
+/// A prediction with the input's `id`, when it had one.
+fn with_id(mut v: serde_json::Value, id: Option<serde_json::Value>) -> serde_json::Value {
+    if let Some(id) = id {
+        v["id"] = id;
+    }
+    v
 }
 
 /// A record's tags and its entities with character spans in its text.
@@ -129,9 +95,5 @@ fn tagged(data: &TokenClsData, i: usize, pred: &[(usize, f32)], labels: &LabelSe
             })
         })
         .collect();
-    let mut v = serde_json::json!({ "tags": tags, "entities": entities });
-    if let Some(id) = &data.records[i].id {
-        v["id"] = id.clone();
-    }
-    v
+    serde_json::json!({ "tags": tags, "entities": entities })
 }

@@ -92,6 +92,13 @@ pub fn collate(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<
     EncoderInput::from_encodings(encodings, pad_id, device)
 }
 
+/// A task's records after reading: how many, and a subset of them (`--train-fraction`).
+pub trait DataSet: Sized {
+    fn num_records(&self) -> usize;
+    /// The records at `indices`, in that order.
+    fn select(self, indices: &[usize]) -> Self;
+}
+
 /// The items of `v` at `indices`, in that order (a subset of a data set).
 pub fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
     indices.iter().map(|&i| v[i].clone()).collect()

@@ -132,9 +132,12 @@ fn answer_tokens(e: &Encoding, (start, end): (usize, usize)) -> (usize, usize) {
     (s, e_tok)
 }
 
-impl QaData {
-    /// The questions at `indices` (with their windows), in that order.
-    pub fn select(self, indices: &[usize]) -> Self {
+impl super::DataSet for QaData {
+    fn num_records(&self) -> usize {
+        self.records.len()
+    }
+
+    fn select(self, indices: &[usize]) -> Self {
         let mut windows = Vec::new();
         for (new, &old) in indices.iter().enumerate() {
             windows.extend(self.windows.iter().filter(|w| w.example == old).map(|w| Window { example: new, ..w.clone() }));

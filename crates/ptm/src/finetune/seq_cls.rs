@@ -75,9 +75,12 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &Labe
     Ok(SeqClsData { records: rows.into_iter().map(|(_, r)| r).collect(), encodings, labels: ids })
 }
 
-impl SeqClsData {
-    /// The records at `indices`, in that order.
-    pub fn select(self, indices: &[usize]) -> Self {
+impl super::DataSet for SeqClsData {
+    fn num_records(&self) -> usize {
+        self.records.len()
+    }
+
+    fn select(self, indices: &[usize]) -> Self {
         SeqClsData {
             records: pick(&self.records, indices),
             encodings: pick(&self.encodings, indices),

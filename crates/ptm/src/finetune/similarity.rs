@@ -62,11 +62,17 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, require_score
     Ok(PairData { records: rows.into_iter().map(|(_, r)| r).collect(), first, second })
 }
 
-impl PairData {
-    pub fn select(self, indices: &[usize]) -> Self {
-        PairData { records: pick(&self.records, indices), first: pick(&self.first, indices), second: pick(&self.second, indices) }
+impl super::DataSet for PairData {
+    fn num_records(&self) -> usize {
+        self.records.len()
     }
 
+    fn select(self, indices: &[usize]) -> Self {
+        PairData { records: pick(&self.records, indices), first: pick(&self.first, indices), second: pick(&self.second, indices) }
+    }
+}
+
+impl PairData {
     pub fn has_scores(&self) -> bool {
         self.records.iter().all(|r| r.score.is_some())
     }

@@ -124,9 +124,12 @@ pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
     Ok(LabelSet { names: names.into_iter().collect() })
 }
 
-impl TokenClsData {
-    /// The records at `indices`, in that order.
-    pub fn select(self, indices: &[usize]) -> Self {
+impl super::DataSet for TokenClsData {
+    fn num_records(&self) -> usize {
+        self.records.len()
+    }
+
+    fn select(self, indices: &[usize]) -> Self {
         TokenClsData {
             records: pick(&self.records, indices),
             words: pick(&self.words, indices),
@@ -136,7 +139,9 @@ impl TokenClsData {
             tags: pick(&self.tags, indices),
         }
     }
+}
 
+impl TokenClsData {
     /// Sub-token labels of record `i`: the word's tag on its first sub-token, -100 elsewhere.
     fn token_labels(&self, i: usize) -> Vec<i64> {
         let mut previous = None;

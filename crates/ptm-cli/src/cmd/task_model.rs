@@ -1,0 +1,66 @@
+//! A fine-tuned model loaded for its task (from its architecture), with the options evaluation
+//! and prediction share.
+
+use anyhow::{Context, Result, bail};
+use ptm::finetune::{LabelSet, Task};
+use ptm::heads::Pooling;
+use ptm::models::Pretrained;
+use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
+use ptm::nn::StoreOptions;
+use ptm::sentence_transformers::ModelDir;
+use ptm::tokenizer::Tokenizer;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InferenceOptions {
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per input (longer ones are truncated; qa: per window).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// qa: context tokens shared by consecutive windows (default: a third of --max-length).
+    #[arg(long)]
+    pub doc_stride: Option<usize>,
+    /// qa: the longest answer, in tokens.
+    #[arg(long, default_value_t = 30)]
+    pub max_answer_tokens: usize,
+}
+
+impl InferenceOptions {
+    pub fn doc_stride(&self) -> usize {
+        self.doc_stride.unwrap_or(self.max_length / 3)
+    }
+}
+
+pub enum TaskModel {
+    SeqCls(BertForSequenceClassification, LabelSet),
+    TokenCls(BertForTokenClassification, LabelSet),
+    Qa(BertForQuestionAnswering),
+    Similarity(BertModel, Vec<Pooling>),
+}
+
+/// Loads `spec` as the head its config names, refusing a head that was never trained.
+pub fn load(spec: &str) -> Result<(TaskModel, Tokenizer)> {
+    let pretrained = Pretrained::open(spec)?;
+    let tokenizer = pretrained.tokenizer()?;
+    let store = pretrained.store(&StoreOptions::default())?;
+    let ptm::config::ModelConfig::Bert(cfg) = &pretrained.config else {
+        bail!("{}: fine-tuned tasks support BERT-family models", pretrained.dir.display())
+    };
+    let arch = pretrained.config.common().architectures.first().cloned().unwrap_or_else(|| "BertModel".into());
+    let task = Task::of_architecture(&arch).with_context(|| format!("{}: {arch} is not a fine-tuned task model", pretrained.dir.display()))?;
+    let labels = || LabelSet { names: pretrained.config.common().id2label.clone() };
+    let root = store.root();
+    let model = match task {
+        Task::SeqCls => TaskModel::SeqCls(BertForSequenceClassification::new(cfg, &root)?, labels()),
+        Task::TokenCls => TaskModel::TokenCls(BertForTokenClassification::new(cfg, &root)?, labels()),
+        Task::Qa => TaskModel::Qa(BertForQuestionAnswering::new(cfg, &root)?),
+        Task::Similarity => {
+            let st = ModelDir::open(spec)?.sentence_transformers;
+            TaskModel::Similarity(BertModel::new(cfg, &root, true)?, st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling))
+        }
+    };
+    if !matches!(model, TaskModel::Similarity(..)) {
+        ptm::models::require_trained(&store, &pretrained.dir, &format!("trained {arch} head"))?;
+    }
+    Ok((model, tokenizer))
+}
