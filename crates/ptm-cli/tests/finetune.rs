@@ -46,6 +46,11 @@ fn sequence_classification_learns_labels_by_name() {
     let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
     assert_eq!(metrics["accuracy"], 1.0, "two fixed sentences are learned: {metrics}");
     assert_eq!(metrics["confusion"], json!([[12, 0], [0, 12]]));
+    // The evaluations of every epoch, drawn as a learning curve.
+    let png = dir.path().join("curve.png");
+    ok(&["plot", &out, "--metric", "accuracy", "--output", png.to_str().unwrap()]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    assert!(fails(&["plot", &out, "--metric", "bleu"]).contains("no evaluation metric \"bleu\""));
     let input = write_jsonl(&dir.path().join("in.jsonl"), &[json!({"text": "paris is the capital of france", "id": 7}), json!({"text": "the cat sat on the mat"})]);
     let predicted = lines(&ok(&["predict", "--model", &out, "--input", &input]));
     assert_eq!((predicted[0]["label"].as_str(), predicted[0]["id"].as_i64()), (Some("city"), Some(7)));
