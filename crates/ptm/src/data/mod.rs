@@ -4,4 +4,4 @@ mod corpus;
 mod tokenized;
 
 pub use corpus::{CorpusReport, corpus_files, read_corpus};
-pub use tokenized::{Blocks, Examples, INDEX as TOKENIZED_INDEX, Span, TokenizedCorpus, split_sentences};
+pub use tokenized::{Blocks, Examples, Span, TokenizedCorpus, split_sentences};

@@ -18,7 +18,7 @@ use super::corpus::{corpus_files, read_corpus};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
-pub const INDEX: &str = "index.json";
+const INDEX: &str = "index.json";
 const FORMAT: u32 = 1;
 /// A new shard starts at the first document end past this many tokens (256 MB of ids).
 const SHARD_TOKENS: u64 = 1 << 26;
@@ -101,12 +101,6 @@ impl TokenizedCorpus {
         }
         let index = build(files, tokenizer, dir, sources, tokenizer_hash)?;
         Self::open_index(dir, index, true)
-    }
-
-    /// Opens a corpus that [`TokenizedCorpus::prepare`] wrote.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let index = crate::io::read_json(&dir.join(INDEX))?;
-        Self::open_index(dir, index, false)
     }
 
     fn open_index(dir: &Path, index: Index, built: bool) -> Result<Self> {

@@ -7,15 +7,11 @@ pub mod seq_cls;
 pub mod similarity;
 pub mod token_cls;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::Device;
 use serde::de::DeserializeOwned;
-use tokenizers::Encoding;
 
 use crate::error::{Error, Result};
-use crate::models::EncoderInput;
 use crate::tokenizer::{Padding, Tokenizer};
 
 /// The tasks `ptm finetune` knows.
@@ -87,11 +83,6 @@ pub fn unpadded(tokenizer: &Tokenizer, max_length: usize) -> Result<Tokenizer> {
     Ok(t)
 }
 
-/// The model input of some encodings, right-padded to their longest.
-pub fn collate(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<EncoderInput> {
-    EncoderInput::from_encodings(encodings, pad_id, device)
-}
-
 /// A task's records after reading: how many, and a subset of them (`--train-fraction`).
 pub trait DataSet: Sized {
     fn num_records(&self) -> usize;
@@ -130,31 +121,9 @@ impl LabelSet {
     pub fn id(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n == name)
     }
-
-    pub fn label2id(&self) -> BTreeMap<&str, usize> {
-        self.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect()
-    }
 }
 
 /// `labels.txt` beside a data file, if there is one.
 pub fn labels_beside(data: &Path) -> Option<std::path::PathBuf> {
     Some(data.parent()?.join("labels.txt")).filter(|p| p.is_file())
-}
-
-/// Flattens a metrics report into the trainer's `name -> value` map, with a prefix.
-pub fn flat_metrics(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, f64>) {
-    match value {
-        serde_json::Value::Number(n) => {
-            if let Some(x) = n.as_f64() {
-                out.insert(prefix.to_string(), x);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
-                flat_metrics(&name, v, out);
-            }
-        }
-        _ => {}
-    }
 }

@@ -12,7 +12,8 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::{collate, length_batches, line_error, pick, read_jsonl};
+use super::{length_batches, line_error, pick, read_jsonl};
+use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{SquadScores, squad_scores};
 use crate::models::bert::BertForQuestionAnswering;
@@ -166,7 +167,7 @@ impl crate::train::Objective for QaObjective<'_> {
         let device = device(self.model);
         let windows: Vec<&Window> = examples.iter().map(|&i| &self.data.windows[i]).collect();
         let encodings: Vec<&Encoding> = windows.iter().map(|w| &w.encoding).collect();
-        let input = collate(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
         let (starts, ends): (Vec<i64>, Vec<i64>) =
             windows.iter().map(|w| w.positions.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
         let starts = Tensor::from_vec(starts, examples.len(), &device)?;
@@ -194,7 +195,7 @@ pub fn predict(model: &BertForQuestionAnswering, data: &QaData, pad_id: u32, bat
     let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); data.records.len()];
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.windows[i].encoding).collect();
-        let out = model.forward(&collate(&encodings, pad_id, &device)?, None, Mode::Eval)?;
+        let out = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?;
         let (starts, ends) = (out.start_logits.to_vec2::<f32>()?, out.end_logits.to_vec2::<f32>()?);
         for ((&w, s), e) in batch.iter().zip(&starts).zip(&ends) {
             let window = &data.windows[w];

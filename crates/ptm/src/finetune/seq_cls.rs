@@ -10,7 +10,8 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::{LabelSet, collate, length_batches, line_error, pick, read_jsonl, unpadded};
+use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
+use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, classification_report};
 use crate::models::bert::BertForSequenceClassification;
@@ -146,7 +147,7 @@ impl crate::train::Objective for SeqClsObjective<'_> {
     fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
         let device = device(self.model);
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
-        let input = collate(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
         let labels: Vec<i64> = examples.iter().map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64)).collect();
         let labels = Tensor::from_vec(labels, examples.len(), &device)?;
         let logits = self.model.forward(&input, None, mode)?.logits;
@@ -162,7 +163,7 @@ pub fn predict(model: &BertForSequenceClassification, data: &SeqClsData, pad_id:
     let mut out = vec![Vec::new(); lengths.len()];
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.forward(&collate(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
+        let logits = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
         let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
         for (i, p) in batch.into_iter().zip(probs) {
             out[i] = p;

@@ -12,7 +12,8 @@ use candle_core::{D, Tensor};
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::{collate, length_batches, line_error, pick, read_jsonl, unpadded};
+use super::{length_batches, line_error, pick, read_jsonl, unpadded};
+use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
 use crate::metrics::{pearson, spearman};
@@ -89,7 +90,7 @@ impl BiEncoder<'_> {
     /// (n, dim · modes) embeddings of encodings, unnormalised.
     pub fn embed(&self, encodings: &[&Encoding], mode: Mode) -> Result<Tensor> {
         let device = self.model.embeddings().word_embeddings().weight().device().clone();
-        let input = collate(encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(encodings, self.pad_id, &device)?;
         let hidden = self.model.forward(&input, mode)?.last_hidden_state;
         let mask = input.attention_mask.as_ref().ok_or_else(|| Error::invalid("no attention mask"))?;
         let pooled = self.pooling.iter().map(|p| p.pool(&hidden, mask)).collect::<Result<Vec<_>>>()?;

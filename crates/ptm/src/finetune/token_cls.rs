@@ -11,7 +11,8 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::{LabelSet, collate, length_batches, line_error, pick, read_jsonl, unpadded};
+use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
+use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{EntityReport, entity_report};
 use crate::models::bert::BertForTokenClassification;
@@ -178,7 +179,7 @@ impl crate::train::Objective for TokenClsObjective<'_> {
     fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
         let device = device(self.model);
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
-        let input = collate(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
         let seq = input.input_ids.dim(1)?;
         let mut labels = Vec::with_capacity(examples.len() * seq);
         for &i in examples {
@@ -214,7 +215,7 @@ pub fn predict(
     let (mut nll, mut counted) = (0f64, 0usize);
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.forward(&collate(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
+        let logits = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
         let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?;
         for (&i, p) in batch.iter().zip(probs) {
             let labels = data.token_labels(i);
