@@ -2,6 +2,7 @@
 # Fine-tunes all-MiniLM-L6-v2 with ptm on the real data sets of RESULTS.md and writes each
 # kept model's metrics to results/finetune/<task>.json. Long: about an hour on 2 cores.
 # Usage: bash scripts/finetune-results.sh [NAME...]   (default: all of rt sms wnut bible qa)
+#        SEED=N (default 42) picks the seed; other seeds write <task>-seed<N>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p ptm-cli
@@ -10,15 +11,17 @@ data=../shared/data
 minilm=$(bash tools/fetch-minilm.sh)
 out=${PTM_RESULTS_TMP:-/tmp/ptm-finetune}
 mkdir -p "$out" results/finetune
-common=(--model "$minilm" --seed 42 --weight-decay 0.01 --warmup-ratio 0.1 --save-every 100000 -q)
+seed=${SEED:-42}
+suffix=$([ "$seed" = 42 ] || echo "-seed$seed")
+common=(--model "$minilm" --seed "$seed" --weight-decay 0.01 --warmup-ratio 0.1 --save-every 100000 -q)
 
 run() { # name task train eval [extra...]
   local name=$1 task=$2 train=$3 eval=$4; shift 4
-  rm -rf "$out/$name"
+  rm -rf "$out/$name$suffix"
   local start=$SECONDS
-  $ptm finetune --task "$task" --train "$train" --eval "$eval" --output "$out/$name" "${common[@]}" "$@"
-  $ptm eval --model "$out/$name" --data "$eval" --output "results/finetune/$name.json" "${eval_args[@]}" > /dev/null
-  echo "$name: $((SECONDS - start)) s"
+  $ptm finetune --task "$task" --train "$train" --eval "$eval" --output "$out/$name$suffix" "${common[@]}" "$@"
+  $ptm eval --model "$out/$name$suffix" --data "$eval" --output "results/finetune/$name$suffix.json" "${eval_args[@]}" > /dev/null
+  echo "$name$suffix: $((SECONDS - start)) s"
 }
 
 for name in "${@:-rt sms wnut bible qa}"; do

@@ -9,8 +9,8 @@ training pairs is used.
 Run (CPU, about 20 minutes on 2 cores):
   bash tools/fetch-minilm.sh
   python3 tools/data/bible_pairs.py ../shared/data/bible_parallel/verses.jsonl /tmp/ptm-finetune/bible-data
-  $(tools/reference/setup-venv.sh) tools/reference/finetune_reference.py [rt sms wnut bible]
-Writes results/finetune/reference-<name>.json.
+  $(tools/reference/setup-venv.sh) tools/reference/finetune_reference.py [--seed N] [rt sms wnut bible]
+Writes results/finetune/reference-<name>.json (seed 42) or reference-<name>-seed<N>.json.
 """
 
 import json
@@ -41,6 +41,7 @@ DATA = ROOT.parent / "shared" / "data"
 MINILM = Path.home() / ".cache" / "ptm" / "models" / "all-MiniLM-L6-v2"
 OUT = ROOT / "results" / "finetune"
 TMP = Path(os.environ.get("PTM_RESULTS_TMP", "/tmp/ptm-finetune"))
+SEED = 42
 
 
 def read_jsonl(path):
@@ -51,7 +52,7 @@ def args(name, epochs, batch, lr):
     return TrainingArguments(
         output_dir=str(TMP / f"reference-{name}"), num_train_epochs=epochs, per_device_train_batch_size=batch,
         per_device_eval_batch_size=64, learning_rate=lr, weight_decay=0.01, warmup_steps=0.1,
-        lr_scheduler_type="linear", max_grad_norm=1.0, seed=42, eval_strategy="no", save_strategy="no",
+        lr_scheduler_type="linear", max_grad_norm=1.0, seed=SEED, eval_strategy="no", save_strategy="no",
         report_to=[], use_cpu=True, logging_steps=50, dataloader_num_workers=0,
     )
 
@@ -142,7 +143,7 @@ def similarity(name, epochs, batch, lr, max_length):
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(TMP / f"reference-{name}"), num_train_epochs=epochs, per_device_train_batch_size=batch,
         learning_rate=lr, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0,
-        seed=42, save_strategy="no", report_to=[], use_cpu=True)
+        seed=SEED, save_strategy="no", report_to=[], use_cpu=True)
     SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=CosineSimilarityLoss(model)).train()
     a = model.encode([r["text"] for r in test], convert_to_tensor=True, normalize_embeddings=True)
     b = model.encode([r["text_pair"] for r in test], convert_to_tensor=True, normalize_embeddings=True)
@@ -159,14 +160,20 @@ RUNS = {
 
 
 def main():
+    global SEED
     torch.set_num_threads(os.cpu_count())
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in sys.argv[1:] or list(RUNS):
+    names = sys.argv[1:]
+    if names[:1] == ["--seed"]:
+        SEED, names = int(names[1]), names[2:]
+    suffix = "" if SEED == 42 else f"-seed{SEED}"
+    for name in names or list(RUNS):
         start = time.time()
         result = RUNS[name]()
         result["seconds"] = round(time.time() - start)
+        result["seed"] = SEED
         result["versions"] = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
-        (OUT / f"reference-{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        (OUT / f"reference-{name}{suffix}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(name, json.dumps(result, default=float)[:300])
 
 
