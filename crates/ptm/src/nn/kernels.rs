@@ -3,7 +3,7 @@
 //! where inference time goes. Other devices and dtypes use the composite versions in `ops`;
 //! tests check each kernel against its composite and by finite differences.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Whether `x` can take the fused path.
@@ -148,6 +148,145 @@ impl CustomOp2 for GeluErfGrad {
     }
 }
 
+/// LayerNorm over the last dimension, (x − mean) / √(var + eps) · weight + bias, with the
+/// biased variance as PyTorch uses. Inputs: x (..., cols), weight (cols), bias (cols).
+pub(crate) struct LayerNormLastDim {
+    pub eps: f32,
+}
+
+/// Mean and 1/√(var + eps) of one row, in two passes (as accurate as f32 allows).
+#[inline]
+fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The row length of a LayerNorm whose x has `x_len` elements and last dimension `last`.
+fn layer_norm_cols(x_len: usize, last: usize, weight_len: usize) -> candle_core::Result<usize> {
+    if last != weight_len || x_len % last.max(1) != 0 {
+        candle_core::bail!("layer norm: last dimension {last} but {weight_len} weights");
+    }
+    Ok(last)
+}
+
+impl CustomOp3 for LayerNormLastDim {
+    fn name(&self) -> &'static str {
+        "ptm-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(bs, bl)?);
+        let cols = layer_norm_cols(x.len(), xl.dims().last().copied().unwrap_or(1), w.len())?;
+        if b.len() != cols {
+            candle_core::bail!("layer norm: {cols} weights but {} biases", b.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        let chunk = rows_per_task(cols) * cols;
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                let (mean, rstd) = row_moments(xr, self.eps);
+                for (((o, &v), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * w + b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grads = x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &g.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?; // (rows · cols + 2 · cols): dx, then dweight, then dbias
+        let (n, cols) = (x.elem_count(), w.elem_count());
+        let dx = grads.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = grads.narrow(0, n, cols)?.reshape(w.shape())?;
+        let db = grads.narrow(0, n + cols, cols)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The three LayerNorm gradients in one pass over x and g. With x̂ = (x − mean) · rstd and
+/// ĝ = g ⊙ weight: dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), dweight = Σ g ⊙ x̂, dbias = Σ g.
+/// The sums over rows are added up per fixed chunk and then in chunk order, so the result does
+/// not depend on thread scheduling (exact resume needs bitwise repeatable steps).
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "ptm-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?);
+        let cols = layer_norm_cols(x.len(), xl.dims().last().copied().unwrap_or(1), w.len())?;
+        if g.len() != x.len() {
+            candle_core::bail!("layer norm backward: {} inputs, {} gradients", x.len(), g.len());
+        }
+        let mut out = vec![0f32; x.len() + 2 * cols];
+        let (dx, dwb) = out.split_at_mut(x.len());
+        let chunk = rows_per_task(cols) * cols;
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .map(|(dxc, (xc, gc))| {
+                let mut sums = vec![0f32; 2 * cols]; // dweight, then dbias
+                let mut gw = vec![0f32; cols];
+                for ((dxr, xr), gr) in dxc.chunks_mut(cols).zip(xc.chunks(cols)).zip(gc.chunks(cols)) {
+                    let (mean, rstd) = row_moments(xr, self.eps);
+                    let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
+                    for i in 0..cols {
+                        let xhat = (xr[i] - mean) * rstd;
+                        gw[i] = gr[i] * w[i];
+                        sum_gw += gw[i];
+                        sum_gw_xhat += gw[i] * xhat;
+                        sums[i] += gr[i] * xhat;
+                        sums[cols + i] += gr[i];
+                    }
+                    let (mean_gw, mean_gw_xhat) = (sum_gw / cols as f32, sum_gw_xhat / cols as f32);
+                    for i in 0..cols {
+                        let xhat = (xr[i] - mean) * rstd;
+                        dxr[i] = rstd * (gw[i] - mean_gw - xhat * mean_gw_xhat);
+                    }
+                }
+                sums
+            })
+            .collect();
+        for sums in &partial {
+            dwb.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * cols)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +383,76 @@ mod tests {
             let g = v.as_tensor().apply_op1(GeluErf).unwrap().sum_all().unwrap().backward().unwrap();
             let analytic = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
             assert!((numeric - analytic).abs() < 1e-3, "x={x}: {numeric} vs {analytic}");
+        }
+    }
+
+    fn composite_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let c = x.broadcast_sub(&mean).unwrap();
+        let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let n = c.broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap()).unwrap();
+        n.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_composite_with_all_three_gradients() {
+        let d = Device::Cpu;
+        let shape = (3, 70, 96); // 210 rows: several parallel chunks
+        let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, shape, &d).unwrap())).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 96, &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 96, &d).unwrap()).unwrap();
+        let up = Tensor::randn(0f32, 1.0, shape, &d).unwrap();
+        let fused = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-12 }).unwrap();
+        let composite = composite_layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor());
+        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
+        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            let (a, b) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < 1e-3, "d{name}: {}", max_diff(a, b));
+        }
+    }
+
+    #[test]
+    fn layer_norm_gradient_matches_finite_differences() {
+        let d = Device::Cpu;
+        let x0 = [0.3f32, -1.2, 2.0, 0.7, -0.4, 1.1, -2.2, 0.05];
+        let w0 = [1.0f32, 0.5, -1.5, 2.0];
+        let b0 = [0.1f32, -0.2, 0.3, 0.0];
+        let up = Tensor::new(&[[1.0f32, -2.0, 0.5, 3.0], [-1.0, 0.7, 2.0, -0.3]], &d).unwrap();
+        // f(x, w, b) = Σ up ⊙ LayerNorm(x)
+        let f = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+            let x = Tensor::new(x, &d).unwrap().reshape((2, 4)).unwrap();
+            let (w, b) = (Tensor::new(w, &d).unwrap(), Tensor::new(b, &d).unwrap());
+            let y = x.apply_op3(&w, &b, LayerNormLastDim { eps: 1e-5 }).unwrap();
+            (y * &up).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        let x = Var::from_tensor(&Tensor::new(&x0, &d).unwrap().reshape((2, 4)).unwrap()).unwrap();
+        let w = Var::new(&w0, &d).unwrap();
+        let b = Var::new(&b0, &d).unwrap();
+        let y = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-5 }).unwrap();
+        let grads = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let analytic = |v: &Var| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let h = 1e-2f32;
+        let (gx, gw, gb) = (analytic(&x), analytic(&w), analytic(&b));
+        for i in 0..x0.len() {
+            let (mut up_, mut down) = (x0, x0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&up_, &w0, &b0) - f(&down, &w0, &b0)) / (2.0 * h as f64);
+            assert!((numeric - gx[i] as f64).abs() < 2e-2, "dx{i}: {numeric} vs {}", gx[i]);
+        }
+        for i in 0..w0.len() {
+            let (mut up_, mut down) = (w0, w0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&x0, &up_, &b0) - f(&x0, &down, &b0)) / (2.0 * h as f64);
+            assert!((numeric - gw[i] as f64).abs() < 1e-2, "dweight{i}: {numeric} vs {}", gw[i]);
+            let (mut up_, mut down) = (b0, b0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&x0, &w0, &up_) - f(&x0, &w0, &down)) / (2.0 * h as f64);
+            assert!((numeric - gb[i] as f64).abs() < 1e-2, "dbias{i}: {numeric} vs {}", gb[i]);
         }
     }
 }
