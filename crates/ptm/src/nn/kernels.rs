@@ -287,6 +287,77 @@ impl CustomOp3 for LayerNormGrad {
     }
 }
 
+/// Per-row cross-entropy of logits (rows, classes): logsumexp(row) − row[label], 0 for rows
+/// whose label is `None` (ignored). Two passes over each row, which stays in cache, instead of
+/// the composite log-softmax's passes over the whole (rows × vocabulary) tensor.
+pub(crate) struct RowCrossEntropy {
+    pub labels: std::sync::Arc<Vec<Option<u32>>>,
+}
+
+impl CustomOp1 for RowCrossEntropy {
+    fn name(&self) -> &'static str {
+        "ptm-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout)?;
+        let cols = layout.dims().last().copied().unwrap_or(1);
+        if x.len() != self.labels.len() * cols {
+            candle_core::bail!("cross-entropy: {} rows of logits but {} labels", x.len() / cols.max(1), self.labels.len());
+        }
+        let mut loss = vec![0f32; self.labels.len()];
+        loss.par_iter_mut().zip(x.par_chunks(cols)).zip(self.labels.par_iter()).for_each(|((o, row), label)| {
+            if let Some(l) = label {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+                *o = max + sum.ln() - row[*l as usize];
+            }
+        });
+        Ok((CpuStorage::F32(loss), Shape::from(self.labels.len())))
+    }
+
+    /// d row / d logits = softmax(row) − onehot(label), times the row's upstream gradient.
+    fn bwd(&self, x: &Tensor, loss: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = RowCrossEntropyGrad { labels: self.labels.clone() };
+        let lg = Tensor::stack(&[loss, g], 1)?; // (rows, 2): loss, upstream gradient
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&lg, &op)?))
+    }
+}
+
+struct RowCrossEntropyGrad {
+    labels: std::sync::Arc<Vec<Option<u32>>>,
+}
+
+impl CustomOp2 for RowCrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "ptm-cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ls: &CpuStorage,
+        ll: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, lg) = (f32_slice(xs, xl)?, f32_slice(ls, ll)?);
+        let cols = xl.dims().last().copied().unwrap_or(1);
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(cols).zip(x.par_chunks(cols)).enumerate().for_each(|(i, (d, row))| {
+            if let Some(l) = self.labels[i] {
+                let (loss, g) = (lg[2 * i], lg[2 * i + 1]);
+                // logsumexp = loss + the label's logit
+                let lse = loss + row[l as usize];
+                for (o, &v) in d.iter_mut().zip(row) {
+                    *o = g * (v - lse).exp();
+                }
+                d[l as usize] -= g;
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +525,25 @@ mod tests {
             let numeric = (f(&x0, &w0, &up_) - f(&x0, &w0, &down)) / (2.0 * h as f64);
             assert!((numeric - gb[i] as f64).abs() < 1e-2, "dbias{i}: {numeric} vs {}", gb[i]);
         }
+    }
+
+    #[test]
+    fn fused_cross_entropy_equals_log_softmax_and_gradient() {
+        let d = Device::Cpu;
+        let (rows, classes) = (37, 1000);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (rows, classes), &d).unwrap()).unwrap();
+        let labels: Vec<Option<u32>> = (0..rows).map(|i| (i % 5 != 3).then_some((i * 97 % classes) as u32)).collect();
+        let up = Tensor::randn(0f32, 1.0, rows, &d).unwrap();
+        let fused = x.as_tensor().apply_op1(RowCrossEntropy { labels: std::sync::Arc::new(labels.clone()) }).unwrap();
+        // Composite: −log_softmax at the label, 0 for ignored rows.
+        let ls = crate::nn::ops::log_softmax_last_dim(x.as_tensor()).unwrap();
+        let index = Tensor::from_vec(labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>(), (rows, 1), &d).unwrap();
+        let keep = Tensor::from_vec(labels.iter().map(|l| if l.is_some() { -1f32 } else { 0.0 }).collect::<Vec<_>>(), rows, &d).unwrap();
+        let composite = (ls.gather(&index, 1).unwrap().squeeze(1).unwrap() * keep).unwrap();
+        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
+        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        assert!(max_diff(ga, gb) < 1e-6, "gradient {}", max_diff(ga, gb));
     }
 }
