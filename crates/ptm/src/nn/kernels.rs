@@ -110,17 +110,52 @@ impl CustomOp1 for GeluErf {
         map_f32(storage, layout, |x| 0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2)))
     }
 
+    /// g · GELU'(x) = g · (Φ(x) + x φ(x))
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &GeluErfGrad)?))
+        let grad = |x: f32, g: f32| {
+            let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+            let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
+            g * (cdf + x * pdf)
+        };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad })?))
     }
 }
 
-/// g · GELU'(x) = g · (Φ(x) + x φ(x)), fused.
-struct GeluErfGrad;
+/// √(2/π)
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
-impl CustomOp2 for GeluErfGrad {
+/// The tanh approximation of GELU, x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))) (transformers'
+/// `gelu_new`, `gelu_pytorch_tanh` and `gelu_fast`; GPT-2's activation).
+pub(crate) struct GeluTanh;
+
+impl CustomOp1 for GeluTanh {
     fn name(&self) -> &'static str {
-        "ptm-gelu-erf-grad"
+        "ptm-gelu-tanh"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        map_f32(storage, layout, |x| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()))
+    }
+
+    /// g · (½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)) with t the tanh above.
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = |x: f32, g: f32| {
+            let t = (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh();
+            g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
+        };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad })?))
+    }
+}
+
+/// An elementwise activation's backward, `grad(x, g)` over inputs and upstream gradients.
+struct ElementwiseGrad<F> {
+    name: &'static str,
+    grad: F,
+}
+
+impl<F: Fn(f32, f32) -> f32 + Sync> CustomOp2 for ElementwiseGrad<F> {
+    fn name(&self) -> &'static str {
+        self.name
     }
 
     fn cpu_fwd(
@@ -132,15 +167,13 @@ impl CustomOp2 for GeluErfGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?);
         if x.len() != g.len() {
-            candle_core::bail!("gelu backward: {} inputs, {} gradients", x.len(), g.len());
+            candle_core::bail!("{}: {} inputs, {} gradients", self.name, x.len(), g.len());
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(
             |(oc, (xc, gc))| {
                 for ((o, &x), &g) in oc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-                    *o = g * (cdf + x * pdf);
+                    *o = (self.grad)(x, g);
                 }
             },
         );
@@ -420,6 +453,11 @@ mod tests {
     }
 
     #[test]
+    fn fused_gelu_tanh_equals_candle_gelu() {
+        check(|x| x.apply_op1(GeluTanh).unwrap(), |x| x.gelu().unwrap(), (2, 50, 41));
+    }
+
+    #[test]
     fn softmax_gradient_matches_finite_differences() {
         let x0 = [0.3f32, -1.2, 2.0, 0.7, -0.4];
         let w = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, -1.0], &Device::Cpu).unwrap();
@@ -441,20 +479,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gelu_gradient_matches_finite_differences() {
+    fn gelu_gradient_matches_finite_differences(op: impl Fn() -> Box<dyn Fn(&Tensor) -> Tensor>) {
         let h = 1e-2f64;
         for x in [-3.0f64, -1.0, -0.2, 0.0, 0.3, 1.5, 3.5] {
-            let f = |v: f64| {
-                let t = Tensor::new(&[v as f32], &Device::Cpu).unwrap().apply_op1(GeluErf).unwrap();
-                t.to_vec1::<f32>().unwrap()[0] as f64
-            };
+            let f = |v: f64| op()(&Tensor::new(&[v as f32], &Device::Cpu).unwrap()).to_vec1::<f32>().unwrap()[0] as f64;
             let numeric = (f(x + h) - f(x - h)) / (2.0 * h);
             let v = Var::new(&[x as f32], &Device::Cpu).unwrap();
-            let g = v.as_tensor().apply_op1(GeluErf).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = op()(v.as_tensor()).sum_all().unwrap().backward().unwrap();
             let analytic = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
             assert!((numeric - analytic).abs() < 1e-3, "x={x}: {numeric} vs {analytic}");
         }
+    }
+
+    #[test]
+    fn gelu_gradients_match_finite_differences() {
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluErf).unwrap()));
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluTanh).unwrap()));
     }
 
     fn composite_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
