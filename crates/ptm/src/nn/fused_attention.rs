@@ -10,6 +10,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::f32_slice;
+
 /// Queries per tile: the score buffer is TILE × k_len.
 const TILE: usize = 64;
 
@@ -68,13 +70,6 @@ fn dims(ql: &Layout, kl: &Layout, vl: &Layout) -> candle_core::Result<Dims> {
         candle_core::bail!("fused attention: q {:?}, k {:?}, v {:?} do not match", ql.dims(), kl.dims(), vd);
     }
     Ok(Dims { bh: b * h, heads: h, q_len, k_len, d })
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
-        None => candle_core::bail!("fused attention input is not contiguous"),
-    }
 }
 
 /// Row-major matrix views: (data, row stride, column stride).
@@ -149,7 +144,7 @@ impl CustomOp3 for FusedAttention {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dm = dims(ql, kl, vl)?;
-        let (q, k, v) = (slice(qs, ql)?, slice(ks, kl)?, slice(vs, vl)?);
+        let (q, k, v) = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
         let (q_len, k_len, d) = (dm.q_len, dm.k_len, dm.d);
         let mut out = vec![0f32; dm.bh * q_len * d];
         if q_len * d > 0 {
@@ -211,10 +206,10 @@ impl CustomOp3 for FusedAttentionGrad {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dm = dims(ql, kl, vl)?;
-        let (q, k, v) = (slice(qs, ql)?, slice(ks, kl)?, slice(vs, vl)?);
+        let (q, k, v) = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
         let (storage, layout) = self.grad_out.storage_and_layout();
         let candle_core::Storage::Cpu(gs) = &*storage else { candle_core::bail!("fused attention: gradient not on the CPU") };
-        let g = slice(gs, layout)?;
+        let g = f32_slice(gs, layout)?;
         if g.len() != q.len() {
             candle_core::bail!("fused attention backward: {} outputs, {} gradients", q.len(), g.len());
         }
