@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use ptm::config::{BertConfig, Gpt2Config, ModelConfig};
 use ptm::generate::{GenerationConfig, generate};
@@ -128,7 +128,7 @@ fn workload(name: &str) -> Result<Workload> {
             let labels = Tensor::from_vec(labels, (16, 128), &Device::Cpu)?;
             Box::new(move || {
                 let t = Instant::now();
-                let loss = model.masked_lm_loss(&input, &labels, Mode::Eval)?.expect("15% of positions are labelled");
+                let loss = model.masked_lm_loss(&input, &labels, Mode::Eval)?.context("no labelled position")?;
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &store.params(), 1.0)?;
                 opt.step(&grads, 1e-4)?;
@@ -145,7 +145,7 @@ fn workload(name: &str) -> Result<Workload> {
             Box::new(move || {
                 let t = Instant::now();
                 let input = DecoderInput { input_ids: &ids, attention_mask: None, position_ids: None };
-                let loss = model.forward(input, Some(&labels), None, Mode::Eval)?.loss.expect("labels were given");
+                let loss = model.forward(input, Some(&labels), None, Mode::Eval)?.loss.context("no loss")?;
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &store.params(), 1.0)?;
                 opt.step(&grads, 1e-4)?;
