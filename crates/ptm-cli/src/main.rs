@@ -41,6 +41,7 @@ enum Command {
     Tokenizer(cmd::tokenizer::Command),
     Info(cmd::info::Args),
     Convert(cmd::convert::Args),
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -72,6 +73,7 @@ fn main() {
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -423,3 +423,19 @@ fn a_killed_run_leaves_a_whole_checkpoint() {
         assert!(!out_text.is_empty());
     }
 }
+
+#[test]
+fn bench_reports_each_workload_it_runs() {
+    let out = ok(&["bench", "--only", "encode-1x16", "train-bert-mlm", "--rounds", "1", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = v["results"].as_array().unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["encode-1x16", "train-bert-mlm"]);
+    for r in results {
+        assert_eq!(r["rounds"].as_array().unwrap().len(), 1);
+        assert!(r["median"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+    let err = fails(&["bench", "--only", "encode-2x2"]);
+    assert!(err.contains("unknown workload \"encode-2x2\"") && err.contains("encode-32x128"), "{err}");
+}

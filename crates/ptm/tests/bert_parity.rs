@@ -60,6 +60,20 @@ fn masked_lm() {
     });
 }
 
+/// The trainer's paths, which project only the labelled positions onto the vocabulary: the
+/// same loss and gradients as PyTorch's loss over all logits.
+#[test]
+fn training_losses_at_labelled_positions_only() {
+    check("tiny-mlm", BertForMaskedLM::new, |m, r| {
+        Ok((m.masked_lm_loss(&r.input(), &l(r, "mlm"), Mode::Eval)?.unwrap(), vec![]))
+    });
+    check("tiny-pretraining", BertForPreTraining::new, |m, r| {
+        let (mlm, nsp_logits) = m.pretraining_losses(&r.input(), &l(r, "mlm"), Mode::Eval)?;
+        let nsp = ptm::heads::cross_entropy_loss(&nsp_logits, &l(r, "nsp"))?;
+        Ok(((mlm.unwrap() + nsp)?, vec![("seq_relationship_logits", nsp_logits)]))
+    });
+}
+
 #[test]
 fn masked_lm_untied_gelu_new() {
     check("tiny-gelu-new-untied-mlm", BertForMaskedLM::new, |m, r| {

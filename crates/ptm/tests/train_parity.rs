@@ -41,7 +41,7 @@ fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor) {
         warmup_steps: v["warmup"].as_u64().unwrap() as usize,
         total_steps: v["steps"].as_u64().unwrap() as usize,
     };
-    let steps = schedule.total_steps;
+    let (steps, base_lr) = (schedule.total_steps, schedule.base_lr as f32);
     for step in 0..steps {
         let l = loss();
         let value = l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
@@ -74,8 +74,22 @@ fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor) {
             }
             continue;
         }
-        assert_close(&what, &param.tensor, w, tol);
+        assert_close_but_few(&what, &param.tensor, w, tol, 0.01 * base_lr);
     }
+}
+
+/// Every element within `tol`, except that one in a thousand may be within `outlier_tol`: Adam
+/// divides each gradient by its own running scale, so an element whose gradient is a nearly
+/// cancelling sum turns the last-bit differences of another summation order (fused kernels
+/// against PyTorch's) into a visible part of a step. A wrong gradient moves far more elements.
+fn assert_close_but_few(what: &str, got: &Tensor, want: &Tensor, tol: f32, outlier_tol: f32) {
+    let (a, b) = (got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_eq!(a.len(), b.len(), "{what}: sizes");
+    let diffs: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+    let worst = diffs.iter().copied().fold(0f32, f32::max);
+    let over = diffs.iter().filter(|&&d| d > tol).count();
+    assert!(worst <= outlier_tol, "{what}: max abs diff {worst:e} > {outlier_tol:e}");
+    assert!(over * 1000 <= a.len(), "{what}: {over} of {} elements differ by more than {tol:e}", a.len());
 }
 
 #[test]

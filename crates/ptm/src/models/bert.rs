@@ -1,7 +1,7 @@
 //! BERT (Devlin et al., 2018) as transformers' `modeling_bert.py` builds it: the same module
 //! tree and weight names, so HF checkpoints load unchanged and ptm's load in transformers.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::EncoderInput;
 use crate::config::BertConfig;
@@ -12,6 +12,7 @@ use crate::heads::{
     sequence_classification_loss,
 };
 use crate::nn::attention::{merge_heads, padding_mask_bias, scaled_dot_product_attention, split_heads};
+use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
@@ -227,6 +228,28 @@ impl BertLMPredictionHead {
         let x = self.layer_norm.forward(&self.activation.forward(&self.dense.forward(x)?)?)?;
         self.decoder.forward(&x)
     }
+
+    /// The masked-LM loss from the states at the labelled positions only: the vocabulary
+    /// projection, the largest product of a small BERT, then runs on the ~15% of tokens that
+    /// count instead of all of them. The same value as the cross-entropy over all logits
+    /// (the rest carry -100); None when no position is labelled.
+    fn labelled_loss(&self, hidden: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
+        let (b, s, h) = hidden.dims3()?;
+        let all = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+        if all.len() != b * s {
+            return Err(crate::error::Error::invalid(format!("labels have {} positions, the input {}", all.len(), b * s)));
+        }
+        let (rows, targets): (Vec<u32>, Vec<i64>) =
+            all.iter().enumerate().filter(|(_, l)| **l != IGNORE_INDEX).map(|(i, &l)| (i as u32, l)).unzip();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let device = hidden.device();
+        let n = rows.len();
+        let picked = hidden.reshape((b * s, h))?.index_select(&Tensor::from_vec(rows, n, device)?, 0)?; // (n, hidden)
+        let logits = self.forward(&picked)?; // (n, vocab)
+        Ok(Some(cross_entropy(&logits, &Tensor::from_vec(targets, n, device)?, IGNORE_INDEX)?))
+    }
 }
 
 fn nsp_head(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Linear> {
@@ -260,6 +283,11 @@ impl BertForMaskedLM {
         let logits = self.cls.forward(&self.bert.forward(input, mode)?.last_hidden_state)?;
         let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
         Ok(MaskedLMOutput { loss, logits })
+    }
+
+    /// The training loss alone, without the logits: [`BertLMPredictionHead::labelled_loss`].
+    pub fn masked_lm_loss(&self, input: &EncoderInput, labels: &Tensor, mode: Mode) -> Result<Option<Tensor>> {
+        self.cls.labelled_loss(&self.bert.forward(input, mode)?.last_hidden_state, labels)
     }
 }
 
@@ -331,6 +359,14 @@ impl BertForPreTraining {
             _ => None,
         };
         Ok(PreTrainingOutput { loss, prediction_logits, seq_relationship_logits })
+    }
+
+    /// For training: the masked-LM loss at the labelled positions (None when there is none)
+    /// and the next-sentence logits (batch, 2).
+    pub fn pretraining_losses(&self, input: &EncoderInput, labels: &Tensor, mode: Mode) -> Result<(Option<Tensor>, Tensor)> {
+        let out = self.bert.forward(input, mode)?;
+        let mlm = self.predictions.labelled_loss(&out.last_hidden_state, labels)?;
+        Ok((mlm, self.seq_relationship.forward(pooled(&out)?)?))
     }
 }
 

@@ -47,8 +47,7 @@ impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Gelu => super::ops::gelu_erf(x)?,
-            // candle's `gelu` is the tanh approximation, with a backward.
-            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => x.gelu()?,
+            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => super::ops::gelu_tanh(x)?,
             Activation::QuickGelu => (x * super::ops::sigmoid(&(x * 1.702)?)?)?,
             Activation::Relu => x.relu()?,
             Activation::Silu | Activation::Swish => x.silu()?,

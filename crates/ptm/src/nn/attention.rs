@@ -2,7 +2,10 @@
 
 use candle_core::{D, DType, Tensor};
 
+use std::sync::Arc;
+
 use super::dropout::{Mode, dropout};
+use super::fused_attention::{FusedAttention, MaskBias};
 use super::ops::softmax_last_dim;
 use crate::error::Result;
 
@@ -23,6 +26,9 @@ pub fn scaled_dot_product_attention(
     dropout_p: f64,
     mode: Mode,
 ) -> Result<Tensor> {
+    if let Some(out) = fused(q, k, v, mask, scale, dropout_p, mode)? {
+        return Ok(out);
+    }
     let scores = (q.matmul(&k.t()?)? * scale)?; // (b, h, q, k)
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
@@ -37,6 +43,29 @@ pub fn scaled_dot_product_attention(
         }
     }
     Ok(probs.matmul(v)?) // (b, h, q, head_dim)
+}
+
+/// The fused CPU kernel for f32 (`fused_attention`), or None where it does not apply.
+fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, dropout_p: f64, mode: Mode) -> Result<Option<Tensor>> {
+    if !(super::kernels::fusable(q) && super::kernels::fusable(k) && super::kernels::fusable(v)) {
+        return Ok(None);
+    }
+    let (b, h, q_len, _) = q.dims4()?;
+    let k_len = k.dim(2)?;
+    let mask = match mask {
+        Some(m) => match MaskBias::new(m, b, q_len, k_len)? {
+            Some(m) => Some(m),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let dropout = match mode {
+        // The same draws, in the same order, as `dropout` on the (b, h, q, k) probabilities.
+        Mode::Train(rng) if dropout_p > 0.0 => Some(Arc::new(rng.mask(b * h * q_len * k_len, dropout_p))),
+        _ => None,
+    };
+    let op = FusedAttention { scale: scale as f32, mask, dropout };
+    Ok(Some(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?))
 }
 
 /// The additive padding bias from an attention mask (batch, seq) of 1 (token) and 0 (padding):

@@ -29,7 +29,7 @@ impl DropoutRng {
     }
 
     /// `n` mask values: 0 with probability `p`, else 1 / (1 - p).
-    fn mask(&self, n: usize, p: f64) -> Vec<f32> {
+    pub(crate) fn mask(&self, n: usize, p: f64) -> Vec<f32> {
         let mut rng = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let scale = (1.0 / (1.0 - p)) as f32;
         (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect()

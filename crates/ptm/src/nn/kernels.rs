@@ -3,7 +3,7 @@
 //! where inference time goes. Other devices and dtypes use the composite versions in `ops`;
 //! tests check each kernel against its composite and by finite differences.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Whether `x` can take the fused path.
@@ -12,7 +12,7 @@ pub(crate) fn fusable(x: &Tensor) -> bool {
 }
 
 /// The contiguous f32 data of a kernel input.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -110,17 +110,52 @@ impl CustomOp1 for GeluErf {
         map_f32(storage, layout, |x| 0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2)))
     }
 
+    /// g · GELU'(x) = g · (Φ(x) + x φ(x))
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &GeluErfGrad)?))
+        let grad = |x: f32, g: f32| {
+            let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+            let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
+            g * (cdf + x * pdf)
+        };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad })?))
     }
 }
 
-/// g · GELU'(x) = g · (Φ(x) + x φ(x)), fused.
-struct GeluErfGrad;
+/// √(2/π)
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
-impl CustomOp2 for GeluErfGrad {
+/// The tanh approximation of GELU, x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))) (transformers'
+/// `gelu_new`, `gelu_pytorch_tanh` and `gelu_fast`; GPT-2's activation).
+pub(crate) struct GeluTanh;
+
+impl CustomOp1 for GeluTanh {
     fn name(&self) -> &'static str {
-        "ptm-gelu-erf-grad"
+        "ptm-gelu-tanh"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        map_f32(storage, layout, |x| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()))
+    }
+
+    /// g · (½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)) with t the tanh above.
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = |x: f32, g: f32| {
+            let t = (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh();
+            g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
+        };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad })?))
+    }
+}
+
+/// An elementwise activation's backward, `grad(x, g)` over inputs and upstream gradients.
+struct ElementwiseGrad<F> {
+    name: &'static str,
+    grad: F,
+}
+
+impl<F: Fn(f32, f32) -> f32 + Sync> CustomOp2 for ElementwiseGrad<F> {
+    fn name(&self) -> &'static str {
+        self.name
     }
 
     fn cpu_fwd(
@@ -132,19 +167,227 @@ impl CustomOp2 for GeluErfGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (f32_slice(xs, xl)?, f32_slice(gs, gl)?);
         if x.len() != g.len() {
-            candle_core::bail!("gelu backward: {} inputs, {} gradients", x.len(), g.len());
+            candle_core::bail!("{}: {} inputs, {} gradients", self.name, x.len(), g.len());
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(
             |(oc, (xc, gc))| {
                 for ((o, &x), &g) in oc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-                    *o = g * (cdf + x * pdf);
+                    *o = (self.grad)(x, g);
                 }
             },
         );
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// LayerNorm over the last dimension, (x − mean) / √(var + eps) · weight + bias, with the
+/// biased variance as PyTorch uses. Inputs: x (..., cols), weight (cols), bias (cols).
+pub(crate) struct LayerNormLastDim {
+    pub eps: f32,
+}
+
+/// Mean and 1/√(var + eps) of one row, in two passes (as accurate as f32 allows).
+#[inline]
+fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The row length of a LayerNorm whose x has `x_len` elements and last dimension `last`.
+fn layer_norm_cols(x_len: usize, last: usize, weight_len: usize) -> candle_core::Result<usize> {
+    if last != weight_len || x_len % last.max(1) != 0 {
+        candle_core::bail!("layer norm: last dimension {last} but {weight_len} weights");
+    }
+    Ok(last)
+}
+
+impl CustomOp3 for LayerNormLastDim {
+    fn name(&self) -> &'static str {
+        "ptm-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(bs, bl)?);
+        let cols = layer_norm_cols(x.len(), xl.dims().last().copied().unwrap_or(1), w.len())?;
+        if b.len() != cols {
+            candle_core::bail!("layer norm: {cols} weights but {} biases", b.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        let chunk = rows_per_task(cols) * cols;
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                let (mean, rstd) = row_moments(xr, self.eps);
+                for (((o, &v), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * w + b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grads = x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &g.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?; // (rows · cols + 2 · cols): dx, then dweight, then dbias
+        let (n, cols) = (x.elem_count(), w.elem_count());
+        let dx = grads.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = grads.narrow(0, n, cols)?.reshape(w.shape())?;
+        let db = grads.narrow(0, n + cols, cols)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The three LayerNorm gradients in one pass over x and g. With x̂ = (x − mean) · rstd and
+/// ĝ = g ⊙ weight: dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), dweight = Σ g ⊙ x̂, dbias = Σ g.
+/// The sums over rows are added up per fixed chunk and then in chunk order, so the result does
+/// not depend on thread scheduling (exact resume needs bitwise repeatable steps).
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "ptm-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?);
+        let cols = layer_norm_cols(x.len(), xl.dims().last().copied().unwrap_or(1), w.len())?;
+        if g.len() != x.len() {
+            candle_core::bail!("layer norm backward: {} inputs, {} gradients", x.len(), g.len());
+        }
+        let mut out = vec![0f32; x.len() + 2 * cols];
+        let (dx, dwb) = out.split_at_mut(x.len());
+        let chunk = rows_per_task(cols) * cols;
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .map(|(dxc, (xc, gc))| {
+                let mut sums = vec![0f32; 2 * cols]; // dweight, then dbias
+                let mut gw = vec![0f32; cols];
+                for ((dxr, xr), gr) in dxc.chunks_mut(cols).zip(xc.chunks(cols)).zip(gc.chunks(cols)) {
+                    let (mean, rstd) = row_moments(xr, self.eps);
+                    let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
+                    for i in 0..cols {
+                        let xhat = (xr[i] - mean) * rstd;
+                        gw[i] = gr[i] * w[i];
+                        sum_gw += gw[i];
+                        sum_gw_xhat += gw[i] * xhat;
+                        sums[i] += gr[i] * xhat;
+                        sums[cols + i] += gr[i];
+                    }
+                    let (mean_gw, mean_gw_xhat) = (sum_gw / cols as f32, sum_gw_xhat / cols as f32);
+                    for i in 0..cols {
+                        let xhat = (xr[i] - mean) * rstd;
+                        dxr[i] = rstd * (gw[i] - mean_gw - xhat * mean_gw_xhat);
+                    }
+                }
+                sums
+            })
+            .collect();
+        for sums in &partial {
+            dwb.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * cols)))
+    }
+}
+
+/// Per-row cross-entropy of logits (rows, classes): logsumexp(row) − row[label], 0 for rows
+/// whose label is `None` (ignored). Two passes over each row, which stays in cache, instead of
+/// the composite log-softmax's passes over the whole (rows × vocabulary) tensor.
+pub(crate) struct RowCrossEntropy {
+    pub labels: std::sync::Arc<Vec<Option<u32>>>,
+}
+
+impl CustomOp1 for RowCrossEntropy {
+    fn name(&self) -> &'static str {
+        "ptm-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout)?;
+        let cols = layout.dims().last().copied().unwrap_or(1);
+        if x.len() != self.labels.len() * cols {
+            candle_core::bail!("cross-entropy: {} rows of logits but {} labels", x.len() / cols.max(1), self.labels.len());
+        }
+        let mut loss = vec![0f32; self.labels.len()];
+        loss.par_iter_mut().zip(x.par_chunks(cols)).zip(self.labels.par_iter()).for_each(|((o, row), label)| {
+            if let Some(l) = label {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+                *o = max + sum.ln() - row[*l as usize];
+            }
+        });
+        Ok((CpuStorage::F32(loss), Shape::from(self.labels.len())))
+    }
+
+    /// d row / d logits = softmax(row) − onehot(label), times the row's upstream gradient.
+    fn bwd(&self, x: &Tensor, loss: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = RowCrossEntropyGrad { labels: self.labels.clone() };
+        let lg = Tensor::stack(&[loss, g], 1)?; // (rows, 2): loss, upstream gradient
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&lg, &op)?))
+    }
+}
+
+struct RowCrossEntropyGrad {
+    labels: std::sync::Arc<Vec<Option<u32>>>,
+}
+
+impl CustomOp2 for RowCrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "ptm-cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ls: &CpuStorage,
+        ll: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, lg) = (f32_slice(xs, xl)?, f32_slice(ls, ll)?);
+        let cols = xl.dims().last().copied().unwrap_or(1);
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(cols).zip(x.par_chunks(cols)).enumerate().for_each(|(i, (d, row))| {
+            if let Some(l) = self.labels[i] {
+                let (loss, g) = (lg[2 * i], lg[2 * i + 1]);
+                // logsumexp = loss + the label's logit
+                let lse = loss + row[l as usize];
+                for (o, &v) in d.iter_mut().zip(row) {
+                    *o = g * (v - lse).exp();
+                }
+                d[l as usize] -= g;
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
 
@@ -210,6 +453,11 @@ mod tests {
     }
 
     #[test]
+    fn fused_gelu_tanh_equals_candle_gelu() {
+        check(|x| x.apply_op1(GeluTanh).unwrap(), |x| x.gelu().unwrap(), (2, 50, 41));
+    }
+
+    #[test]
     fn softmax_gradient_matches_finite_differences() {
         let x0 = [0.3f32, -1.2, 2.0, 0.7, -0.4];
         let w = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, -1.0], &Device::Cpu).unwrap();
@@ -231,19 +479,111 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gelu_gradient_matches_finite_differences() {
+    fn gelu_gradient_matches_finite_differences(op: impl Fn() -> Box<dyn Fn(&Tensor) -> Tensor>) {
         let h = 1e-2f64;
         for x in [-3.0f64, -1.0, -0.2, 0.0, 0.3, 1.5, 3.5] {
-            let f = |v: f64| {
-                let t = Tensor::new(&[v as f32], &Device::Cpu).unwrap().apply_op1(GeluErf).unwrap();
-                t.to_vec1::<f32>().unwrap()[0] as f64
-            };
+            let f = |v: f64| op()(&Tensor::new(&[v as f32], &Device::Cpu).unwrap()).to_vec1::<f32>().unwrap()[0] as f64;
             let numeric = (f(x + h) - f(x - h)) / (2.0 * h);
             let v = Var::new(&[x as f32], &Device::Cpu).unwrap();
-            let g = v.as_tensor().apply_op1(GeluErf).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = op()(v.as_tensor()).sum_all().unwrap().backward().unwrap();
             let analytic = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
             assert!((numeric - analytic).abs() < 1e-3, "x={x}: {numeric} vs {analytic}");
         }
+    }
+
+    #[test]
+    fn gelu_gradients_match_finite_differences() {
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluErf).unwrap()));
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluTanh).unwrap()));
+    }
+
+    fn composite_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let c = x.broadcast_sub(&mean).unwrap();
+        let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let n = c.broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap()).unwrap();
+        n.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_composite_with_all_three_gradients() {
+        let d = Device::Cpu;
+        let shape = (3, 70, 96); // 210 rows: several parallel chunks
+        let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, shape, &d).unwrap())).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 96, &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 96, &d).unwrap()).unwrap();
+        let up = Tensor::randn(0f32, 1.0, shape, &d).unwrap();
+        let fused = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-12 }).unwrap();
+        let composite = composite_layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor());
+        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
+        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            let (a, b) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < 1e-3, "d{name}: {}", max_diff(a, b));
+        }
+    }
+
+    #[test]
+    fn layer_norm_gradient_matches_finite_differences() {
+        let d = Device::Cpu;
+        let x0 = [0.3f32, -1.2, 2.0, 0.7, -0.4, 1.1, -2.2, 0.05];
+        let w0 = [1.0f32, 0.5, -1.5, 2.0];
+        let b0 = [0.1f32, -0.2, 0.3, 0.0];
+        let up = Tensor::new(&[[1.0f32, -2.0, 0.5, 3.0], [-1.0, 0.7, 2.0, -0.3]], &d).unwrap();
+        // f(x, w, b) = Σ up ⊙ LayerNorm(x)
+        let f = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+            let x = Tensor::new(x, &d).unwrap().reshape((2, 4)).unwrap();
+            let (w, b) = (Tensor::new(w, &d).unwrap(), Tensor::new(b, &d).unwrap());
+            let y = x.apply_op3(&w, &b, LayerNormLastDim { eps: 1e-5 }).unwrap();
+            (y * &up).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        let x = Var::from_tensor(&Tensor::new(&x0, &d).unwrap().reshape((2, 4)).unwrap()).unwrap();
+        let w = Var::new(&w0, &d).unwrap();
+        let b = Var::new(&b0, &d).unwrap();
+        let y = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-5 }).unwrap();
+        let grads = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let analytic = |v: &Var| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let h = 1e-2f32;
+        let (gx, gw, gb) = (analytic(&x), analytic(&w), analytic(&b));
+        for i in 0..x0.len() {
+            let (mut up_, mut down) = (x0, x0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&up_, &w0, &b0) - f(&down, &w0, &b0)) / (2.0 * h as f64);
+            assert!((numeric - gx[i] as f64).abs() < 2e-2, "dx{i}: {numeric} vs {}", gx[i]);
+        }
+        for i in 0..w0.len() {
+            let (mut up_, mut down) = (w0, w0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&x0, &up_, &b0) - f(&x0, &down, &b0)) / (2.0 * h as f64);
+            assert!((numeric - gw[i] as f64).abs() < 1e-2, "dweight{i}: {numeric} vs {}", gw[i]);
+            let (mut up_, mut down) = (b0, b0);
+            up_[i] += h;
+            down[i] -= h;
+            let numeric = (f(&x0, &w0, &up_) - f(&x0, &w0, &down)) / (2.0 * h as f64);
+            assert!((numeric - gb[i] as f64).abs() < 1e-2, "dbias{i}: {numeric} vs {}", gb[i]);
+        }
+    }
+
+    #[test]
+    fn fused_cross_entropy_equals_log_softmax_and_gradient() {
+        let d = Device::Cpu;
+        let (rows, classes) = (37, 1000);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (rows, classes), &d).unwrap()).unwrap();
+        let labels: Vec<Option<u32>> = (0..rows).map(|i| (i % 5 != 3).then_some((i * 97 % classes) as u32)).collect();
+        let up = Tensor::randn(0f32, 1.0, rows, &d).unwrap();
+        let fused = x.as_tensor().apply_op1(RowCrossEntropy { labels: std::sync::Arc::new(labels.clone()) }).unwrap();
+        // Composite: −log_softmax at the label, 0 for ignored rows.
+        let ls = crate::nn::ops::log_softmax_last_dim(x.as_tensor()).unwrap();
+        let index = Tensor::from_vec(labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>(), (rows, 1), &d).unwrap();
+        let keep = Tensor::from_vec(labels.iter().map(|l| if l.is_some() { -1f32 } else { 0.0 }).collect::<Vec<_>>(), rows, &d).unwrap();
+        let composite = (ls.gather(&index, 1).unwrap().squeeze(1).unwrap() * keep).unwrap();
+        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
+        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        assert!(max_diff(ga, gb) < 1e-6, "gradient {}", max_diff(ga, gb));
     }
 }

@@ -1,5 +1,5 @@
 //! LayerNorm over the last dimension, differentiable (candle-nn's is a fused op without a
-//! backward).
+//! backward); fused with its backward on CPU for f32 (`kernels::LayerNormLastDim`).
 
 use candle_core::{D, Tensor};
 
@@ -35,6 +35,11 @@ impl LayerNorm {
 
 /// (x - mean) / sqrt(var + eps) · weight + bias, with the biased variance as PyTorch uses.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    use super::kernels::{LayerNormLastDim, fusable};
+    if fusable(x) && fusable(weight) && fusable(bias) {
+        let op = LayerNormLastDim { eps: eps as f32 };
+        return Ok(x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?);
+    }
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

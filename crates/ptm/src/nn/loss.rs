@@ -40,6 +40,13 @@ pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i6
     }
     let counted: f32 = weight.iter().sum();
     let device = logits.device();
+    if super::kernels::fusable(logits) {
+        let labels = index.iter().zip(&weight).map(|(&l, &w)| (w != 0.0).then_some(l)).collect();
+        let op = super::kernels::RowCrossEntropy { labels: std::sync::Arc::new(labels) };
+        let losses = logits.contiguous()?.apply_op1(op)?; // (n), 0 where ignored
+        let weight = Tensor::from_vec(weight, n, device)?;
+        return Ok(((losses * weight)?.sum_all()? * (1.0 / f64::from(counted)))?);
+    }
     let index = Tensor::from_vec(index, (n, 1), device)?;
     let weight = Tensor::from_vec(weight, n, device)?.to_dtype(logits.dtype())?;
     let picked = log_softmax_last_dim(logits)?.gather(&index, 1)?.squeeze(1)?; // (n)

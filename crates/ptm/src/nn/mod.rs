@@ -4,6 +4,7 @@ mod activation;
 pub mod attention;
 mod dropout;
 mod embedding;
+mod fused_attention;
 mod kernels;
 mod layer_norm;
 mod linear;

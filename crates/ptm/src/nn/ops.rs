@@ -33,6 +33,14 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
 
+/// The tanh-approximated GELU (fused on CPU for f32; candle's `gelu` elsewhere).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if super::kernels::fusable(x) {
+        return Ok(x.contiguous()?.apply_op1(super::kernels::GeluTanh)?);
+    }
+    Ok(x.gelu()?)
+}
+
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok((x.neg()?.exp()? + 1.0)?.recip()?)
 }

@@ -135,8 +135,6 @@ pub struct MaskedBatch {
     pub input: crate::models::EncoderInput,
     /// (batch, seq) original ids at the chosen positions, -100 elsewhere.
     pub labels: Tensor,
-    /// Whether any position was chosen (a short batch may have none).
-    pub has_targets: bool,
     /// Real (non-padding) tokens in the batch.
     pub tokens: usize,
 }
@@ -162,7 +160,6 @@ impl MlmCollator {
             }
         }
         let b = items.len();
-        let has_targets = labels.iter().any(|l| *l != IGNORE_INDEX);
         let any_types = items.iter().any(|(_, _, t)| t.is_some());
         Ok(MaskedBatch {
             input: crate::models::EncoderInput {
@@ -171,7 +168,6 @@ impl MlmCollator {
                 token_type_ids: any_types.then(|| Tensor::from_vec(types, (b, len), device)).transpose()?,
             },
             labels: Tensor::from_vec(labels, (b, len), device)?,
-            has_targets,
             tokens,
         })
     }
@@ -193,13 +189,11 @@ impl crate::train::Objective for MaskedLmObjective<'_> {
         let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
         let items: Vec<_> = examples.iter().map(|&i| (i, self.examples.example(i), None)).collect();
         let batch = self.collator.collate(&items, epoch, &device)?;
-        let out = self.model.forward(&batch.input, Some(&batch.labels), mode)?;
-        // A batch in which no token was chosen has no targets: a zero loss (not PyTorch's NaN),
-        // still attached to the graph.
-        let loss = if batch.has_targets {
-            out.loss.ok_or_else(|| Error::invalid("no loss"))?
-        } else {
-            (out.logits.sum_all()? * 0.0)?
+        let loss = match self.model.masked_lm_loss(&batch.input, &batch.labels, mode)? {
+            Some(loss) => loss,
+            // A batch in which no token was chosen has no targets: a zero loss (not PyTorch's
+            // NaN), still attached to the graph.
+            None => (self.model.forward(&batch.input, None, mode)?.logits.sum_all()? * 0.0)?,
         };
         Ok((loss, batch.tokens))
     }

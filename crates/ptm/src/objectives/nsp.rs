@@ -142,11 +142,14 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
             next_labels.push(i64::from(pair.is_random_next));
         }
         let batch = self.collator.collate(&items, epoch, &device)?;
-        let out = self.model.forward(&batch.input, None, None, mode)?;
+        let (mlm, nsp_logits) = self.model.pretraining_losses(&batch.input, &batch.labels, mode)?;
         let next_labels = Tensor::from_vec(next_labels, examples.len(), &device)?;
-        let nsp = cross_entropy_loss(&out.seq_relationship_logits, &next_labels)?;
+        let nsp = cross_entropy_loss(&nsp_logits, &next_labels)?;
         // With no masked token the MLM term is absent rather than NaN.
-        let loss = if batch.has_targets { (cross_entropy_loss(&out.prediction_logits, &batch.labels)? + nsp)? } else { nsp };
+        let loss = match mlm {
+            Some(mlm) => (mlm + nsp)?,
+            None => nsp,
+        };
         Ok((loss, batch.tokens))
     }
 }
