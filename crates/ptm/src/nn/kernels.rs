@@ -584,6 +584,7 @@ mod tests {
         let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
-        assert!(max_diff(ga, gb) < 1e-6, "gradient {}", max_diff(ga, gb));
+        // Gradients reach ~3 (|up| · 1); a few f32 ulps of exp(x − logsumexp) computed two ways.
+        assert!(max_diff(ga, gb) < 1e-5, "gradient {}", max_diff(ga, gb));
     }
 }
