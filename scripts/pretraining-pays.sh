@@ -27,6 +27,13 @@ finetune() { # name model fraction eval_every lr epochs [extra...]
   echo "$name: $(grep -o '"accuracy": [0-9.]*' "$res/$name.json")"
 }
 
+pair() { # prefix model fraction eval_every lr epochs: pretrained and random-weight runs, and their plot
+  local prefix=$1 model=$2 f=$3; shift 3
+  finetune "$prefix-pretrained-$f" "$model" "$f" "$@"
+  finetune "$prefix-scratch-$f" "$model" "$f" "$@" --from-scratch
+  "$ptm" plot "$out/$prefix-pretrained-$f" "$out/$prefix-scratch-$f" --metric accuracy -o "$res/$prefix-$f.png" > /dev/null
+}
+
 for part in "${@:-tiny minilm}"; do
   for p in $part; do
     case $p in
@@ -41,17 +48,13 @@ for part in "${@:-tiny minilm}"; do
         fi
         for f in 1.0 0.1; do
           if [ $f = 1.0 ]; then every=60 epochs=3; else every=24 epochs=10; fi
-          finetune "tiny-pretrained-$f" "$tiny" $f $every 1e-3 $epochs
-          finetune "tiny-scratch-$f" "$tiny" $f $every 1e-3 $epochs --from-scratch
-          "$ptm" plot "$out/tiny-pretrained-$f" "$out/tiny-scratch-$f" --metric accuracy -o "$res/tiny-$f.png" > /dev/null
+          pair tiny "$tiny" $f $every 1e-3 $epochs
         done ;;
       minilm)
         minilm=$(bash tools/fetch-minilm.sh)
         for f in 0.1 1.0; do
           if [ $f = 1.0 ]; then every=40 epochs=1; else every=12 epochs=5; fi
-          finetune "minilm-pretrained-$f" "$minilm" $f $every 5e-5 $epochs
-          finetune "minilm-scratch-$f" "$minilm" $f $every 5e-5 $epochs --from-scratch
-          "$ptm" plot "$out/minilm-pretrained-$f" "$out/minilm-scratch-$f" --metric accuracy -o "$res/minilm-$f.png" > /dev/null
+          pair minilm "$minilm" $f $every 5e-5 $epochs
         done ;;
       *) echo "unknown part $p" >&2; exit 2 ;;
     esac

@@ -177,22 +177,30 @@ fn minilm() -> Result<BertModel> {
     Ok(BertModel::new(&cfg, &store.root(), false)?)
 }
 
+/// A config of `model_type` from its benchmark defaults (dropout off) and `fields`.
+fn config(model_type: &str, defaults: serde_json::Value, fields: serde_json::Value) -> Result<ModelConfig> {
+    let mut value = json!({"model_type": model_type});
+    for extra in [defaults, fields] {
+        if let (Some(map), serde_json::Value::Object(more)) = (value.as_object_mut(), extra) {
+            map.extend(more);
+        }
+    }
+    Ok(ModelConfig::from_value(value, Path::new("(bench)"))?)
+}
+
 fn bert(fields: serde_json::Value) -> Result<BertConfig> {
-    let mut value = json!({"model_type": "bert", "max_position_embeddings": 512,
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0});
-    value.as_object_mut().expect("an object").extend(fields.as_object().expect("an object").clone());
-    match ModelConfig::from_value(value, Path::new("(bench)"))? {
+    let defaults = json!({"max_position_embeddings": 512, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0});
+    match config("bert", defaults, fields)? {
         ModelConfig::Bert(c) => Ok(c),
-        _ => unreachable!("model_type is bert"),
+        _ => bail!("model_type bert gave another config"),
     }
 }
 
 fn gpt2(fields: serde_json::Value) -> Result<Gpt2Config> {
-    let mut value = json!({"model_type": "gpt2", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0});
-    value.as_object_mut().expect("an object").extend(fields.as_object().expect("an object").clone());
-    match ModelConfig::from_value(value, Path::new("(bench)"))? {
+    let defaults = json!({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0});
+    match config("gpt2", defaults, fields)? {
         ModelConfig::Gpt2(c) => Ok(c),
-        _ => unreachable!("model_type is gpt2"),
+        _ => bail!("model_type gpt2 gave another config"),
     }
 }
 
