@@ -41,6 +41,7 @@ enum Command {
     Tokenizer(cmd::tokenizer::Command),
     Info(cmd::info::Args),
     Convert(cmd::convert::Args),
+    Quantize(cmd::quantize::Args),
     Bench(cmd::bench::Args),
 }
 
@@ -73,6 +74,7 @@ fn main() {
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

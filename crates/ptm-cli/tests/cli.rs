@@ -352,6 +352,7 @@ fn pretrain_rejects_bad_setups() {
     let err = run(&["--train", one_doc.to_str().unwrap(), "--objective", "mlm+nsp"]);
     assert!(err.contains("at least 2 documents"), "{err}");
     assert!(run(&["--train", &persuasion, "--objective", "sop"]).contains("supported: mlm, mlm+nsp, clm"));
+    assert!(run(&["--train", &persuasion, "--dtype", "int8"]).contains("int8 is for inference"));
     let settings = dir.path().join("bad.json");
     std::fs::write(&settings, r#"{"batch_size": 4, "lerning_rate": 1}"#).unwrap();
     let bad = ptm(&["pretrain", "--train", &persuasion, "--output", "x", "--train-config", settings.to_str().unwrap()]);
@@ -438,4 +439,81 @@ fn bench_reports_each_workload_it_runs() {
     assert!(v["threads"].as_u64().unwrap() >= 1);
     let err = fails(&["bench", "--only", "encode-2x2"]);
     assert!(err.contains("unknown workload \"encode-2x2\"") && err.contains("encode-32x128"), "{err}");
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// `--dtype bf16` and `--dtype int8` keep MiniLM's embeddings close to f32's, and a model
+/// written by `ptm quantize --int8` is smaller and gives exactly what `--dtype int8` gives.
+#[test]
+fn reduced_precision_embeddings_and_quantized_checkpoints() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, texts.iter().map(|t| t.replace('\n', " ")).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let (model, input) = (minilm(), input.to_str().unwrap().to_string());
+    let embed = |model: &str, dtype: &str| embeddings(&ok(&["embed", "--model", model, "--input", &input, "--dtype", dtype]));
+    let f32 = embed(model.to_str().unwrap(), "f32");
+    for (dtype, floor) in [("bf16", 0.999), ("int8", 0.98)] {
+        let got = embed(model.to_str().unwrap(), dtype);
+        for (i, (a, b)) in f32.iter().zip(&got).enumerate() {
+            let c = cosine(a, b);
+            assert!(c >= floor && c <= 1.0 + 1e-5, "{dtype}, text {i}: cosine {c}");
+        }
+    }
+    let quantized = dir.path().join("minilm-int8");
+    ok(&["quantize", "--int8", "--model", model.to_str().unwrap(), "--output", quantized.to_str().unwrap()]);
+    let size = |d: &Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len() as f64;
+    assert!(size(&quantized) < 0.75 * size(&model), "{} vs {} bytes", size(&quantized), size(&model));
+    assert_eq!(embed(quantized.to_str().unwrap(), "f32"), embed(model.to_str().unwrap(), "int8"));
+
+    // GPT-2 stores its Conv1D weights (in, out): quantized per output feature all the same.
+    let gpt2_int8 = dir.path().join("gpt2-int8");
+    ok(&["quantize", "--int8", "--model", &gpt2(), "--output", gpt2_int8.to_str().unwrap()]);
+    let generate = |model: &str, dtype: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["generate", "--model", model, "--max-new-tokens", "8", "--format", "json", "--dtype", dtype, "The quick brown"])).unwrap()
+    };
+    let int8 = generate(&gpt2(), "int8");
+    assert_eq!(generate(gpt2_int8.to_str().unwrap(), "f32")["token_ids"], int8["token_ids"]);
+    assert_eq!(int8["token_ids"].as_array().unwrap().len(), 8);
+    assert_eq!(generate(&gpt2(), "bf16")["token_ids"].as_array().unwrap().len(), 8);
+
+    let err = fails(&["quantize", "--model", &gpt2(), "--output", dir.path().join("x").to_str().unwrap()]);
+    assert!(err.contains("--int8"), "{err}");
+    let bad = ptm(&["embed", "--model", &gpt2(), "--dtype", "fp8"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("fp8") && err.contains("bf16"), "{err}");
+}
+
+/// Mixed-precision pretraining (`--dtype bf16`) follows the f32 run's losses closely.
+#[test]
+fn pretrain_in_bf16_tracks_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, &std::fs::read_to_string(data("austen/persuasion.txt")).unwrap()[..40_000]).unwrap();
+    let losses = |dtype: &str| -> Vec<f64> {
+        let out = dir.path().join(dtype);
+        ok(&[
+            "pretrain", "--config", &data("tiny-bert.json"), "--tokenizer", &data("tokenizer"), "--train",
+            corpus.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-steps", "6", "--batch-size", "4",
+            "--seq-len", "32", "--log-every", "1", "--lr", "1e-3", "--dtype", dtype, "-q",
+        ]);
+        std::fs::read_to_string(out.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+            .collect()
+    };
+    let (f32, bf16) = (losses("f32"), losses("bf16"));
+    assert_eq!(f32.len(), 6);
+    assert_eq!(bf16.len(), 6);
+    for (step, (a, b)) in f32.iter().zip(&bf16).enumerate() {
+        assert!((a - b).abs() <= 0.02 * a && a != b, "step {step}: f32 {a}, bf16 {b}");
+    }
 }

@@ -133,7 +133,10 @@ impl Weights {
             files: self.files.clone(),
         })?;
         let loaded = match &self.backend {
-            Backend::Safetensors(r) => r[i].load(name, device),
+            Backend::Safetensors(r) => match r[i].get(name) {
+                Ok(view) if view.dtype() == safetensors::Dtype::I8 => return self.dequantize(name, &view, dtype, device),
+                _ => r[i].load(name, device),
+            },
             Backend::Pickle(r) => r[i].get(name).and_then(|t| {
                 t.ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} vanished")))?
                     .to_device(device)
@@ -142,6 +145,23 @@ impl Weights {
         };
         let tensor = loaded.map_err(|e| bad(&self.file_of(name), format!("weight `{name}`: {e}")))?;
         Ok(tensor.to_dtype(dtype)?)
+    }
+}
+
+impl Weights {
+    /// An int8 weight times its `_scale` tensor (values × scale broadcast), as f32.
+    fn dequantize(&self, name: &str, view: &safetensors::tensor::TensorView<'_>, dtype: DType, device: &Device) -> Result<Tensor> {
+        let scale_name = format!("{name}{INT8_SCALE_SUFFIX}");
+        if !self.contains(&scale_name) {
+            return Err(bad(&self.file_of(name), format!("int8 weight `{name}` has no `{scale_name}`")));
+        }
+        let values: Vec<f32> = view.data().iter().map(|&b| b as i8 as f32).collect();
+        let values = Tensor::from_vec(values, view.shape(), device)?;
+        let scale = self.load(&scale_name, DType::F32, device)?;
+        let weight = values.broadcast_mul(&scale).map_err(|e| {
+            bad(&self.file_of(name), format!("int8 weight `{name}` {:?} and `{scale_name}` {:?}: {e}", view.shape(), scale.dims()))
+        })?;
+        Ok(weight.to_dtype(dtype)?)
     }
 }
 
@@ -179,12 +199,84 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
 /// Writes named tensors as `path` (safetensors with HF's `{"format": "pt"}` metadata, which
 /// transformers requires), atomically.
 pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+    save_safetensors_entries(tensors.iter().map(|(n, t)| (n.clone(), SavedTensor::Float(t.clone()))).collect(), path)
+}
+
+/// Names the per-output-feature scales of an int8 weight: `X.weight` has `X.weight_scale`.
+pub const INT8_SCALE_SUFFIX: &str = "_scale";
+
+/// A tensor as written to a checkpoint.
+pub enum SavedTensor {
+    Float(Tensor),
+    /// Symmetric int8 values; their scale is a separate f32 tensor.
+    Int8 { values: Vec<i8>, shape: Vec<usize> },
+}
+
+impl SavedTensor {
+    /// A linear layer's weight as int8 values and f32 scales, one per output feature: a
+    /// (out, in) weight has scales (out, 1); a `transposed` (in, out) one (GPT-2's Conv1D)
+    /// has (1, out), so that values × scale broadcasts back in either layout.
+    pub fn int8(weight: &Tensor, transposed: bool) -> Result<(SavedTensor, SavedTensor)> {
+        let rows = if transposed { weight.t()? } else { weight.clone() }; // (out, in)
+        let (out, inp) = rows.dims2()?;
+        let data: Vec<f32> = rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let (q, scale) = crate::nn::quantize_int8_rows(&data, inp);
+        let (values, scale_shape) = if transposed {
+            ((0..inp * out).map(|i| q[(i % out) * inp + i / out]).collect(), (1, out))
+        } else {
+            (q, (out, 1))
+        };
+        let scale = Tensor::from_vec(scale, scale_shape, &Device::Cpu)?;
+        Ok((SavedTensor::Int8 { values, shape: weight.dims().to_vec() }, SavedTensor::Float(scale)))
+    }
+}
+
+/// A safetensors entry over either kind of tensor.
+enum Entry {
+    Float(Tensor),
+    Int8(Vec<u8>, Vec<usize>),
+}
+
+impl safetensors::View for &Entry {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self {
+            Entry::Float(t) => safetensors::View::dtype(t),
+            Entry::Int8(..) => safetensors::Dtype::I8,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            Entry::Float(t) => t.dims(),
+            Entry::Int8(_, s) => s,
+        }
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Entry::Float(t) => safetensors::View::data(t),
+            Entry::Int8(b, _) => std::borrow::Cow::Borrowed(b),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self {
+            Entry::Float(t) => safetensors::View::data_len(t),
+            Entry::Int8(b, _) => b.len(),
+        }
+    }
+}
+
+/// Writes named tensors, float and int8, as `path`, atomically.
+pub fn save_safetensors_entries(tensors: Vec<(String, SavedTensor)>, path: &Path) -> Result<()> {
+    let entries: Vec<(String, Entry)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            Ok((n, match t {
+                SavedTensor::Float(t) => Entry::Float(t.to_device(&Device::Cpu)?.contiguous()?),
+                SavedTensor::Int8 { values, shape } => Entry::Int8(values.into_iter().map(|v| v as u8).collect(), shape),
+            }))
+        })
         .collect::<Result<_>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+    let bytes = safetensors::serialize(entries.iter().map(|(n, e)| (n.as_str(), e)), Some(metadata))
         .map_err(|e| bad(path, e))?;
     crate::io::write_atomic(path, &bytes)
 }

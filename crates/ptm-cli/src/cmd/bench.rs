@@ -13,7 +13,7 @@ use ptm::generate::{GenerationConfig, generate};
 use ptm::models::EncoderInput;
 use ptm::models::bert::{BertForMaskedLM, BertModel};
 use ptm::models::gpt2::{DecoderInput, Gpt2LMHeadModel};
-use ptm::nn::{Mode, ParamStore, StoreOptions};
+use ptm::nn::{Mode, ParamStore, Precision, StoreOptions};
 use ptm::train::{AdamW, AdamWConfig, clip_grad_norm};
 use serde_json::json;
 
@@ -31,6 +31,9 @@ pub struct Args {
     only: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Linear-layer weights of every workload (int8 skips the training workloads).
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 const WORKLOADS: &[(&str, &str, &str)] = &[
@@ -54,10 +57,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut results = Vec::new();
     for &(name, what, unit) in WORKLOADS {
-        if !a.only.is_empty() && !a.only.iter().any(|n| n == name) {
+        let named = a.only.iter().any(|n| n == name);
+        let inference_only = a.dtype.dtype == Precision::Int8 && name.starts_with("train-");
+        if (!a.only.is_empty() && !named) || (inference_only && !named) {
             continue;
         }
-        let mut work = workload(name)?;
+        let mut work = workload(name, a.dtype.dtype)?;
         work()?; // warm-up: first-touch allocation, thread pools
         let mut values = Vec::with_capacity(a.rounds);
         for _ in 0..a.rounds {
@@ -72,7 +77,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.format == Format::Json {
         let threads = rayon::current_num_threads();
-        println!("{}", serde_json::to_string_pretty(&json!({"threads": threads, "results": results}))?);
+        let dtype = a.dtype.dtype.to_string();
+        println!("{}", serde_json::to_string_pretty(&json!({"threads": threads, "dtype": dtype, "results": results}))?);
     }
     Ok(())
 }
@@ -80,10 +86,12 @@ pub fn run(a: Args) -> Result<()> {
 /// A workload: each call runs it once and returns its figure in the workload's unit.
 type Workload = Box<dyn FnMut() -> Result<f64>>;
 
-fn workload(name: &str) -> Result<Workload> {
+fn workload(name: &str, precision: Precision) -> Result<Workload> {
+    let inference = StoreOptions { precision, ..Default::default() };
+    let training = StoreOptions { trainable: true, precision, ..Default::default() };
     Ok(match name {
         "encode-32x128" => {
-            let model = minilm()?;
+            let model = minilm(&inference)?;
             let input = encoder_input(&[128; 32], 30522, 1)?;
             Box::new(move || {
                 let t = Instant::now();
@@ -92,7 +100,7 @@ fn workload(name: &str) -> Result<Workload> {
             })
         }
         "encode-1x16" => {
-            let model = minilm()?;
+            let model = minilm(&inference)?;
             let inputs: Vec<EncoderInput> = (0..50).map(|i| encoder_input(&[16], 30522, i)).collect::<Result<_>>()?;
             Box::new(move || {
                 let t = Instant::now();
@@ -103,7 +111,7 @@ fn workload(name: &str) -> Result<Workload> {
             })
         }
         "encode-mixed" => {
-            let model = minilm()?;
+            let model = minilm(&inference)?;
             let mut lengths: Vec<usize> = (0..512u64).map(|i| 8 + (mix(i, 7) % 121) as usize).collect();
             lengths.sort_unstable_by(|a, b| b.cmp(a));
             let batches: Vec<EncoderInput> =
@@ -119,7 +127,7 @@ fn workload(name: &str) -> Result<Workload> {
         "train-bert-mlm" => {
             let cfg = bert(json!({"vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 4,
                 "num_attention_heads": 4, "intermediate_size": 1024}))?;
-            let store = ParamStore::new(None, &["bert"], &StoreOptions { trainable: true, ..Default::default() });
+            let store = ParamStore::new(None, &["bert"], &training);
             let model = BertForMaskedLM::new(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
             let input = encoder_input(&[128; 16], 30522, 3)?;
@@ -137,7 +145,7 @@ fn workload(name: &str) -> Result<Workload> {
         }
         "train-gpt2-clm" => {
             let cfg = gpt2(json!({"vocab_size": 50257, "n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 512}))?;
-            let store = ParamStore::new(None, &["transformer"], &StoreOptions { trainable: true, ..Default::default() });
+            let store = ParamStore::new(None, &["transformer"], &training);
             let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
             let ids = random_ids(16, 128, 50257, 4)?;
@@ -154,7 +162,7 @@ fn workload(name: &str) -> Result<Workload> {
         }
         "decode-gpt2" => {
             let cfg = gpt2(json!({"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}))?;
-            let store = ParamStore::new(None, &["transformer"], &StoreOptions::default());
+            let store = ParamStore::new(None, &["transformer"], &inference);
             let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
             let prompt: Vec<u32> = (0..32u64).map(|i| (mix(i, 8) % 50257) as u32).collect();
             let generation = GenerationConfig { max_new_tokens: Some(32), min_new_tokens: 32, ..Default::default() };
@@ -170,10 +178,10 @@ fn workload(name: &str) -> Result<Workload> {
 }
 
 /// all-MiniLM-L6-v2's shape: 384 hidden, 6 layers, 12 heads, FFN 1536.
-fn minilm() -> Result<BertModel> {
+fn minilm(opts: &StoreOptions) -> Result<BertModel> {
     let cfg = bert(json!({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
         "num_attention_heads": 12, "intermediate_size": 1536}))?;
-    let store = ParamStore::new(None, &["bert"], &StoreOptions::default());
+    let store = ParamStore::new(None, &["bert"], opts);
     Ok(BertModel::new(&cfg, &store.root(), false)?)
 }
 

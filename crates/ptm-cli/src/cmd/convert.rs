@@ -22,23 +22,31 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(&a.model)?;
-    if same_dir(&dir, &a.output) {
+    save(&a.model, &a.output, &StoreOptions::default())
+}
+
+/// Loads `model` with `opts` (whose precision decides how linear weights are written) and
+/// saves it under `output` with its tokenizer and sentence-transformers files.
+pub fn save(model: &str, output: &Path, opts: &StoreOptions) -> Result<()> {
+    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(model)?;
+    if same_dir(&dir, output) {
         bail!("--output must differ from the model directory");
     }
-    let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
-        .with_context(|| format!("loading {}", pretrained.dir.display()))?;
+    let (arch, store) =
+        load_architecture(&pretrained, opts).with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
     let out_model = match &st {
-        Some(s) => a.output.join(s.transformer_dir.strip_prefix(&dir).unwrap_or(Path::new(""))),
-        None => a.output.clone(),
+        Some(s) => output.join(s.transformer_dir.strip_prefix(&dir).unwrap_or(Path::new(""))),
+        None => output.to_path_buf(),
     };
     save_pretrained(&out_model, &pretrained.config, &arch, &store, tokenizer.as_ref())?;
     copy_if_present(&pretrained.dir.join(GENERATION_CONFIG), &out_model.join(GENERATION_CONFIG))?;
     if st.is_some() {
-        copy_sentence_transformers_files(&dir, &a.output)?;
+        copy_sentence_transformers_files(&dir, output)?;
     }
-    eprintln!("saved {arch} ({} parameters) to {}", store.num_parameters(), a.output.display());
+    let int8 = store.int8_linear_weights().len();
+    let how = if int8 > 0 { format!(", {int8} linear weights in int8") } else { String::new() };
+    eprintln!("saved {arch} ({} parameters{how}) to {}", store.num_parameters(), output.display());
     Ok(())
 }
 

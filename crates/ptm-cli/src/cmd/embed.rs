@@ -39,6 +39,8 @@ pub struct Args {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 #[derive(serde::Serialize)]
@@ -63,6 +65,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         max_length: a.max_length,
         batch_size: Some(a.batch_size),
+        store: a.dtype.store(),
         ..Default::default()
     };
     let embedder = SentenceEmbedder::load(&a.model, &opts).with_context(|| format!("loading {}", a.model))?;

@@ -67,7 +67,7 @@ fn summary(m: &serde_json::Value) -> String {
 }
 
 fn evaluate(a: &Args) -> Result<serde_json::Value> {
-    let (model, tokenizer) = task_model::load(&a.model)?;
+    let (model, tokenizer) = task_model::load(&a.model, a.options.dtype)?;
     let o = &a.options;
     let pad_id = tokenizer.pad_id();
     Ok(match model {

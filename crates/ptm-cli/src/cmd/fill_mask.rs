@@ -1,7 +1,6 @@
 //! `ptm fill-mask`: the most likely tokens for each mask, as transformers' pipeline gives them.
 
 use anyhow::Result;
-use ptm::nn::StoreOptions;
 use ptm::pipelines::FillMask;
 
 use super::Format;
@@ -19,10 +18,12 @@ pub struct Args {
     format: Format,
     /// Text containing the mask token.
     text: String,
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let pipe = FillMask::load(&a.model, &StoreOptions::default())?;
+    let pipe = FillMask::load(&a.model, &a.dtype.store())?;
     let predictions = pipe.predict(&a.text, a.top_k.max(1))?;
     match a.format {
         // transformers returns a list for one mask and a list of lists for several.

@@ -89,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The weights training starts from: a resumed checkpoint, random, or the pretrained model.
 fn store(a: &Args, pretrained: &Pretrained, config: &ModelConfig) -> Result<ParamStore> {
-    let opts = StoreOptions { trainable: true, seed: a.train.seed, ..Default::default() };
+    let opts = StoreOptions { trainable: true, seed: a.train.seed, precision: a.train.dtype, ..Default::default() };
     Ok(match (a.train.resume_dir()?, a.from_scratch) {
         (Some(dir), _) => Pretrained { dir, config: config.clone() }.store(&opts)?,
         (None, true) => ParamStore::new(None, &[base_prefix(config)], &opts),

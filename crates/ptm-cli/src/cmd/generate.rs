@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use ptm::generate::{GenerationConfig, generate, load_causal_lm, stop_string_checker};
 use ptm::models::Pretrained;
-use ptm::nn::StoreOptions;
 use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
 
 use super::Format;
@@ -71,13 +70,15 @@ pub struct Args {
     timing: bool,
     /// The prompt.
     prompt: Option<String>,
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let pretrained = Pretrained::open(&a.model)?;
     let mut tokenizer = pretrained.checked_tokenizer()?;
     tokenizer.set_padding(Padding::None)?;
-    let (model, mut cfg) = load_causal_lm(&pretrained, &StoreOptions::default())?;
+    let (model, mut cfg) = load_causal_lm(&pretrained, &a.dtype.store())?;
     apply_flags(&a, &mut cfg);
     cfg.validate()?;
     let stop = stop_string_checker(&cfg.stop_strings, |ids| tokenizer.decode(ids, true).ok());

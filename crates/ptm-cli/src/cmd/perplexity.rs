@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ptm::generate::{load_causal_lm, perplexity};
 use ptm::models::Pretrained;
-use ptm::nn::StoreOptions;
 use ptm::tokenizer::Padding;
 
 use super::Format;
@@ -26,13 +25,15 @@ pub struct Args {
     max_length: Option<usize>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let pretrained = Pretrained::open(&a.model)?;
     let mut tokenizer = pretrained.checked_tokenizer()?;
     tokenizer.set_padding(Padding::None)?;
-    let (model, _) = load_causal_lm(&pretrained, &StoreOptions::default())?;
+    let (model, _) = load_causal_lm(&pretrained, &a.dtype.store())?;
     let bytes = std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count();

@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokenizer) = task_model::load(&a.model)?;
+    let (model, tokenizer) = task_model::load(&a.model, a.options.dtype)?;
     let o = &a.options;
     let pad_id = tokenizer.pad_id();
     let lines: Vec<serde_json::Value> = match model {

@@ -82,7 +82,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm"),
     }
-    let store_opts = StoreOptions { trainable: true, seed: a.train.seed, ..Default::default() };
+    let store_opts = StoreOptions { trainable: true, seed: a.train.seed, precision: a.train.dtype, ..Default::default() };
     let store = match &weights_dir {
         Some(dir) => Pretrained { dir: dir.clone(), config: config.clone() }.store(&store_opts)?,
         None => ParamStore::new(None, &[base_prefix(&config)], &store_opts),

@@ -15,13 +15,15 @@ pub struct Args {
     format: Format,
     /// Two or more texts.
     texts: Vec<String>,
+    #[command(flatten)]
+    dtype: super::DtypeArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.texts.len() < 2 {
         bail!("give at least two texts to compare");
     }
-    let embedder = SentenceEmbedder::load(&a.model, &EmbeddingOptions::default())
+    let embedder = SentenceEmbedder::load(&a.model, &EmbeddingOptions { store: a.dtype.store(), ..Default::default() })
         .with_context(|| format!("loading {}", a.model))?;
     let refs: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     let e = embedder.embed(&refs)?;

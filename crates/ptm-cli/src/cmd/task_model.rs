@@ -6,7 +6,6 @@ use ptm::finetune::{LabelSet, Task};
 use ptm::heads::Pooling;
 use ptm::models::Pretrained;
 use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
-use ptm::nn::StoreOptions;
 use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
 
@@ -23,6 +22,8 @@ pub struct InferenceOptions {
     /// qa: the longest answer, in tokens.
     #[arg(long, default_value_t = 30)]
     pub max_answer_tokens: usize,
+    #[command(flatten)]
+    pub dtype: super::DtypeArg,
 }
 
 impl InferenceOptions {
@@ -39,10 +40,10 @@ pub enum TaskModel {
 }
 
 /// Loads `spec` as the head its config names, refusing a head that was never trained.
-pub fn load(spec: &str) -> Result<(TaskModel, Tokenizer)> {
+pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)> {
     let pretrained = Pretrained::open(spec)?;
     let tokenizer = pretrained.tokenizer()?;
-    let store = pretrained.store(&StoreOptions::default())?;
+    let store = pretrained.store(&dtype.store())?;
     let ptm::config::ModelConfig::Bert(cfg) = &pretrained.config else {
         bail!("{}: fine-tuned tasks support BERT-family models", pretrained.dir.display())
     };

@@ -57,6 +57,10 @@ pub struct TrainOptions {
     /// options on the command line win.
     #[arg(long, value_name = "FILE.json")]
     pub train_config: Option<PathBuf>,
+    /// f32, or bf16: mixed precision (f32 master weights and optimizer state; each linear
+    /// layer multiplies its bf16-rounded input and weight, accumulating in f32).
+    #[arg(long = "dtype", default_value = "f32")]
+    pub dtype: ptm::nn::Precision,
 }
 
 /// How a command's defaults differ.

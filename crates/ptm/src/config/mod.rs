@@ -157,9 +157,15 @@ pub struct CommonConfig {
     pub architectures: Vec<String>,
     pub id2label: Vec<String>,
     pub problem_type: Option<ProblemType>,
+    /// Linear-layer weights stored as int8 with scales (`ptm quantize --int8`), recorded as
+    /// `quantization_config.quant_method`.
+    pub int8_weights: bool,
     /// Where the config was read from, for error messages.
     pub path: Option<PathBuf>,
 }
+
+/// `quantization_config.quant_method` of checkpoints written by `ptm quantize --int8`.
+pub const INT8_QUANT_METHOD: &str = "ptm_dynamic_int8";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -175,6 +181,7 @@ impl Default for CommonConfig {
             architectures: Vec::new(),
             id2label: default_labels(2),
             problem_type: None,
+            int8_weights: false,
             path: None,
         }
     }
@@ -222,10 +229,24 @@ impl CommonConfig {
             (None, Some(n)) => default_labels(n),
             (None, None) => default_labels(2),
         };
+        let int8_weights = match map.get("quantization_config").filter(|v| !v.is_null()) {
+            None => false,
+            Some(q) => match q.get("quant_method").and_then(Value::as_str) {
+                Some(INT8_QUANT_METHOD) => true,
+                other => {
+                    return Err(Error::config(
+                        path,
+                        "quantization_config.quant_method",
+                        format!("{other:?} is not supported (ptm reads f32/bf16/f16 weights and its own {INT8_QUANT_METHOD:?})"),
+                    ));
+                }
+            },
+        };
         Ok(CommonConfig {
             architectures: raw.architectures.unwrap_or_default(),
             id2label,
             problem_type: raw.problem_type,
+            int8_weights,
             path: Some(path.to_path_buf()),
         })
     }
@@ -255,6 +276,10 @@ impl CommonConfig {
         match self.problem_type {
             Some(p) => map.insert("problem_type".into(), serde_json::json!(p)),
             None => map.remove("problem_type"),
+        };
+        match self.int8_weights {
+            true => map.insert("quantization_config".into(), serde_json::json!({"quant_method": INT8_QUANT_METHOD})),
+            false => map.remove("quantization_config"),
         };
     }
 }

@@ -211,7 +211,7 @@ impl BertLMPredictionHead {
         // decoder has a bias of its own and this one goes unused.
         let bias = vb.get_or_init(cfg.vocab_size, "bias", Init::Zeros)?;
         let decoder = if cfg.tie_word_embeddings {
-            Linear::from_tensors(word_embeddings.clone(), Some(bias))
+            Linear::from_tensors(word_embeddings.clone(), Some(bias)).in_precision_of(vb)?
         } else {
             Linear::new_head(&vb.pp("decoder"), h, cfg.vocab_size, std)?
         };

@@ -16,7 +16,7 @@ use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuild
 fn conv1d(vb: &ParamBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Linear> {
     let weight = vb.get((in_dim, out_dim), "weight", Init::normal(std))?; // (in, out)
     let bias = vb.get(out_dim, "bias", Init::Zeros)?;
-    Ok(Linear::from_tensors(weight.t()?, Some(bias)))
+    Linear::from_tensors(weight.t()?, Some(bias)).in_precision_of(vb)
 }
 
 struct Gpt2Attention {
@@ -192,7 +192,7 @@ impl Gpt2LMHeadModel {
         } else {
             vb.get_or_init((cfg.vocab_size, cfg.n_embd), "lm_head.weight", Init::normal(cfg.initializer_range))?
         };
-        Ok(Gpt2LMHeadModel { transformer, lm_head: Linear::from_tensors(weight, None) })
+        Ok(Gpt2LMHeadModel { transformer, lm_head: Linear::from_tensors(weight, None).in_precision_of(&vb.pp("lm_head"))? })
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -231,7 +231,7 @@ impl Gpt2ForSequenceClassification {
         let weight = vb.get_or_init((n, cfg.n_embd), "score.weight", Init::normal(cfg.initializer_range))?;
         Ok(Gpt2ForSequenceClassification {
             transformer: Gpt2Model::new(cfg, &vb.pp("transformer"))?,
-            score: Linear::from_tensors(weight, None),
+            score: Linear::from_tensors(weight, None).in_precision_of(&vb.pp("score"))?,
             pad_token_id: cfg.pad_token_id,
             config: cfg.clone(),
         })

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::Encoding;
 
-use crate::checkpoint::{SAFETENSORS, Weights, save_safetensors};
+use crate::checkpoint::{INT8_SCALE_SUFFIX, SAFETENSORS, SavedTensor, Weights, save_safetensors_entries};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::nn::{Mode, ParamStore, StoreOptions};
+use crate::nn::{Mode, ParamStore, Precision, StoreOptions};
 use crate::tokenizer::Tokenizer;
 
 /// The inputs of an encoder: (batch, seq) u32 tensors.
@@ -79,10 +79,15 @@ impl Pretrained {
         Ok(tok)
     }
 
-    /// The parameter store backed by this directory's weights.
+    /// The parameter store backed by this directory's weights. A checkpoint with int8 linear
+    /// weights runs them in int8 for inference unless bf16 is asked for.
     pub fn store(&self, opts: &StoreOptions) -> Result<ParamStore> {
         let weights = Weights::from_dir(&self.dir)?;
-        Ok(ParamStore::new(Some(weights), &[base_prefix(&self.config)], opts))
+        let mut opts = opts.clone();
+        if self.config.common().int8_weights && !opts.trainable && opts.precision == Precision::F32 {
+            opts.precision = Precision::Int8;
+        }
+        Ok(ParamStore::new(Some(weights), &[base_prefix(&self.config)], &opts))
     }
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {
@@ -231,7 +236,20 @@ pub fn save_pretrained(
     crate::io::create_dir_all(dir)?;
     let mut config = config.clone();
     config.common_mut().architectures = vec![architecture.to_string()];
-    save_safetensors(&store.named_tensors(), &dir.join(SAFETENSORS))?;
+    let int8 = store.int8_linear_weights();
+    config.common_mut().int8_weights = !int8.is_empty();
+    let mut tensors = Vec::new();
+    for (name, t) in store.named_tensors() {
+        match int8.iter().find(|(n, _)| *n == name) {
+            Some(&(_, transposed)) => {
+                let (values, scale) = SavedTensor::int8(&t, transposed)?;
+                tensors.push((format!("{name}{INT8_SCALE_SUFFIX}"), scale));
+                tensors.push((name, values));
+            }
+            None => tensors.push((name, SavedTensor::Float(t))),
+        }
+    }
+    save_safetensors_entries(tensors, &dir.join(SAFETENSORS))?;
     if let Some(t) = tokenizer {
         t.save(dir)?;
     }

@@ -73,10 +73,17 @@ fn dims(ql: &Layout, kl: &Layout, vl: &Layout) -> candle_core::Result<Dims> {
 }
 
 /// Row-major matrix views: (data, row stride, column stride).
-type Mat<'a> = (&'a [f32], usize, usize);
+pub(crate) type Mat<'a> = (&'a [f32], usize, usize);
 
 /// dst (m × n, row-major, row stride `dst_rs`) = [dst +] alpha · lhs (m × k) · rhs (k × n).
 fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: Mat, rhs: Mat, alpha: f32) {
+    gemm_f32(gemm::Parallelism::None, m, n, k, dst, dst_rs, accumulate, lhs, rhs, alpha)
+}
+
+/// dst (m × n, row stride `dst_rs`) = alpha · lhs · rhs (+ dst when accumulating), on the
+/// threads `par` allows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32(par: gemm::Parallelism, m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: Mat, rhs: Mat, alpha: f32) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| if rows * cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
     assert!(dst.len() >= last(m, n, dst_rs, 1), "matmul: destination too small");
     assert!(lhs.0.len() >= last(m, k, lhs.1, lhs.2) && rhs.0.len() >= last(k, n, rhs.1, rhs.2), "matmul: operand too small");
@@ -88,7 +95,7 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumula
             dst.as_mut_ptr(), 1, dst_rs as isize, accumulate,
             lhs.0.as_ptr(), lhs.2 as isize, lhs.1 as isize,
             rhs.0.as_ptr(), rhs.2 as isize, rhs.1 as isize,
-            1.0, alpha, false, false, false, gemm::Parallelism::None,
+            1.0, alpha, false, false, false, par,
         );
     }
 }

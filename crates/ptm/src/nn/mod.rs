@@ -11,6 +11,8 @@ mod linear;
 pub mod loss;
 pub mod ops;
 mod params;
+mod precision;
+mod simd;
 
 pub use activation::Activation;
 pub use dropout::{DropoutRng, Mode, RngState, dropout};
@@ -18,3 +20,5 @@ pub use embedding::Embedding;
 pub use layer_norm::{LayerNorm, layer_norm};
 pub use linear::Linear;
 pub use params::{Init, Param, ParamBuilder, ParamStore, StoreOptions};
+pub use precision::Precision;
+pub(crate) use precision::quantize_int8_rows;

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use super::Precision;
 use crate::checkpoint::Weights;
 use crate::error::{Error, Result};
 
@@ -52,6 +53,9 @@ struct Inner {
     used: HashSet<String>,
     seed: u64,
     trainable: bool,
+    precision: Precision,
+    /// Parameters run as int8 linear weights: (name, stored transposed).
+    int8: Vec<(String, bool)>,
     dtype: DType,
     device: Device,
 }
@@ -69,11 +73,13 @@ pub struct StoreOptions {
     pub trainable: bool,
     /// Seed of the initialisation of weights that are not loaded.
     pub seed: u64,
+    /// Number format of linear-layer weights (see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { dtype: DType::F32, device: Device::Cpu, trainable: false, seed: 42 }
+        StoreOptions { dtype: DType::F32, device: Device::Cpu, trainable: false, seed: 42, precision: Precision::F32 }
     }
 }
 
@@ -90,6 +96,8 @@ impl ParamStore {
             used: HashSet::new(),
             seed: opts.seed,
             trainable: opts.trainable,
+            precision: opts.precision,
+            int8: Vec::new(),
             dtype: opts.dtype,
             device: opts.device.clone(),
         })))
@@ -129,13 +137,34 @@ impl ParamStore {
         let inner = self.lock();
         let Some(source) = &inner.source else { return Vec::new() };
         let mut unused: Vec<String> =
-            source.names().filter(|n| !inner.used.contains(*n)).map(str::to_string).collect();
+            source.names().filter(|n| !inner.used.contains(*n) && !is_used_scale(&inner.used, n)).map(str::to_string).collect();
         unused.sort();
         unused
     }
 
     pub fn dtype(&self) -> DType {
         self.lock().dtype
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.lock().precision
+    }
+
+    pub fn trainable(&self) -> bool {
+        self.lock().trainable
+    }
+
+    /// The parameters that run as int8 linear weights, with whether each is stored (in, out).
+    pub fn int8_linear_weights(&self) -> Vec<(String, bool)> {
+        self.lock().int8.clone()
+    }
+
+    /// Notes that parameter `name` (if it is one: tied heads are not) runs in int8.
+    pub(crate) fn record_int8(&self, name: &str, transposed: bool) {
+        let mut inner = self.lock();
+        if inner.index.contains_key(name) && !inner.int8.iter().any(|(n, _)| n == name) {
+            inner.int8.push((name.to_string(), transposed));
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -169,7 +198,7 @@ impl ParamBuilder {
         self.store.dtype()
     }
 
-    fn full_name(&self, name: &str) -> String {
+    pub(crate) fn full_name(&self, name: &str) -> String {
         if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
     }
 
@@ -221,6 +250,11 @@ impl ParamBuilder {
         inner.params.push(Param { name: full, var, tensor: tensor.clone() });
         Ok(tensor)
     }
+}
+
+/// An int8 weight's scale, read with the weight.
+fn is_used_scale(used: &HashSet<String>, name: &str) -> bool {
+    name.strip_suffix(crate::checkpoint::INT8_SCALE_SUFFIX).is_some_and(|w| used.contains(w))
 }
 
 fn check_shape(

@@ -1,0 +1,299 @@
+//! Reduced precision for linear layers. For inference, a linear layer's weight is packed once
+//! at load: bf16 (half the bytes, products accumulated in f32) or int8 with one scale per
+//! output feature, its input quantized per row as it arrives (dynamic quantization, which is
+//! what `torch.ao.quantization.quantize_dynamic` does to `nn.Linear`). Embeddings, LayerNorm,
+//! softmax and the residual stream stay f32. For training, bf16 means autocast: f32 master
+//! weights, with each linear layer's weight and input rounded to bf16 before an f32-accumulated
+//! product.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::fused_attention::gemm_f32;
+use super::kernels::f32_slice;
+use super::simd::{LANES, bf16_to_f32, dot_bf16, dot_i8};
+use crate::error::{Error, Result};
+
+/// The number format of linear-layer weights (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    /// Inference only.
+    Int8,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(Error::invalid(format!("unknown dtype {s:?}: expected f32, bf16 or int8"))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+/// Packed weights, (n, k) padded with zeros to (np, kp): whole vector registers per row and
+/// whole register blocks of rows, so the kernels have no tails.
+enum Packed {
+    Bf16(Vec<u16>),
+    /// Symmetric: w ≈ q · scale[row], q in -127..=127.
+    Int8 { q: Vec<i8>, scale: Vec<f32> },
+}
+
+/// A linear layer's weight in reduced precision; applied as a candle op (inference only: it
+/// has no backward).
+pub(crate) struct PackedLinear {
+    n: usize,
+    k: usize,
+    np: usize,
+    kp: usize,
+    packed: Packed,
+}
+
+/// Output features per block of the kernels (a multiple of every column block they use).
+const COL_BLOCK: usize = 4;
+/// Below this many rows, bf16 uses the row-by-row kernel; above it, widening the weight once
+/// and calling the f32 GEMM is faster.
+const BF16_GEMM_ROWS: usize = 16;
+/// Rows quantized and multiplied together by the int8 kernel.
+const INT8_ROW_BLOCK: usize = 4;
+
+impl PackedLinear {
+    /// Packs `weight` (out, in); `None` for f32, which needs no packing.
+    pub(crate) fn pack(weight: &Tensor, precision: Precision) -> Result<Option<Self>> {
+        if precision == Precision::F32 {
+            return Ok(None);
+        }
+        let (n, k) = weight.dims2()?;
+        let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let (np, kp) = (n.next_multiple_of(COL_BLOCK), k.next_multiple_of(LANES));
+        let packed = match precision {
+            Precision::Bf16 => {
+                let mut b = vec![0u16; np * kp];
+                for (dst, src) in b.chunks_mut(kp).zip(w.chunks(k)) {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = half::bf16::from_f32(v).to_bits());
+                }
+                Packed::Bf16(b)
+            }
+            Precision::Int8 => {
+                let mut q = vec![0i8; np * kp];
+                let mut scale = vec![0f32; np];
+                for ((dst, s), src) in q.chunks_mut(kp).zip(scale.iter_mut()).zip(w.chunks(k)) {
+                    *s = quantize_row(src, dst);
+                }
+                Packed::Int8 { q, scale }
+            }
+            Precision::F32 => unreachable!("returned above"),
+        };
+        Ok(Some(PackedLinear { n, k, np, kp, packed }))
+    }
+
+    /// bf16: `rows` inputs (`x` padded to kp per row) against every weight row.
+    fn bf16_rows(&self, w: &[u16], x: &[f32], rows: usize) -> Vec<f32> {
+        let kp = self.kp;
+        tiled(rows, self.np, rows, 16, |r0, h, c0, cols, out| {
+            for j in (0..cols).step_by(COL_BLOCK) {
+                let wr: [&[u16]; COL_BLOCK] = std::array::from_fn(|c| &w[(c0 + j + c) * kp..][..kp]);
+                for i in 0..h {
+                    let d = dot_bf16(&x[(r0 + i) * kp..][..kp], wr);
+                    out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d);
+                }
+            }
+        })
+    }
+
+    /// bf16 with many rows: the weight widened to f32 once, then the f32 GEMM.
+    fn bf16_gemm(&self, w: &[u16], x: &[f32], rows: usize) -> Vec<f32> {
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        let mut wide = vec![0f32; n * kp];
+        wide.par_chunks_mut(1 << 14).zip(w[..n * kp].par_chunks(1 << 14)).for_each(|(d, s)| {
+            d.iter_mut().zip(s).for_each(|(d, &b)| *d = bf16_to_f32(b));
+        });
+        let mut y = vec![0f32; rows * n];
+        let par = gemm::Parallelism::Rayon(rayon::current_num_threads());
+        gemm_f32(par, rows, n, k, &mut y, n, false, (x, k, 1), (&wide, 1, kp), 1.0);
+        y
+    }
+
+    /// int8: inputs quantized per row, exact i32 products, then both scales.
+    fn int8(&self, q: &[i8], scale: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+        let (k, kp) = (self.k, self.kp);
+        let block = if rows >= INT8_ROW_BLOCK { INT8_ROW_BLOCK } else { 1 };
+        let rp = rows.next_multiple_of(block);
+        let mut qx = vec![0i8; rp * kp];
+        let mut sx = vec![0f32; rp];
+        qx.par_chunks_mut(kp).zip(sx.par_iter_mut()).zip(x.par_chunks(k)).for_each(|((d, s), src)| {
+            *s = quantize_row(src, d);
+        });
+        let xrow = |i: usize| &qx[i * kp..][..kp];
+        let wrow = |j: usize| &q[j * kp..][..kp];
+        let tile_rows = if block == 1 { rp } else { 64 };
+        tiled(rp, self.np, tile_rows, 64, |r0, h, c0, cols, out| {
+            let mut put = |i: usize, j: usize, acc: i32| out[i * cols + j] = acc as f32 * sx[r0 + i] * scale[c0 + j];
+            if block == 1 {
+                for j in (0..cols).step_by(4) {
+                    for i in 0..h {
+                        let d = dot_i8::<1, 4>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
+                        (0..4).for_each(|c| put(i, j + c, d[0][c]));
+                    }
+                }
+            } else {
+                for i in (0..h).step_by(4) {
+                    for j in (0..cols).step_by(2) {
+                        let d = dot_i8::<4, 2>(std::array::from_fn(|r| xrow(r0 + i + r)), [wrow(c0 + j), wrow(c0 + j + 1)]);
+                        (0..4).for_each(|r| (0..2).for_each(|c| put(i + r, j + c, d[r][c])));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Rows of `k` values quantized as the int8 kernels store them: (values, one scale per row).
+pub(crate) fn quantize_int8_rows(w: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; w.len()];
+    let scale = q.chunks_mut(k).zip(w.chunks(k)).map(|(d, s)| quantize_row(s, d)).collect();
+    (q, scale)
+}
+
+/// Symmetric int8 quantization of one row into `dst` (zeros past `src`); returns the scale.
+fn quantize_row(src: &[f32], dst: &mut [i8]) -> f32 {
+    let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * inv).round().clamp(-127.0, 127.0) as i8);
+    amax / 127.0
+}
+
+/// A (rows × cols) row-major result computed tile by tile in parallel: `f(r0, h, c0, w, out)`
+/// fills the h × w tile at (r0, c0).
+fn tiled(
+    rows: usize,
+    cols: usize,
+    tile_rows: usize,
+    tile_cols: usize,
+    f: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let tiles: Vec<(usize, usize)> = (0..rows)
+        .step_by(tile_rows)
+        .flat_map(|r| (0..cols).step_by(tile_cols).map(move |c| (r, c)))
+        .collect();
+    let done: Vec<Vec<f32>> = tiles
+        .par_iter()
+        .map(|&(r0, c0)| {
+            let (h, w) = (tile_rows.min(rows - r0), tile_cols.min(cols - c0));
+            let mut out = vec![0f32; h * w];
+            f(r0, h, c0, w, &mut out);
+            out
+        })
+        .collect();
+    let mut y = vec![0f32; rows * cols];
+    for (&(r0, c0), tile) in tiles.iter().zip(&done) {
+        let w = tile_cols.min(cols - c0);
+        for (i, row) in tile.chunks(w).enumerate() {
+            y[(r0 + i) * cols + c0..][..w].copy_from_slice(row);
+        }
+    }
+    y
+}
+
+/// The (rows, cp) result cut to its first `rows` rows and `n` columns.
+fn unpad(y: Vec<f32>, rows: usize, cp: usize, n: usize) -> Vec<f32> {
+    if cp == n && y.len() == rows * n {
+        return y;
+    }
+    y.chunks(cp).take(rows).flat_map(|r| &r[..n]).copied().collect()
+}
+
+impl CustomOp1 for PackedLinear {
+    fn name(&self) -> &'static str {
+        "ptm-packed-linear"
+    }
+
+    /// x (rows, k) -> x · Wᵀ (rows, n)
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout)?;
+        let (rows, k) = layout.shape().dims2()?;
+        if k != self.k {
+            candle_core::bail!("packed linear: input has {k} features, the weight {}", self.k);
+        }
+        let y = match &self.packed {
+            Packed::Bf16(w) if rows >= BF16_GEMM_ROWS => self.bf16_gemm(w, x, rows),
+            Packed::Bf16(w) => {
+                let mut xp = vec![0f32; rows * self.kp];
+                xp.chunks_mut(self.kp).zip(x.chunks(k)).for_each(|(d, s)| d[..k].copy_from_slice(s));
+                unpad(self.bf16_rows(w, &xp, rows), rows, self.np, self.n)
+            }
+            Packed::Int8 { q, scale } => unpad(self.int8(q, scale, x, rows), rows, self.np, self.n),
+        };
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.n))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn check(precision: Precision, rows: usize, n: usize, k: usize, tol: f32) {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        let packed = PackedLinear::pack(&w, precision).unwrap().unwrap();
+        let got = x.apply_op1_no_bwd(&packed).unwrap();
+        assert_eq!(got.dims(), &[rows, n]);
+        let err = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let peak = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err <= tol * peak, "{precision} {rows}x{k} · {k}x{n}: max error {err}, peak {peak}");
+    }
+
+    /// Each path (row kernel, GEMM, int8 single rows and blocks) on sizes that need padding.
+    #[test]
+    fn packed_products_match_f32_within_the_format_error() {
+        for rows in [1, 3, 5, 17, 70] {
+            // bf16 keeps 8 significant bits: relative error per weight ≤ 2^-9.
+            check(Precision::Bf16, rows, 37, 45, 1e-2);
+            // int8: relative error per value ≤ 1/254 for weights and inputs alike.
+            check(Precision::Int8, rows, 37, 45, 3e-2);
+        }
+        check(Precision::Int8, 130, 70, 200, 3e-2);
+    }
+
+    #[test]
+    fn bf16_row_kernel_is_the_widened_product() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (9, 20), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 20), &dev).unwrap();
+        let rounded = w.to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+        let want = x.matmul(&rounded.t().unwrap()).unwrap();
+        let got = x.apply_op1_no_bwd(&PackedLinear::pack(&w, Precision::Bf16).unwrap().unwrap()).unwrap();
+        let err = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1e-5, "{err}");
+    }
+
+    #[test]
+    fn dtype_names_parse_and_unknown_ones_are_refused() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
+        let e = "fp8".parse::<Precision>().unwrap_err().to_string();
+        assert!(e.contains("fp8") && e.contains("bf16"), "{e}");
+    }
+}

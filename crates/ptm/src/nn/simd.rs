@@ -1,0 +1,189 @@
+//! Inner products for reduced-precision weights, with the instruction set picked at run time
+//! (AVX2 + FMA where the CPU has them, portable Rust otherwise), so one binary is fast on
+//! x86-64 machines without `-C target-cpu=native`. Callers pad every row to a multiple of
+//! [`LANES`] with zeros, so the vector loops have no tails.
+
+/// Row lengths are multiples of this (16 int8 or 8 bf16 values widen to one 256-bit register;
+/// 16 keeps both).
+pub(crate) const LANES: usize = 16;
+
+/// Whether the AVX2 + FMA paths run (checked once; std caches the CPUID answer).
+#[inline]
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// f32 with the bits of a bf16 in its upper half: the exact widening.
+#[inline(always)]
+pub(crate) fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `x · w[c]` for C rows of bf16 weights, accumulated in f32.
+pub(crate) fn dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
+    debug_assert!(x.len() % LANES == 0 && w.iter().all(|r| r.len() == x.len()));
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); lengths are equal multiples of 16.
+        return unsafe { x86::dot_bf16(x, w) };
+    }
+    portable_dot_bf16(x, w)
+}
+
+fn portable_dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
+    w.map(|row| x.iter().zip(row).map(|(&a, &b)| a * bf16_to_f32(b)).sum())
+}
+
+/// `x[r] · w[c]` for R rows of int8 activations and C rows of int8 weights, exact in i32
+/// (|values| ≤ 127, so rows up to 133,000 long cannot overflow).
+pub(crate) fn dot_i8<const R: usize, const C: usize>(x: [&[i8]; R], w: [&[i8]; C]) -> [[i32; C]; R] {
+    debug_assert!(x.iter().chain(&w).all(|r| r.len() == x[0].len() && r.len() % LANES == 0));
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above); lengths are equal multiples of 16.
+        return unsafe { x86::dot_i8(x, w) };
+    }
+    portable_dot_i8(x, w)
+}
+
+fn portable_dot_i8<const R: usize, const C: usize>(x: [&[i8]; R], w: [&[i8]; C]) -> [[i32; C]; R] {
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a as i32 * b as i32).sum()))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn hsum_f32(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Eight bf16 values widened to f32 (a zero-extend and a shift: bf16 is f32's top half).
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_bf16x8(p: *const u16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values at p.
+        let h = unsafe { _mm_loadu_si128(p.cast()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
+
+    /// Sixteen int8 values sign-extended to i16.
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_i8x16(p: *const i8) -> __m256i {
+        // SAFETY: the caller guarantees 16 readable values at p.
+        _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast()) })
+    }
+
+    /// SAFETY: AVX2 and FMA present; every row as long as `x`, a multiple of 16.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
+        let mut acc = [_mm256_setzero_ps(); C];
+        let mut p = 0;
+        while p < x.len() {
+            // SAFETY: p + 8 ≤ len for every row (lengths are equal multiples of 8).
+            unsafe {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(p));
+                for c in 0..C {
+                    acc[c] = _mm256_fmadd_ps(xv, load_bf16x8(w[c].as_ptr().add(p)), acc[c]);
+                }
+            }
+            p += 8;
+        }
+        let mut out = [0f32; C];
+        for c in 0..C {
+            out[c] = hsum_f32(acc[c]);
+        }
+        out
+    }
+
+    /// SAFETY: AVX2 present; every row as long as `x[0]`, a multiple of 16.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_i8<const R: usize, const C: usize>(x: [&[i8]; R], w: [&[i8]; C]) -> [[i32; C]; R] {
+        let mut acc = [[_mm256_setzero_si256(); C]; R];
+        let (mut xv, mut wv) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); C]);
+        let mut p = 0;
+        while p < x[0].len() {
+            // SAFETY: p + 16 ≤ len for every row.
+            unsafe {
+                for r in 0..R {
+                    xv[r] = load_i8x16(x[r].as_ptr().add(p));
+                }
+                for c in 0..C {
+                    wv[c] = load_i8x16(w[c].as_ptr().add(p));
+                }
+            }
+            // vpmaddwd: 16 i16 products summed in pairs into 8 i32 lanes.
+            for r in 0..R {
+                for c in 0..C {
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(xv[r], wv[c]));
+                }
+            }
+            p += 16;
+        }
+        let mut out = [[0i32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                out[r][c] = hsum_i32(acc[r][c]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_dot_is_exact_against_scalar_sums() {
+        let k = 48;
+        let rows: Vec<Vec<i8>> =
+            (0..6).map(|r| (0..k).map(|i| ((i * 37 + r * 101) % 255) as i32 - 127).map(|v| v as i8).collect()).collect();
+        let (x, w) = ([&rows[0][..], &rows[1], &rows[2], &rows[3]], [&rows[4][..], &rows[5]]);
+        let got = dot_i8::<4, 2>(x, w);
+        for r in 0..4 {
+            for c in 0..2 {
+                let want: i32 = rows[r].iter().zip(&rows[4 + c]).map(|(&a, &b)| a as i32 * b as i32).sum();
+                assert_eq!(got[r][c], want, "row {r} col {c}");
+            }
+        }
+        assert_eq!(portable_dot_i8(x, w), got);
+        // The extremes: 127 · -127 over a long row stays exact.
+        let (a, b) = (vec![127i8; 4096], vec![-127i8; 4096]);
+        assert_eq!(dot_i8::<1, 1>([&a], [&b])[0][0], -127 * 127 * 4096);
+    }
+
+    #[test]
+    fn bf16_dot_matches_widened_f32() {
+        let k = 64;
+        let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<Vec<u16>> = (0..3)
+            .map(|c| (0..k).map(|i| half::bf16::from_f32(((i + c * 7) as f32 * 0.11).cos()).to_bits()).collect())
+            .collect();
+        let got = dot_bf16::<3>(&x, [&w[0], &w[1], &w[2]]);
+        let portable = portable_dot_bf16::<3>(&x, [&w[0], &w[1], &w[2]]);
+        for c in 0..3 {
+            assert!((got[c] - portable[c]).abs() < 1e-5, "col {c}: vector {} vs portable {}", got[c], portable[c]);
+            let want: f64 = x.iter().zip(&w[c]).map(|(&a, &b)| a as f64 * bf16_to_f32(b) as f64).sum();
+            assert!((got[c] as f64 - want).abs() < 1e-5, "col {c}: {} vs {want}", got[c]);
+        }
+    }
+}
