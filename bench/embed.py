@@ -1,7 +1,7 @@
 """Sentence-embedding speed: `ptm embed` against transformers on PyTorch and against ONNX
 Runtime, same inputs, one run.
 
-Workloads (all-MiniLM-L6-v2, f32, CPU):
+Workloads (all-MiniLM-L6-v2, CPU; PyTorch and ONNX Runtime in f32, ptm in f32, bf16 and int8):
   throughput  batches of 32 texts, each exactly 128 tokens          -> sentences/s
   latency     one text at a time, each exactly 16 tokens            -> ms per text
   mixed       512 real sentences of mixed length, batches of 32     -> sentences/s
@@ -56,15 +56,15 @@ def paragraphs(corpus, tokenizer, min_tokens, count):
     raise SystemExit(f"{corpus}: not enough text")
 
 
-def time_ptm(model, texts, max_length, batch_size, workdir):
-    """Seconds of `ptm embed` on texts minus its start-up on an empty input."""
+def time_ptm(model, texts, max_length, batch_size, workdir, dtype="f32"):
+    """Seconds of `ptm embed --dtype DTYPE` on texts minus its start-up on an empty input."""
     inp = Path(workdir) / f"in-{max_length}-{batch_size}.txt"
     empty = Path(workdir) / "empty.txt"
     inp.write_text("\n".join(texts) + "\n")
     empty.write_text("")
 
     def run(path):
-        args = [PTM, "embed", "--model", model, "--input", str(path), "--max-length", str(max_length), "--batch-size", str(batch_size)]
+        args = [PTM, "embed", "--model", model, "--input", str(path), "--max-length", str(max_length), "--batch-size", str(batch_size), "--dtype", dtype]
         t = time.perf_counter()
         out = subprocess.run(args, check=True, stdout=subprocess.PIPE).stdout
         return time.perf_counter() - t, out.count(b"\n")
@@ -189,20 +189,24 @@ def main():
     long_texts = paragraphs(args.corpus, tokenizer, 128, 32 * args.batches)
     short_texts = paragraphs(args.corpus, tokenizer, 16, args.singles)
     mixed = by_length(tokenizer, sentences(args.corpus, 512))
-    systems = ("torch", "ptm", "ort")
+    systems = ("torch", "ort", "ptm", "ptm-bf16", "ptm-int8")
+    dtypes = {"ptm": "f32", "ptm-bf16": "bf16", "ptm-int8": "int8"}
     thr, lat, mix = ({s: [] for s in systems} for _ in range(3))
     with tempfile.TemporaryDirectory() as work:
         session, fused, ort_version = ort_session(model, tokenizer, model.config, work)
         time_torch(model, tokenizer, long_texts[:32], 128, 32)  # warm-up
         time_ort(session, tokenizer, long_texts[:32], 128, 32)
         for r in range(args.rounds):
-            thr["ptm"].append(len(long_texts) / time_ptm(model_dir, long_texts, 128, 32, work))
+            for s, d in dtypes.items():
+                thr[s].append(len(long_texts) / time_ptm(model_dir, long_texts, 128, 32, work, d))
             thr["torch"].append(len(long_texts) / time_torch(model, tokenizer, long_texts, 128, 32))
             thr["ort"].append(len(long_texts) / time_ort(session, tokenizer, long_texts, 128, 32))
-            lat["ptm"].append(1000 * time_ptm(model_dir, short_texts, 16, 1, work) / len(short_texts))
+            for s, d in dtypes.items():
+                lat[s].append(1000 * time_ptm(model_dir, short_texts, 16, 1, work, d) / len(short_texts))
             lat["torch"].append(1000 * time_torch(model, tokenizer, short_texts, 16, 1) / len(short_texts))
             lat["ort"].append(1000 * time_ort(session, tokenizer, short_texts, 16, 1) / len(short_texts))
-            mix["ptm"].append(len(mixed) / time_ptm(model_dir, mixed, 256, 32, work))
+            for s, d in dtypes.items():
+                mix[s].append(len(mixed) / time_ptm(model_dir, mixed, 256, 32, work, d))
             mix["torch"].append(len(mixed) / time_torch(model, tokenizer, mixed, 256, 32, exact=False))
             mix["ort"].append(len(mixed) / time_ort(session, tokenizer, mixed, 256, 32))
             print(f"round {r + 1}: " + "; ".join(
@@ -216,21 +220,24 @@ def main():
         (f"{len(mixed)} real sentences of mixed length, batches of 32, sentences/s", med["mix"], False),
     ]
     body = [
-        "## Sentence embeddings: all-MiniLM-L6-v2, f32, CPU",
+        "## Sentence embeddings: all-MiniLM-L6-v2, CPU",
         "",
         f"`bench/embed.py`, {datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores; "
         f"torch {torch.__version__} (2 threads), transformers {transformers.__version__}, onnxruntime "
         f"{ort_version} (2 threads; optimizer fusions: {', '.join(f'{k} {v}' for k, v in fused.items())}); "
         f"medians of {args.rounds} interleaved rounds ({len(long_texts)} texts of 128 tokens, "
-        f"{len(short_texts)} of 16 and {len(mixed)} sentences per round).",
+        f"{len(short_texts)} of 16 and {len(mixed)} sentences per round). PyTorch and ONNX Runtime "
+        "run f32; ptm runs f32, bf16 and int8 (`--dtype`).",
         "",
-        "| workload | PyTorch | ONNX Runtime | ptm | ptm / PyTorch | ptm / ONNX Runtime |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| workload | PyTorch | ONNX Runtime | ptm f32 | ptm bf16 | ptm int8 | ptm f32 / PyTorch | "
+        "ptm f32 / ORT | ptm bf16 / ORT | ptm int8 / ORT |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m, lower in rows:
         speed = (lambda a, b: b / a) if lower else (lambda a, b: a / b)
-        body.append(f"| {name} | {m['torch']:.2f} | {m['ort']:.2f} | {m['ptm']:.2f} | "
-                    f"{speed(m['ptm'], m['torch']):.2f}× | {speed(m['ptm'], m['ort']):.2f}× |")
+        ratios = [speed(m["ptm"], m["torch"])] + [speed(m[s], m["ort"]) for s in dtypes]
+        body.append(f"| {name} | " + " | ".join(f"{m[s]:.2f}" for s in systems) + " | "
+                    + " | ".join(f"{r:.2f}×" for r in ratios) + " |")
     write_section(Path(args.output), "embed", "\n".join(body))
     print("\n".join(body))
 

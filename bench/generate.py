@@ -1,6 +1,6 @@
 """Greedy decoding speed: `ptm generate` against transformers' generate() on PyTorch.
 
-GPT-2 small (GPT2Config() defaults: 124M parameters, random weights, f32), batch 1, a 32-token
+GPT-2 small (GPT2Config() defaults: 124M parameters, random weights), batch 1, a 32-token
 prompt and 128 new tokens (EOS suppressed so both produce all 128). Both are timed the same way:
 the time at which each new token is chosen; prefill = time to the first token, decode = mean
 time per later token. PyTorch runs with 2 threads, ptm with its default (all cores, 2 here).
@@ -56,9 +56,9 @@ def time_torch(model, ids, new_tokens):
             "tokens_per_s": new_tokens / end}
 
 
-def time_ptm(model_dir, prompt, new_tokens):
+def time_ptm(model_dir, prompt, new_tokens, dtype="f32"):
     args = [PTM, "generate", "--model", str(model_dir), "--max-new-tokens", str(new_tokens),
-            "--min-new-tokens", str(new_tokens), "--timing", prompt]
+            "--min-new-tokens", str(new_tokens), "--timing", "--dtype", dtype, prompt]
     r = subprocess.run(args, check=True, capture_output=True, text=True)
     t = json.loads(r.stderr.strip().splitlines()[-1])
     assert t["new_tokens"] == new_tokens and t["prompt_tokens"] == 32, t
@@ -83,30 +83,40 @@ def main():
         # A prompt of exactly 32 tokens: " the" is one token, 32 times.
         prompt = " the" * 32
         ids = torch.full((1, 32), 262)
+        # PyTorch's own int8: dynamic quantization of every nn.Linear (GPT-2's Conv1D layers are
+        # not nn.Linear, so only lm_head is quantized; that is what quantize_dynamic gives).
+        model_int8 = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         time_torch(model, ids, 4)  # warm-up
-        runs = {"ptm": [], "torch": []}
+        time_torch(model_int8, ids, 4)
+        dtypes = {"ptm": "f32", "ptm-bf16": "bf16", "ptm-int8": "int8"}
+        runs = {s: [] for s in ("torch", "torch-int8", *dtypes)}
         for r in range(args.rounds):
-            runs["ptm"].append(time_ptm(model_dir, prompt, args.new_tokens))
+            for s, d in dtypes.items():
+                runs[s].append(time_ptm(model_dir, prompt, args.new_tokens, d))
             runs["torch"].append(time_torch(model, ids, args.new_tokens))
-            print(f"round {r + 1}: ptm {runs['ptm'][-1]}\n         torch {runs['torch'][-1]}", flush=True)
+            runs["torch-int8"].append(time_torch(model_int8, ids, args.new_tokens))
+            print(f"round {r + 1}: " + "; ".join(f"{s} {v[-1]['tokens_per_s']:.1f} tok/s" for s, v in runs.items()), flush=True)
     med = {s: {k: statistics.median(x[k] for x in v) for k in ("prefill_ms", "decode_ms_per_token", "tokens_per_s")}
            for s, v in runs.items()}
-    p, t = med["ptm"], med["torch"]
+    t = med["torch"]
     body = [
-        "## Text generation: GPT-2 small, greedy, f32, CPU",
+        "## Text generation: GPT-2 small, greedy, CPU",
         "",
         f"`bench/generate.py`, {datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} "
         f"(2 threads), transformers {transformers.__version__}; GPT2Config() defaults (124M parameters, random weights), "
         f"batch 1, 32 prompt tokens + {args.new_tokens} new tokens; medians of {args.rounds} interleaved rounds.",
         "",
-        "| measure | PyTorch | ptm | ptm speed-up |",
-        "|---|---:|---:|---:|",
-        f"| tokens/s, whole generation (higher is better) | {t['tokens_per_s']:.1f} | {p['tokens_per_s']:.1f} | "
-        f"{p['tokens_per_s'] / t['tokens_per_s']:.2f}× |",
-        f"| prefill (32 tokens), ms | {t['prefill_ms']:.1f} | {p['prefill_ms']:.1f} | {t['prefill_ms'] / p['prefill_ms']:.2f}× |",
-        f"| decode, ms per token | {t['decode_ms_per_token']:.1f} | {p['decode_ms_per_token']:.1f} | "
-        f"{t['decode_ms_per_token'] / p['decode_ms_per_token']:.2f}× |",
+        "| measure | PyTorch f32 | PyTorch int8 (quantize_dynamic) | ptm f32 | ptm bf16 | ptm int8 | "
+        "ptm f32 / PyTorch f32 | ptm bf16 / PyTorch f32 | ptm int8 / PyTorch f32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for key, what, lower in (("tokens_per_s", "tokens/s, whole generation (higher is better)", False),
+                             ("prefill_ms", "prefill (32 tokens), ms", True),
+                             ("decode_ms_per_token", "decode, ms per token", True)):
+        speed = (lambda a, b: b / a) if lower else (lambda a, b: a / b)
+        cells = [f"{med[s][key]:.1f}" for s in ("torch", "torch-int8", *dtypes)]
+        ratios = [f"{speed(med[s][key], t[key]):.2f}×" for s in dtypes]
+        body.append(f"| {what} | " + " | ".join(cells + ratios) + " |")
     write_section(Path(args.output), "generate", "\n".join(body))
     print("\n".join(body))
 

@@ -69,11 +69,11 @@ pub(crate) struct PackedLinear {
 
 /// Output features per block of the kernels (a multiple of every column block they use).
 const COL_BLOCK: usize = 4;
-/// Below this many rows, bf16 uses the row-by-row kernel; above it, widening the weight once
-/// and calling the f32 GEMM is faster.
-const BF16_GEMM_ROWS: usize = 16;
-/// Rows quantized and multiplied together by the int8 kernel.
-const INT8_ROW_BLOCK: usize = 4;
+/// From this many rows, bf16 widens the weight to f32 once and calls the f32 GEMM, whose
+/// packed micro-kernels then win; below it the blocked kernel avoids that copy.
+const BF16_GEMM_ROWS: usize = 256;
+/// Rows multiplied together by the blocked kernels (inputs in registers, weights reused).
+const ROW_BLOCK: usize = 4;
 
 impl PackedLinear {
     /// Packs `weight` (out, in); `None` for f32, which needs no packing.
@@ -105,15 +105,27 @@ impl PackedLinear {
         Ok(Some(PackedLinear { n, k, np, kp, packed }))
     }
 
-    /// bf16: `rows` inputs (`x` padded to kp per row) against every weight row.
-    fn bf16_rows(&self, w: &[u16], x: &[f32], rows: usize) -> Vec<f32> {
+    /// bf16: `rp` inputs (`x` padded to kp per row, `rp` a multiple of the row block) against
+    /// every weight row.
+    fn bf16_rows(&self, w: &[u16], x: &[f32], rp: usize) -> Vec<f32> {
         let kp = self.kp;
-        tiled(rows, self.np, rows, 16, |r0, h, c0, cols, out| {
-            for j in (0..cols).step_by(COL_BLOCK) {
-                let wr: [&[u16]; COL_BLOCK] = std::array::from_fn(|c| &w[(c0 + j + c) * kp..][..kp]);
-                for i in 0..h {
-                    let d = dot_bf16(&x[(r0 + i) * kp..][..kp], wr);
-                    out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d);
+        let xrow = |i: usize| &x[i * kp..][..kp];
+        let wrow = |j: usize| &w[j * kp..][..kp];
+        let tile_rows = if rp % ROW_BLOCK == 0 { 64 } else { rp };
+        tiled(rp, self.np, tile_rows, 64, |r0, h, c0, cols, out| {
+            if rp % ROW_BLOCK == 0 {
+                for i in (0..h).step_by(ROW_BLOCK) {
+                    for j in (0..cols).step_by(2) {
+                        let d = dot_bf16::<ROW_BLOCK, 2>(std::array::from_fn(|r| xrow(r0 + i + r)), [wrow(c0 + j), wrow(c0 + j + 1)]);
+                        (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j..][..2].copy_from_slice(&d[r]));
+                    }
+                }
+            } else {
+                for j in (0..cols).step_by(COL_BLOCK) {
+                    for i in 0..h {
+                        let d = dot_bf16::<1, COL_BLOCK>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
+                        out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d[0]);
+                    }
                 }
             }
         })
@@ -135,7 +147,7 @@ impl PackedLinear {
     /// int8: inputs quantized per row, exact i32 products, then both scales.
     fn int8(&self, q: &[i8], scale: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
         let (k, kp) = (self.k, self.kp);
-        let block = if rows >= INT8_ROW_BLOCK { INT8_ROW_BLOCK } else { 1 };
+        let block = if rows >= ROW_BLOCK { ROW_BLOCK } else { 1 };
         let rp = rows.next_multiple_of(block);
         let mut qx = vec![0i8; rp * kp];
         let mut sx = vec![0f32; rp];
@@ -236,9 +248,10 @@ impl CustomOp1 for PackedLinear {
         let y = match &self.packed {
             Packed::Bf16(w) if rows >= BF16_GEMM_ROWS => self.bf16_gemm(w, x, rows),
             Packed::Bf16(w) => {
-                let mut xp = vec![0f32; rows * self.kp];
+                let rp = if rows >= ROW_BLOCK { rows.next_multiple_of(ROW_BLOCK) } else { rows };
+                let mut xp = vec![0f32; rp * self.kp];
                 xp.chunks_mut(self.kp).zip(x.chunks(k)).for_each(|(d, s)| d[..k].copy_from_slice(s));
-                unpad(self.bf16_rows(w, &xp, rows), rows, self.np, self.n)
+                unpad(self.bf16_rows(w, &xp, rp), rows, self.np, self.n)
             }
             Packed::Int8 { q, scale } => unpad(self.int8(q, scale, x, rows), rows, self.np, self.n),
         };
@@ -268,7 +281,7 @@ mod tests {
     /// Each path (row kernel, GEMM, int8 single rows and blocks) on sizes that need padding.
     #[test]
     fn packed_products_match_f32_within_the_format_error() {
-        for rows in [1, 3, 5, 17, 70] {
+        for rows in [1, 3, 5, 17, 70, 300] {
             // bf16 keeps 8 significant bits: relative error per weight ≤ 2^-9.
             check(Precision::Bf16, rows, 37, 45, 1e-2);
             // int8: relative error per value ≤ 1/254 for weights and inputs alike.

@@ -26,9 +26,10 @@ pub(crate) fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
-/// `x · w[c]` for C rows of bf16 weights, accumulated in f32.
-pub(crate) fn dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
-    debug_assert!(x.len() % LANES == 0 && w.iter().all(|r| r.len() == x.len()));
+/// `x[r] · w[c]` for R rows of f32 inputs and C rows of bf16 weights, accumulated in f32.
+pub(crate) fn dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
+    debug_assert!(x.iter().all(|r| r.len() == x[0].len() && r.len() % LANES == 0));
+    debug_assert!(w.iter().all(|r| r.len() == x[0].len()));
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked above); lengths are equal multiples of 16.
@@ -37,8 +38,8 @@ pub(crate) fn dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
     portable_dot_bf16(x, w)
 }
 
-fn portable_dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
-    w.map(|row| x.iter().zip(row).map(|(&a, &b)| a * bf16_to_f32(b)).sum())
+fn portable_dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a * bf16_to_f32(b)).sum()))
 }
 
 /// `x[r] · w[c]` for R rows of int8 activations and C rows of int8 weights, exact in i32
@@ -92,24 +93,34 @@ mod x86 {
         _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast()) })
     }
 
-    /// SAFETY: AVX2 and FMA present; every row as long as `x`, a multiple of 16.
+    /// SAFETY: AVX2 and FMA present; every row as long as `x[0]`, a multiple of 16.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_bf16<const C: usize>(x: &[f32], w: [&[u16]; C]) -> [f32; C] {
-        let mut acc = [_mm256_setzero_ps(); C];
+    pub(super) unsafe fn dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let (mut xv, mut wv) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); C]);
         let mut p = 0;
-        while p < x.len() {
+        while p < x[0].len() {
             // SAFETY: p + 8 ≤ len for every row (lengths are equal multiples of 8).
             unsafe {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(p));
+                for r in 0..R {
+                    xv[r] = _mm256_loadu_ps(x[r].as_ptr().add(p));
+                }
                 for c in 0..C {
-                    acc[c] = _mm256_fmadd_ps(xv, load_bf16x8(w[c].as_ptr().add(p)), acc[c]);
+                    wv[c] = load_bf16x8(w[c].as_ptr().add(p));
+                }
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    acc[r][c] = _mm256_fmadd_ps(xv[r], wv[c], acc[r][c]);
                 }
             }
             p += 8;
         }
-        let mut out = [0f32; C];
-        for c in 0..C {
-            out[c] = hsum_f32(acc[c]);
+        let mut out = [[0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                out[r][c] = hsum_f32(acc[r][c]);
+            }
         }
         out
     }
@@ -178,8 +189,8 @@ mod tests {
         let w: Vec<Vec<u16>> = (0..3)
             .map(|c| (0..k).map(|i| half::bf16::from_f32(((i + c * 7) as f32 * 0.11).cos()).to_bits()).collect())
             .collect();
-        let got = dot_bf16::<3>(&x, [&w[0], &w[1], &w[2]]);
-        let portable = portable_dot_bf16::<3>(&x, [&w[0], &w[1], &w[2]]);
+        let got = dot_bf16::<1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
+        let portable = portable_dot_bf16::<1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
         for c in 0..3 {
             assert!((got[c] - portable[c]).abs() < 1e-5, "col {c}: vector {} vs portable {}", got[c], portable[c]);
             let want: f64 = x.iter().zip(&w[c]).map(|(&a, &b)| a as f64 * bf16_to_f32(b) as f64).sum();
