@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use super::params::{Init, ParamBuilder};
-use super::precision::{PackedLinear, Precision};
+use super::precision::{FewRowsF32, PackedLinear, Precision};
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub struct Linear {
     /// bf16 autocast: the product of bf16-rounded weight and input, accumulated in f32
     /// (mixed-precision training; bf16 inference on devices other than the CPU).
     autocast: bool,
+    /// f32 CPU inference: few rows go through the blocked kernel instead of the GEMM.
+    few_rows: bool,
 }
 
 impl Linear {
@@ -37,7 +39,7 @@ impl Linear {
 
     /// An f32 layer over given tensors; [`Linear::in_precision_of`] applies a store's precision.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, packed: None, autocast: false }
+        Linear { weight, bias, packed: None, autocast: false, few_rows: false }
     }
 
     /// This layer in the precision of `vb`'s store: packed weights for CPU inference, bf16
@@ -45,7 +47,7 @@ impl Linear {
     pub fn in_precision_of(mut self, vb: &ParamBuilder) -> Result<Self> {
         let store = vb.store();
         match (store.precision(), store.trainable()) {
-            (Precision::F32, _) => {}
+            (Precision::F32, trainable) => self.few_rows = !trainable && self.weight.device().is_cpu(),
             (Precision::Int8, true) => {
                 return Err(Error::invalid("int8 is for inference: train in f32 or bf16, then use --dtype int8"));
             }
@@ -80,6 +82,8 @@ impl Linear {
         let x = x.reshape((rows, in_dim))?;
         let y = if let Some(packed) = &self.packed {
             x.contiguous()?.apply_op1_no_bwd(packed.as_ref())? // (rows, out)
+        } else if self.few_rows && x.dtype() == DType::F32 && FewRowsF32::applies(rows, &self.weight) {
+            x.contiguous()?.apply_op2_no_bwd(&self.weight, &FewRowsF32)? // (rows, out)
         } else if self.autocast {
             let w = self.weight.to_dtype(DType::BF16)?;
             x.to_dtype(DType::BF16)?.matmul(&w.t()?)?.to_dtype(DType::F32)? // (rows, out)

@@ -9,12 +9,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fused_attention::gemm_f32;
 use super::kernels::f32_slice;
-use super::simd::{LANES, bf16_to_f32, dot_bf16, dot_i8};
+use super::simd::{FLOAT_LANES, LANES, Widen, bf16_to_f32, dot_float, dot_i8};
 use crate::error::{Error, Result};
 
 /// The number format of linear-layer weights (`--dtype`).
@@ -69,9 +69,10 @@ pub(crate) struct PackedLinear {
 
 /// Output features per block of the kernels (a multiple of every column block they use).
 const COL_BLOCK: usize = 4;
-/// From this many rows, bf16 widens the weight to f32 once and calls the f32 GEMM, whose
-/// packed micro-kernels then win; below it the blocked kernel avoids that copy.
-const BF16_GEMM_ROWS: usize = 256;
+/// From this many rows the GEMM's packed micro-kernels win (bf16 widens the weight to f32 once
+/// for it); below it the blocked kernels, with no packing and no threads barrier per call,
+/// are faster.
+const GEMM_ROWS: usize = 256;
 /// Rows multiplied together by the blocked kernels (inputs in registers, weights reused).
 const ROW_BLOCK: usize = 4;
 
@@ -103,32 +104,6 @@ impl PackedLinear {
             Precision::F32 => unreachable!("returned above"),
         };
         Ok(Some(PackedLinear { n, k, np, kp, packed }))
-    }
-
-    /// bf16: `rp` inputs (`x` padded to kp per row, `rp` a multiple of the row block) against
-    /// every weight row.
-    fn bf16_rows(&self, w: &[u16], x: &[f32], rp: usize) -> Vec<f32> {
-        let kp = self.kp;
-        let xrow = |i: usize| &x[i * kp..][..kp];
-        let wrow = |j: usize| &w[j * kp..][..kp];
-        let tile_rows = if rp % ROW_BLOCK == 0 { 64 } else { rp };
-        tiled(rp, self.np, tile_rows, 64, |r0, h, c0, cols, out| {
-            if rp % ROW_BLOCK == 0 {
-                for i in (0..h).step_by(ROW_BLOCK) {
-                    for j in (0..cols).step_by(2) {
-                        let d = dot_bf16::<ROW_BLOCK, 2>(std::array::from_fn(|r| xrow(r0 + i + r)), [wrow(c0 + j), wrow(c0 + j + 1)]);
-                        (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j..][..2].copy_from_slice(&d[r]));
-                    }
-                }
-            } else {
-                for j in (0..cols).step_by(COL_BLOCK) {
-                    for i in 0..h {
-                        let d = dot_bf16::<1, COL_BLOCK>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
-                        out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d[0]);
-                    }
-                }
-            }
-        })
     }
 
     /// bf16 with many rows: the weight widened to f32 once, then the f32 GEMM.
@@ -175,6 +150,83 @@ impl PackedLinear {
                 }
             }
         })
+    }
+}
+
+/// Rows padded for the blocked float kernel: to a multiple of the row block from one block up.
+fn padded_rows(rows: usize) -> usize {
+    if rows >= ROW_BLOCK { rows.next_multiple_of(ROW_BLOCK) } else { rows }
+}
+
+/// `x` (rows of `k`; `padded_rows` of them) times `w` (n rows of `k`, f32 or bf16)ᵀ -> (rows, n).
+fn float_rows<W: Widen + Sync>(w: &[W], n: usize, x: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let xrow = |i: usize| &x[i * k..][..k];
+    let wrow = |j: usize| &w[j * k..][..k];
+    let blocked = rows % ROW_BLOCK == 0;
+    tiled(rows, n, if blocked { 64 } else { rows }, 64, |r0, h, c0, cols, out| {
+        if blocked {
+            for i in (0..h).step_by(ROW_BLOCK) {
+                let xs: [&[f32]; ROW_BLOCK] = std::array::from_fn(|r| xrow(r0 + i + r));
+                let mut j = 0;
+                while j + 2 <= cols {
+                    let d = dot_float::<W, ROW_BLOCK, 2>(xs, [wrow(c0 + j), wrow(c0 + j + 1)]);
+                    (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j..][..2].copy_from_slice(&d[r]));
+                    j += 2;
+                }
+                if j < cols {
+                    let d = dot_float::<W, ROW_BLOCK, 1>(xs, [wrow(c0 + j)]);
+                    (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j] = d[r][0]);
+                }
+            }
+        } else {
+            for i in 0..h {
+                let mut j = 0;
+                while j + COL_BLOCK <= cols {
+                    let d = dot_float::<W, 1, COL_BLOCK>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
+                    out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d[0]);
+                    j += COL_BLOCK;
+                }
+                for j in j..cols {
+                    out[i * cols + j] = dot_float::<W, 1, 1>([xrow(r0 + i)], [wrow(c0 + j)])[0][0];
+                }
+            }
+        }
+    })
+}
+
+/// Copies `rows` rows of `k` values into `rp` rows of `kp` (zeros around).
+fn pad(x: &[f32], rows: usize, k: usize, rp: usize, kp: usize) -> Vec<f32> {
+    let mut xp = vec![0f32; rp * kp];
+    xp.chunks_mut(kp).zip(x.chunks(k).take(rows)).for_each(|(d, s)| d[..k].copy_from_slice(s));
+    xp
+}
+
+/// f32 inference with few rows (batch-1 latency, decoding): the blocked kernel on the weight as
+/// stored, x (rows, k) · w (n, k)ᵀ. No backward: the caller uses it only without gradients.
+pub(crate) struct FewRowsF32;
+
+impl FewRowsF32 {
+    /// Whether `rows` inputs times `weight` take this kernel.
+    pub(crate) fn applies(rows: usize, weight: &Tensor) -> bool {
+        let k = weight.dims().last().copied().unwrap_or(0);
+        rows < GEMM_ROWS && weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous() && k % FLOAT_LANES == 0
+    }
+}
+
+impl CustomOp2 for FewRowsF32 {
+    fn name(&self) -> &'static str {
+        "ptm-few-rows-f32"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let ((rows, k), (n, kw)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        if k != kw || k % FLOAT_LANES != 0 {
+            candle_core::bail!("few-rows linear: input {:?} and weight {:?} do not fit", l1.dims(), l2.dims());
+        }
+        let rp = padded_rows(rows);
+        let y = if rp == rows { float_rows(w, n, x, rows, k) } else { float_rows(w, n, &pad(x, rows, k, rp, k), rp, k) };
+        Ok((CpuStorage::F32(unpad(y, rows, n, n)), Shape::from((rows, n))))
     }
 }
 
@@ -246,12 +298,10 @@ impl CustomOp1 for PackedLinear {
             candle_core::bail!("packed linear: input has {k} features, the weight {}", self.k);
         }
         let y = match &self.packed {
-            Packed::Bf16(w) if rows >= BF16_GEMM_ROWS => self.bf16_gemm(w, x, rows),
+            Packed::Bf16(w) if rows >= GEMM_ROWS => self.bf16_gemm(w, x, rows),
             Packed::Bf16(w) => {
-                let rp = if rows >= ROW_BLOCK { rows.next_multiple_of(ROW_BLOCK) } else { rows };
-                let mut xp = vec![0f32; rp * self.kp];
-                xp.chunks_mut(self.kp).zip(x.chunks(k)).for_each(|(d, s)| d[..k].copy_from_slice(s));
-                unpad(self.bf16_rows(w, &xp, rp), rows, self.np, self.n)
+                let rp = padded_rows(rows);
+                unpad(float_rows(w, self.np, &pad(x, rows, k, rp, self.kp), rp, self.kp), rows, self.np, self.n)
             }
             Packed::Int8 { q, scale } => unpad(self.int8(q, scale, x, rows), rows, self.np, self.n),
         };
@@ -288,6 +338,24 @@ mod tests {
             check(Precision::Int8, rows, 37, 45, 3e-2);
         }
         check(Precision::Int8, 130, 70, 200, 3e-2);
+    }
+
+    /// The f32 few-rows kernel on odd shapes (row and column remainders) equals the GEMM.
+    #[test]
+    fn few_rows_f32_kernel_matches_the_gemm() {
+        let dev = Device::Cpu;
+        for (rows, n, k) in [(1, 5, 16), (3, 9, 24), (4, 7, 8), (17, 33, 40), (255, 3, 64)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+            assert!(FewRowsF32::applies(rows, &w));
+            let want = x.matmul(&w.t().unwrap()).unwrap();
+            let got = x.apply_op2_no_bwd(&w, &FewRowsF32).unwrap();
+            let err = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(err < 1e-4, "{rows}x{k} · {k}x{n}: {err}");
+        }
+        let w = Tensor::zeros((4, 12), DType::F32, &dev).unwrap();
+        assert!(!FewRowsF32::applies(2, &w), "rows of 12 are not whole vectors");
+        assert!(!FewRowsF32::applies(GEMM_ROWS, &Tensor::zeros((4, 16), DType::F32, &dev).unwrap()));
     }
 
     #[test]

@@ -1,11 +1,35 @@
-//! Inner products for reduced-precision weights, with the instruction set picked at run time
-//! (AVX2 + FMA where the CPU has them, portable Rust otherwise), so one binary is fast on
-//! x86-64 machines without `-C target-cpu=native`. Callers pad every row to a multiple of
-//! [`LANES`] with zeros, so the vector loops have no tails.
+//! Register-blocked inner products of a few input rows with a few weight rows (f32, bf16 or
+//! int8 weights), with the instruction set picked at run time (AVX2 + FMA where the CPU has
+//! them, portable Rust otherwise), so one binary is fast on x86-64 machines without
+//! `-C target-cpu=native`. Rows are multiples of the vector width (8 floats, 16 int8), which
+//! callers ensure by zero padding, so the vector loops have no tails.
 
-/// Row lengths are multiples of this (16 int8 or 8 bf16 values widen to one 256-bit register;
-/// 16 keeps both).
+/// Row lengths of the int8 kernel, and of the packed formats, are multiples of this.
 pub(crate) const LANES: usize = 16;
+/// Row lengths of the float kernels are multiples of this.
+pub(crate) const FLOAT_LANES: usize = 8;
+
+/// A weight format the float kernel widens to f32.
+pub(crate) trait Widen: Copy {
+    /// bf16 weights are widened by a shift; f32 ones are loaded as they are.
+    const BF16: bool;
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    const BF16: bool = false;
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+/// bf16, as its bits.
+impl Widen for u16 {
+    const BF16: bool = true;
+    fn widen(self) -> f32 {
+        bf16_to_f32(self)
+    }
+}
 
 /// Whether the AVX2 + FMA paths run (checked once; std caches the CPUID answer).
 #[inline]
@@ -26,20 +50,22 @@ pub(crate) fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
-/// `x[r] · w[c]` for R rows of f32 inputs and C rows of bf16 weights, accumulated in f32.
-pub(crate) fn dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
-    debug_assert!(x.iter().all(|r| r.len() == x[0].len() && r.len() % LANES == 0));
-    debug_assert!(w.iter().all(|r| r.len() == x[0].len()));
+/// `x[r] · w[c]` for R rows of f32 inputs and C rows of f32 or bf16 weights, accumulated in f32.
+pub(crate) fn dot_float<W: Widen, const R: usize, const C: usize>(x: [&[f32]; R], w: [&[W]; C]) -> [[f32; C]; R] {
+    let k = x[0].len();
+    assert!(k % FLOAT_LANES == 0 && x.iter().all(|r| r.len() == k) && w.iter().all(|r| r.len() == k));
     #[cfg(target_arch = "x86_64")]
     if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above); lengths are equal multiples of 16.
-        return unsafe { x86::dot_bf16(x, w) };
+        // SAFETY: the CPU has AVX2 and FMA (checked above); every row holds k values, a
+        // multiple of 8, of the type the BF16 flag names.
+        let w = w.map(|r| r.as_ptr().cast());
+        return unsafe { if W::BF16 { x86::dot_float::<true, R, C>(x, w, k) } else { x86::dot_float::<false, R, C>(x, w, k) } };
     }
-    portable_dot_bf16(x, w)
+    portable_dot_float(x, w)
 }
 
-fn portable_dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
-    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a * bf16_to_f32(b)).sum()))
+fn portable_dot_float<W: Widen, const R: usize, const C: usize>(x: [&[f32]; R], w: [&[W]; C]) -> [[f32; C]; R] {
+    x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a * b.widen()).sum()))
 }
 
 /// `x[r] · w[c]` for R rows of int8 activations and C rows of int8 weights, exact in i32
@@ -93,20 +119,29 @@ mod x86 {
         _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.cast()) })
     }
 
-    /// SAFETY: AVX2 and FMA present; every row as long as `x[0]`, a multiple of 16.
+    /// SAFETY: AVX2 and FMA present; every x row and every weight row (bf16 values when BF16,
+    /// else f32) holds `k` values, a multiple of 8.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_bf16<const R: usize, const C: usize>(x: [&[f32]; R], w: [&[u16]; C]) -> [[f32; C]; R] {
+    pub(super) unsafe fn dot_float<const BF16: bool, const R: usize, const C: usize>(
+        x: [&[f32]; R],
+        w: [*const u8; C],
+        k: usize,
+    ) -> [[f32; C]; R] {
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let (mut xv, mut wv) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); C]);
         let mut p = 0;
-        while p < x[0].len() {
-            // SAFETY: p + 8 ≤ len for every row (lengths are equal multiples of 8).
+        while p < k {
+            // SAFETY: p + 8 ≤ k for every row.
             unsafe {
                 for r in 0..R {
                     xv[r] = _mm256_loadu_ps(x[r].as_ptr().add(p));
                 }
                 for c in 0..C {
-                    wv[c] = load_bf16x8(w[c].as_ptr().add(p));
+                    wv[c] = if BF16 {
+                        load_bf16x8(w[c].cast::<u16>().add(p))
+                    } else {
+                        _mm256_loadu_ps(w[c].cast::<f32>().add(p))
+                    };
                 }
             }
             for r in 0..R {
@@ -183,14 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn f32_blocked_dot_matches_portable_sums() {
+        let k = 40;
+        let rows: Vec<Vec<f32>> = (0..6).map(|r| (0..k).map(|i| ((i * 7 + r * 13) as f32 * 0.21).sin()).collect()).collect();
+        let (x, w) = ([&rows[0][..], &rows[1], &rows[2], &rows[3]], [&rows[4][..], &rows[5]]);
+        let got = dot_float::<f32, 4, 2>(x, w);
+        let want = portable_dot_float::<f32, 4, 2>(x, w);
+        for r in 0..4 {
+            for c in 0..2 {
+                assert!((got[r][c] - want[r][c]).abs() < 1e-5, "row {r} col {c}: {} vs {}", got[r][c], want[r][c]);
+            }
+        }
+    }
+
+    #[test]
     fn bf16_dot_matches_widened_f32() {
         let k = 64;
         let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<Vec<u16>> = (0..3)
             .map(|c| (0..k).map(|i| half::bf16::from_f32(((i + c * 7) as f32 * 0.11).cos()).to_bits()).collect())
             .collect();
-        let got = dot_bf16::<1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
-        let portable = portable_dot_bf16::<1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
+        let got = dot_float::<u16, 1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
+        let portable = portable_dot_float::<u16, 1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
         for c in 0..3 {
             assert!((got[c] - portable[c]).abs() < 1e-5, "col {c}: vector {} vs portable {}", got[c], portable[c]);
             let want: f64 = x.iter().zip(&w[c]).map(|(&a, &b)| a as f64 * bf16_to_f32(b) as f64).sum();
