@@ -85,11 +85,16 @@ fn embed_keeps_input_order_in_every_input_format() {
     }
 }
 
-#[test]
-fn embed_minilm_from_jsonl_equals_sentence_transformers() {
+/// The texts of the MiniLM fixtures.
+fn minilm_texts() -> Vec<String> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap()).unwrap();
-    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    serde_json::from_value(v["texts"].clone()).unwrap()
+}
+
+#[test]
+fn embed_minilm_from_jsonl_equals_sentence_transformers() {
+    let texts = minilm_texts();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("texts.jsonl");
     let lines: Vec<String> = texts.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
@@ -451,9 +456,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// written by `ptm quantize --int8` is smaller and gives exactly what `--dtype int8` gives.
 #[test]
 fn reduced_precision_embeddings_and_quantized_checkpoints() {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap()).unwrap();
-    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    let texts = minilm_texts();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("texts.txt");
     std::fs::write(&input, texts.iter().map(|t| t.replace('\n', " ")).collect::<Vec<_>>().join("\n") + "\n").unwrap();

@@ -13,21 +13,29 @@ use ptm::sentence_transformers::{MODULES_JSON, ModelDir, SENTENCE_BERT_CONFIG};
 /// Re-save a model directory as config.json + model.safetensors + tokenizer files.
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub paths: Paths,
+}
+
+/// The model read and the directory written (convert, quantize).
+#[derive(clap::Args)]
+pub struct Paths {
     /// Model directory, or org/name in the Hugging Face cache.
     #[arg(long)]
-    model: String,
+    pub model: String,
     /// Output directory (created; files in it are replaced atomically).
     #[arg(long)]
-    output: PathBuf,
+    pub output: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    save(&a.model, &a.output, &StoreOptions::default())
+    save(&a.paths, &StoreOptions::default())
 }
 
 /// Loads `model` with `opts` (whose precision decides how linear weights are written) and
 /// saves it under `output` with its tokenizer and sentence-transformers files.
-pub fn save(model: &str, output: &Path, opts: &StoreOptions) -> Result<()> {
+pub fn save(paths: &Paths, opts: &StoreOptions) -> Result<()> {
+    let (model, output) = (paths.model.as_str(), paths.output.as_path());
     let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(model)?;
     if same_dir(&dir, output) {
         bail!("--output must differ from the model directory");
