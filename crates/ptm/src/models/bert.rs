@@ -143,7 +143,7 @@ impl BertLayer {
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         let a = self.attention.forward(x, mask, mode)?;
-        let inner = self.activation.forward(&self.intermediate.forward(&a)?)?;
+        let inner = self.intermediate.forward_activated(&a, self.activation)?;
         let out = dropout(&self.output.forward(&inner)?, self.dropout, mode)?;
         self.output_layer_norm.forward(&(out + a)?)
     }
@@ -225,7 +225,7 @@ impl BertLMPredictionHead {
 
     /// (batch, seq, hidden) -> (batch, seq, vocab)
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.layer_norm.forward(&self.activation.forward(&self.dense.forward(x)?)?)?;
+        let x = self.layer_norm.forward(&self.dense.forward_activated(x, self.activation)?)?;
         self.decoder.forward(&x)
     }
 

@@ -94,7 +94,7 @@ impl Gpt2Block {
 
     fn forward(&self, x: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, cache, mode)?)?;
-        let h = self.activation.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
+        let h = self.c_fc.forward_activated(&self.ln_2.forward(&x)?, self.activation)?;
         let h = dropout(&self.c_proj.forward(&h)?, self.resid_pdrop, mode)?;
         Ok((x + h)?)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::f32_slice;
+use super::kernels::{f32_slice, softmax_in_place};
 
 /// Queries per tile: the score buffer is TILE × k_len.
 const TILE: usize = 64;
@@ -118,14 +118,7 @@ impl FusedAttention {
                 row.fill(0.0);
                 continue;
             }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|s| *s *= inv);
+            softmax_in_place(row);
         }
     }
 

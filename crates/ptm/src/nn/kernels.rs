@@ -39,16 +39,8 @@ impl CustomOp1 for SoftmaxLastDim {
         let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(cols) * cols;
         y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-                let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = (v - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                yr.iter_mut().for_each(|o| *o *= inv);
-            }
+            yc.copy_from_slice(xc);
+            yc.chunks_mut(cols).for_each(softmax_in_place);
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
@@ -79,6 +71,73 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     p / q
 }
 
+/// e^x for x ≤ 88 without a libm call, so loops over it vectorise (libm's expf is a call per
+/// element): Cephes' expf, range reduction by ln 2, a degree-6 polynomial and the exponent
+/// built in the bits; within 2 ulp of `f32::exp`, and exactly 0 where e^x is below f32's
+/// normal range (x < -87.3), as a masked score needs.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LO: f32 = -87.336_55;
+    let xc = x.clamp(LO, 88.0);
+    // n = floor(x / ln 2 + 1/2), without floorf: truncate, then step down for negatives.
+    let t = xc * std::f32::consts::LOG2_E + 0.5;
+    let mut n = t as i32 as f32;
+    n -= (n > t) as i32 as f32;
+    let r = xc - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        p = p * r + c;
+    }
+    let y = p * r * r + r + 1.0;
+    let scaled = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < LO { 0.0 } else { scaled }
+}
+
+/// Σ f(x) over `xs` in eight interleaved partial sums: one f32 accumulator is a serial chain
+/// that LLVM may not reorder, eight are a vector register.
+#[inline(always)]
+pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest value of `xs` (−∞ when empty), eight lanes at a time.
+#[inline(always)]
+pub(crate) fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+/// Softmax of one row in place: the exponentials in one vectorised pass, then their sum.
+#[inline]
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let max = lane_max(row);
+    row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let inv = 1.0 / lane_sum(row, |v| v);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// tanh from [`exp_f32`], absolute error below 1e-6 (1 beyond ±9, as in f32).
+#[inline(always)]
+pub(crate) fn tanh_f32(x: f32) -> f32 {
+    let e = exp_f32(2.0 * x.clamp(-9.0, 9.0));
+    (e - 1.0) / (e + 1.0)
+}
+
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -107,18 +166,26 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(storage, layout, |x| 0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2)))
+        map_f32(storage, layout, gelu_erf)
     }
 
-    /// g · GELU'(x) = g · (Φ(x) + x φ(x))
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = |x: f32, g: f32| {
-            let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
-            let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-            g * (cdf + x * pdf)
-        };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad })?))
+        let grad = ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &grad)?))
     }
+}
+
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2))
+}
+
+/// g · GELU'(x) = g · (Φ(x) + x φ(x))
+#[inline(always)]
+fn gelu_erf_grad(x: f32, g: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+    let pdf = FRAC_1_SQRT_2PI * exp_f32(-0.5 * x * x);
+    g * (cdf + x * pdf)
 }
 
 /// √(2/π)
@@ -134,16 +201,75 @@ impl CustomOp1 for GeluTanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(storage, layout, |x| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()))
+        map_f32(storage, layout, gelu_tanh)
     }
 
-    /// g · (½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)) with t the tanh above.
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = |x: f32, g: f32| {
-            let t = (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh();
-            g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
+        let grad = ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &grad)?))
+    }
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanh_f32(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
+}
+
+/// g · (½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)) with t the tanh above.
+#[inline(always)]
+fn gelu_tanh_grad(x: f32, g: f32) -> f32 {
+    let t = tanh_f32(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x));
+    g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
+}
+
+/// f(x + bias) over rows of x, bias (cols).
+fn bias_map(x: &[f32], b: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let cols = b.len();
+    let mut y = vec![0f32; x.len()];
+    let chunk = rows_per_task(cols) * cols;
+    y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
+        for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+            yr.iter_mut().zip(xr).zip(b).for_each(|((o, &v), &bias)| *o = f(v + bias));
+        }
+    });
+    y
+}
+
+/// A linear layer's bias and GELU in one pass, gelu(x + bias) over rows of x (..., cols) with
+/// bias (cols): the FFN's widest tensor is read and written once instead of twice. Backward:
+/// dx = g · gelu'(x + bias), dbias = Σ over rows of dx.
+pub(crate) struct BiasGelu {
+    /// The tanh approximation instead of the exact (erf) GELU.
+    pub tanh: bool,
+}
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "ptm-bias-gelu"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, bs: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, b) = (f32_slice(xs, xl)?, f32_slice(bs, bl)?);
+        let cols = b.len();
+        if cols == 0 || xl.dims().last() != Some(&cols) {
+            candle_core::bail!("bias + GELU: input {:?}, bias {:?}", xl.dims(), bl.dims());
+        }
+        // One instantiation per GELU, so each loop inlines its function and vectorises.
+        let y = if self.tanh { bias_map(x, b, gelu_tanh) } else { bias_map(x, b, gelu_erf) };
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, bias: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let z = x.broadcast_add(bias)?.contiguous()?;
+        let g = g.contiguous()?;
+        let dz = if self.tanh {
+            z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad })?
+        } else {
+            z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad })?
         };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad })?))
+        let rows = dz.elem_count() / bias.elem_count();
+        let db = dz.reshape((rows, bias.elem_count()))?.sum(0)?;
+        Ok((Some(dz), Some(db)))
     }
 }
 
@@ -341,8 +467,8 @@ impl CustomOp1 for RowCrossEntropy {
         let mut loss = vec![0f32; self.labels.len()];
         loss.par_iter_mut().zip(x.par_chunks(cols)).zip(self.labels.par_iter()).for_each(|((o, row), label)| {
             if let Some(l) = label {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+                let max = lane_max(row);
+                let sum = lane_sum(row, |v| exp_f32(v - max));
                 *o = max + sum.ln() - row[*l as usize];
             }
         });
@@ -382,7 +508,7 @@ impl CustomOp2 for RowCrossEntropyGrad {
                 // logsumexp = loss + the label's logit
                 let lse = loss + row[l as usize];
                 for (o, &v) in d.iter_mut().zip(row) {
-                    *o = g * (v - lse).exp();
+                    *o = g * exp_f32(v - lse);
                 }
                 d[l as usize] -= g;
             }
@@ -398,6 +524,24 @@ mod tests {
 
     fn grid() -> Vec<f32> {
         (-1200..=1200).map(|i| i as f32 * 0.005).collect()
+    }
+
+    #[test]
+    fn exp_and_tanh_are_accurate() {
+        for i in -8800..=8800 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            let rel = (got - want).abs() / want;
+            assert!(rel < 2.5e-7 || (x < -87.3 && got == 0.0), "exp({x}): {got} vs {want}");
+        }
+        assert_eq!(exp_f32(-1e30), 0.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (tanh_f32(x) as f64, (x as f64).tanh());
+            assert!((got - want).abs() < 1e-6, "tanh({x}): {got} vs {want}");
+        }
     }
 
     #[test]
@@ -495,6 +639,44 @@ mod tests {
     fn gelu_gradients_match_finite_differences() {
         gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluErf).unwrap()));
         gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluTanh).unwrap()));
+    }
+
+    /// gelu(x + bias) fused equals the composite (bias add, then the GELU op) with both
+    /// gradients, and the bias gradient matches finite differences.
+    #[test]
+    fn fused_bias_gelu_equals_composite_with_both_gradients() {
+        let d = Device::Cpu;
+        for tanh in [false, true] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 50, 40), &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 40, &d).unwrap()).unwrap();
+            let up = Tensor::randn(0f32, 1.0, (3, 50, 40), &d).unwrap();
+            let gelu = |z: &Tensor| if tanh { z.apply_op1(GeluTanh).unwrap() } else { z.apply_op1(GeluErf).unwrap() };
+            let fused = x.as_tensor().apply_op2(b.as_tensor(), BiasGelu { tanh }).unwrap();
+            let composite = gelu(&x.as_tensor().broadcast_add(b.as_tensor()).unwrap());
+            assert!(max_diff(&fused, &composite) < 1e-6, "tanh {tanh}: forward");
+            let gf = (&fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (&composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap()) < 1e-5, "tanh {tanh}: dx");
+            assert!(max_diff(gf.get(&b).unwrap(), gc.get(&b).unwrap()) < 1e-4, "tanh {tanh}: dbias");
+            // d/dbias_j of Σ up ⊙ gelu(x + bias), by central differences in f64 sums.
+            let loss = |bias: &Tensor| -> f64 {
+                let y = x.as_tensor().apply_op2_no_bwd(bias, &BiasGelu { tanh }).unwrap();
+                let prod: Vec<f32> = (y * &up).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                prod.iter().map(|&v| v as f64).sum()
+            };
+            let b0: Vec<f32> = b.as_tensor().to_vec1().unwrap();
+            let analytic: Vec<f32> = gf.get(&b).unwrap().to_vec1().unwrap();
+            for j in [0, 17, 39] {
+                let h = 1e-2f32;
+                let shifted = |delta: f32| {
+                    let mut v = b0.clone();
+                    v[j] += delta;
+                    Tensor::from_vec(v, 40, &d).unwrap()
+                };
+                let numeric = (loss(&shifted(h)) - loss(&shifted(-h))) / (2.0 * h as f64);
+                assert!((numeric - analytic[j] as f64).abs() < 2e-2, "tanh {tanh}, dbias{j}: {numeric} vs {}", analytic[j]);
+            }
+        }
     }
 
     fn composite_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
