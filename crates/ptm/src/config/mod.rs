@@ -4,6 +4,7 @@
 
 mod bert;
 mod gpt2;
+pub mod xlnet;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,17 +15,19 @@ use serde_json::{Map, Value};
 
 pub use bert::BertConfig;
 pub use gpt2::{Gpt2Config, TokenIds};
+pub use xlnet::XlnetConfig;
 
 use crate::error::{Error, Result};
 
 /// The `model_type`s ptm can build.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gpt2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gpt2", "xlnet"];
 
 /// One family's config.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Bert(BertConfig),
     Gpt2(Gpt2Config),
+    Xlnet(XlnetConfig),
 }
 
 impl ModelConfig {
@@ -57,6 +60,7 @@ impl ModelConfig {
         match model_type.as_str() {
             "bert" => Ok(ModelConfig::Bert(BertConfig::from_map(map, path)?)),
             "gpt2" => Ok(ModelConfig::Gpt2(Gpt2Config::from_map(map, path)?)),
+            "xlnet" => Ok(ModelConfig::Xlnet(XlnetConfig::from_map(map, path)?)),
             _ => Err(Error::UnknownModelType {
                 path: path.to_path_buf(),
                 model_type,
@@ -69,6 +73,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(_) => "bert",
             ModelConfig::Gpt2(_) => "gpt2",
+            ModelConfig::Xlnet(_) => "xlnet",
         }
     }
 
@@ -76,6 +81,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => &c.common,
             ModelConfig::Gpt2(c) => &c.common,
+            ModelConfig::Xlnet(c) => &c.common,
         }
     }
 
@@ -83,6 +89,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => &mut c.common,
             ModelConfig::Gpt2(c) => &mut c.common,
+            ModelConfig::Xlnet(c) => &mut c.common,
         }
     }
 
@@ -107,6 +114,16 @@ impl ModelConfig {
                 max_positions: c.n_positions,
                 activation: c.activation_function,
             },
+            // Relative positions: no length limit, as transformers says (-1).
+            ModelConfig::Xlnet(c) => ModelDims {
+                vocab_size: c.vocab_size,
+                hidden_size: c.d_model,
+                layers: c.n_layer,
+                heads: c.n_head,
+                intermediate_size: c.d_inner,
+                max_positions: usize::MAX,
+                activation: c.ff_activation,
+            },
         }
     }
 
@@ -114,6 +131,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => c.to_json(),
             ModelConfig::Gpt2(c) => c.to_json(),
+            ModelConfig::Xlnet(c) => c.to_json(),
         }
     }
 

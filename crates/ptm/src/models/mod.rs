@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod gpt2;
+pub mod xlnet;
 
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,7 @@ impl Pretrained {
 pub fn base_prefix(config: &ModelConfig) -> &'static str {
     match config {
         ModelConfig::Bert(_) => "bert",
-        ModelConfig::Gpt2(_) => "transformer",
+        ModelConfig::Gpt2(_) | ModelConfig::Xlnet(_) => "transformer",
     }
 }
 
@@ -138,6 +139,7 @@ pub fn require_trained(store: &ParamStore, dir: &Path, what: &str) -> Result<()>
 pub enum EncoderModel {
     Bert(bert::BertModel),
     Gpt2(gpt2::Gpt2Model),
+    Xlnet(xlnet::XlnetModel),
 }
 
 impl EncoderModel {
@@ -147,6 +149,7 @@ impl EncoderModel {
         let model = match &pretrained.config {
             ModelConfig::Bert(cfg) => EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?),
             ModelConfig::Gpt2(cfg) => EncoderModel::Gpt2(gpt2::Gpt2Model::new(cfg, &store.root())?),
+            ModelConfig::Xlnet(cfg) => EncoderModel::Xlnet(xlnet::XlnetModel::new(cfg, &store.root())?),
         };
         report_load(&store, "encoder");
         Ok((model, store))
@@ -164,6 +167,15 @@ impl EncoderModel {
                 };
                 m.forward(input, None, mode)
             }
+            EncoderModel::Xlnet(m) => {
+                let input = xlnet::XlnetInput {
+                    input_ids: Some(&input.input_ids),
+                    attention_mask: input.attention_mask.as_ref(),
+                    token_type_ids: input.token_type_ids.as_ref(),
+                    ..Default::default()
+                };
+                Ok(m.forward(input, mode)?.last_hidden_state)
+            }
         }
     }
 }
@@ -180,6 +192,7 @@ pub const BERT_ARCHITECTURES: &[&str] = &[
 ];
 pub const GPT2_ARCHITECTURES: &[&str] =
     &["GPT2Model", gpt2::Gpt2LMHeadModel::ARCHITECTURE, gpt2::Gpt2ForSequenceClassification::ARCHITECTURE];
+pub const XLNET_ARCHITECTURES: &[&str] = &["XLNetModel", xlnet::XlnetLMHeadModel::ARCHITECTURE];
 
 /// Builds the class the config's `architectures` names (the bare model when none), loading and
 /// checking every weight it needs. Returns the class name and the filled parameter store.
@@ -216,6 +229,15 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
                 "GPT2LMHeadModel" => drop(gpt2::Gpt2LMHeadModel::new(cfg, &root)?),
                 "GPT2ForSequenceClassification" => drop(gpt2::Gpt2ForSequenceClassification::new(cfg, &root)?),
                 other => return Err(unsupported(other, GPT2_ARCHITECTURES)),
+            }
+            arch
+        }
+        ModelConfig::Xlnet(cfg) => {
+            let arch = named.unwrap_or_else(|| "XLNetModel".into());
+            match arch.as_str() {
+                "XLNetModel" => drop(xlnet::XlnetModel::new(cfg, &root)?),
+                "XLNetLMHeadModel" => drop(xlnet::XlnetLMHeadModel::new(cfg, &root)?),
+                other => return Err(unsupported(other, XLNET_ARCHITECTURES)),
             }
             arch
         }

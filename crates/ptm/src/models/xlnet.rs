@@ -1,0 +1,472 @@
+//! XLNet (Yang et al., 2019) as transformers' `modeling_xlnet.py` builds it: Transformer-XL
+//! blocks with relative positional attention (content, position and segment terms, each with
+//! its own bias), memory carried from segment to segment, and two-stream attention: the
+//! content stream h sees its own token, the query stream g (started from `mask_emb`) sees only
+//! the context the permutation allows, so it can predict the token at its position.
+//!
+//! ptm keeps tensors batch-first, (batch, seq, d_model); transformers' XLNet works in
+//! (seq, batch, d_model) internally and returns batch-first too. Memories are batch-first here:
+//! (batch, mem_len, d_model) per layer.
+
+use candle_core::{DType, Tensor};
+
+use crate::config::XlnetConfig;
+use crate::config::xlnet::AttnType;
+use crate::error::{Error, Result};
+use crate::heads::cross_entropy_loss;
+use crate::nn::attention::merge_heads;
+use crate::nn::ops::softmax_last_dim;
+use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
+
+/// What one forward pass of [`XlnetModel`] reads. Masks are f32 with 1 where attention is
+/// forbidden, as transformers' `perm_mask`; `attention_mask` is BERT's (1 real, 0 padding).
+#[derive(Clone, Copy, Default)]
+pub struct XlnetInput<'a> {
+    /// (batch, seq) u32
+    pub input_ids: Option<&'a Tensor>,
+    /// (batch, seq)
+    pub attention_mask: Option<&'a Tensor>,
+    /// (batch, seq) u32: segment ids (XLNet gives `<cls>` its own, 2).
+    pub token_type_ids: Option<&'a Tensor>,
+    /// (batch, seq, seq): 1 where position i may not see position j.
+    pub perm_mask: Option<&'a Tensor>,
+    /// (batch, num_predict, seq): row m is one-hot on the position the m-th prediction is for.
+    pub target_mapping: Option<&'a Tensor>,
+    /// One (batch, mem_len, d_model) tensor per layer, from the previous segment.
+    pub mems: Option<&'a [Tensor]>,
+    /// Return the memories for the next segment.
+    pub use_mems: bool,
+}
+
+pub struct XlnetOutput {
+    /// (batch, seq, d_model), or (batch, num_predict, d_model) with a target mapping (the query
+    /// stream).
+    pub last_hidden_state: Tensor,
+    /// One (batch, mem_len, d_model) tensor per layer when `use_mems` (detached).
+    pub mems: Vec<Tensor>,
+}
+
+/// `XLNetRelativeAttention`: projections stored (d_model, n_head, d_head) as in the checkpoint.
+struct RelativeAttention {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    r: Tensor,
+    r_r_bias: Tensor,
+    r_s_bias: Tensor,
+    r_w_bias: Tensor,
+    seg_embed: Tensor,
+    layer_norm: LayerNorm,
+    n_head: usize,
+    d_head: usize,
+    scale: f64,
+    dropout: f64,
+}
+
+/// The masks and encodings every layer shares.
+struct Context {
+    /// (batch or 1, n_rel, d_model): sinusoids of the relative distances klen … -qlen.
+    pos_emb: Tensor,
+    /// (batch, 1, q, k): 1 where the content stream may not look (None: it sees everything).
+    mask_h: Option<Tensor>,
+    /// (batch, 1, q, k): the query stream's mask (also hides each position from itself).
+    mask_g: Option<Tensor>,
+    /// (batch, 1, q, k): 1 where positions i and j are in different segments.
+    seg_diff: Option<Tensor>,
+    /// (batch, num_predict, q)
+    target_mapping: Option<Tensor>,
+}
+
+impl RelativeAttention {
+    fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let (d, n, dh) = (cfg.d_model, cfg.n_head, cfg.head_dim());
+        let init = Init::normal(cfg.initializer_range);
+        let proj = |name: &str| vb.get((d, n, dh), name, init);
+        Ok(RelativeAttention {
+            q: proj("q")?,
+            k: proj("k")?,
+            v: proj("v")?,
+            o: proj("o")?,
+            r: proj("r")?,
+            r_r_bias: vb.get((n, dh), "r_r_bias", init)?,
+            r_s_bias: vb.get((n, dh), "r_s_bias", init)?,
+            r_w_bias: vb.get((n, dh), "r_w_bias", init)?,
+            seg_embed: vb.get((2, n, dh), "seg_embed", init)?,
+            layer_norm: LayerNorm::new(&vb.pp("layer_norm"), d, cfg.layer_norm_eps)?,
+            n_head: n,
+            d_head: dh,
+            scale: 1.0 / (dh as f64).sqrt(),
+            dropout: cfg.dropout,
+        })
+    }
+
+    /// x (batch, s, d_model) through a (d_model, n, d_head) projection -> (batch, n, s, d_head)
+    fn heads(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let w = w.reshape((d, self.n_head * self.d_head))?;
+        let y = x.reshape((b * s, d))?.matmul(&w)?; // (b·s, n·dh)
+        Ok(y.reshape((b, s, self.n_head, self.d_head))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// A (n, d_head) bias shaped to add to (batch, n, s, d_head).
+    fn bias(&self, b: &Tensor) -> Result<Tensor> {
+        Ok(b.reshape((1, self.n_head, 1, self.d_head))?)
+    }
+
+    /// `rel_attn_core`: attention of queries q (b, n, i, dh) over keys/values of k_len positions,
+    /// with the content, position and segment scores -> (b, n, i, dh).
+    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, k_r: &Tensor, ctx: &Context, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let k_len = k.dim(2)?;
+        let ac = q.broadcast_add(&self.bias(&self.r_w_bias)?)?.matmul(&k.t()?)?; // (b, n, i, j)
+        let bd = q.broadcast_add(&self.bias(&self.r_r_bias)?)?.broadcast_matmul(&k_r.t()?)?; // (b, n, i, n_rel)
+        let mut score = (ac + rel_shift(&bd, k_len)?)?;
+        if let Some(diff) = &ctx.seg_diff {
+            // Per (query, segment relation) score, then picked by whether j is in i's segment.
+            let seg = self.seg_embed.permute((1, 2, 0))?.unsqueeze(0)?; // (1, n, dh, 2)
+            let ef = q.broadcast_add(&self.bias(&self.r_s_bias)?)?.broadcast_matmul(&seg)?; // (b, n, i, 2)
+            let (same, other) = (ef.narrow(3, 0, 1)?, ef.narrow(3, 1, 1)?);
+            score = (score + same.broadcast_add(&diff.broadcast_mul(&(other - &same)?)?)?)?;
+        }
+        let mut score = (score * self.scale)?;
+        if let Some(m) = mask {
+            // transformers subtracts 1e30 rather than filling -inf: a fully masked row gets a
+            // uniform distribution, not NaN.
+            score = score.broadcast_sub(&(m * 1e30)?)?;
+        }
+        let prob = dropout(&softmax_last_dim(&score)?, self.dropout, mode)?;
+        Ok(prob.matmul(v)?)
+    }
+
+    /// `post_attention`: back to d_model, dropout, residual, LayerNorm.
+    fn post(&self, residual: &Tensor, vec: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, s, d) = residual.dims3()?;
+        let o = self.o.reshape((d, self.n_head * self.d_head))?;
+        let out = merge_heads(vec)?.reshape((b * s, self.n_head * self.d_head))?.matmul(&o.t()?)?.reshape((b, s, d))?;
+        self.layer_norm.forward(&(dropout(&out, self.dropout, mode)? + residual)?)
+    }
+
+    /// h (b, q, d), g (b, m, d) -> both streams after attention.
+    fn forward(&self, h: &Tensor, g: Option<&Tensor>, mem: Option<&Tensor>, ctx: &Context, mode: Mode) -> Result<(Tensor, Option<Tensor>)> {
+        let cat = match mem {
+            Some(m) if m.dim(1)? > 0 => Tensor::cat(&[m, h], 1)?,
+            _ => h.clone(),
+        };
+        let k = self.heads(&cat, &self.k)?;
+        let v = self.heads(&cat, &self.v)?;
+        let k_r = self.heads(&ctx.pos_emb, &self.r)?; // (b or 1, n, n_rel, dh)
+        let q_h = self.heads(h, &self.q)?;
+        let vec_h = self.core(&q_h, &k, &v, &k_r, ctx, ctx.mask_h.as_ref(), mode)?;
+        let out_h = self.post(h, &vec_h, mode)?;
+        let out_g = match g {
+            None => None,
+            Some(g) => {
+                let q_g = self.heads(g, &self.q)?; // (b, n, m, dh)
+                let vec_g = match &ctx.target_mapping {
+                    Some(tm) => {
+                        // Each prediction's query sits at its target position, then comes back.
+                        let tm = tm.unsqueeze(1)?; // (b, 1, m, q)
+                        let q_pos = tm.t()?.broadcast_matmul(&q_g)?; // (b, n, q, dh)
+                        let vec = self.core(&q_pos, &k, &v, &k_r, ctx, ctx.mask_g.as_ref(), mode)?;
+                        tm.broadcast_matmul(&vec)? // (b, n, m, dh)
+                    }
+                    None => self.core(&q_g, &k, &v, &k_r, ctx, ctx.mask_g.as_ref(), mode)?,
+                };
+                Some(self.post(g, &vec_g, mode)?)
+            }
+        };
+        Ok((out_h, out_g))
+    }
+}
+
+/// transformers' `rel_shift_bnij`: row i of x (b, n, i, n_rel) shifted so that column j holds
+/// the score of the relative distance between i and j; the first `k_len` columns kept.
+fn rel_shift(x: &Tensor, k_len: usize) -> Result<Tensor> {
+    let (b, n, i, r) = x.dims4()?;
+    let shifted = x.contiguous()?.reshape((b, n, r, i))?.narrow(2, 1, r - 1)?;
+    Ok(shifted.contiguous()?.reshape((b, n, i, r - 1))?.narrow(3, 0, k_len)?)
+}
+
+/// `XLNetFeedForward`: layer_1, activation, layer_2, residual, LayerNorm.
+struct FeedForward {
+    layer_1: Linear,
+    layer_2: Linear,
+    layer_norm: LayerNorm,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl FeedForward {
+    fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let std = cfg.initializer_range;
+        Ok(FeedForward {
+            layer_1: Linear::new(&vb.pp("layer_1"), cfg.d_model, cfg.d_inner, std)?,
+            layer_2: Linear::new(&vb.pp("layer_2"), cfg.d_inner, cfg.d_model, std)?,
+            layer_norm: LayerNorm::new(&vb.pp("layer_norm"), cfg.d_model, cfg.layer_norm_eps)?,
+            activation: cfg.ff_activation,
+            dropout: cfg.dropout,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let inner = dropout(&self.layer_1.forward_activated(x, self.activation)?, self.dropout, mode)?;
+        let out = dropout(&self.layer_2.forward(&inner)?, self.dropout, mode)?;
+        self.layer_norm.forward(&(out + x)?)
+    }
+}
+
+struct XlnetLayer {
+    rel_attn: RelativeAttention,
+    ff: FeedForward,
+}
+
+/// `XLNetModel`.
+pub struct XlnetModel {
+    word_embedding: Embedding,
+    mask_emb: Tensor,
+    layers: Vec<XlnetLayer>,
+    config: XlnetConfig,
+}
+
+impl XlnetModel {
+    pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let std = cfg.initializer_range;
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                let l = vb.pp(format!("layer.{i}"));
+                Ok(XlnetLayer { rel_attn: RelativeAttention::new(cfg, &l.pp("rel_attn"))?, ff: FeedForward::new(cfg, &l.pp("ff"))? })
+            })
+            .collect::<Result<_>>()?;
+        Ok(XlnetModel {
+            word_embedding: Embedding::new(&vb.pp("word_embedding"), cfg.vocab_size, cfg.d_model, std, None)?,
+            mask_emb: vb.get((1, 1, cfg.d_model), "mask_emb", Init::normal(std))?,
+            layers,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &XlnetConfig {
+        &self.config
+    }
+
+    pub fn word_embedding(&self) -> &Embedding {
+        &self.word_embedding
+    }
+
+    pub fn forward(&self, input: XlnetInput, mode: Mode) -> Result<XlnetOutput> {
+        let ids = input.input_ids.ok_or_else(|| Error::invalid("XLNet needs input_ids"))?;
+        let (b, q_len) = ids.dims2()?;
+        let cfg = &self.config;
+        let mems = input.mems.unwrap_or(&[]);
+        if !mems.is_empty() && mems.len() != self.layers.len() {
+            return Err(Error::invalid(format!("mems holds {} layers, the model has {}", mems.len(), self.layers.len())));
+        }
+        let m_len = match mems.first() {
+            Some(m) => {
+                let (mb, ml, md) = m.dims3()?;
+                if mb != b || md != cfg.d_model {
+                    return Err(Error::invalid(format!("mems have shape {:?}, expected [{b}, mem_len, {}]", m.dims(), cfg.d_model)));
+                }
+                ml
+            }
+            None => 0,
+        };
+        let k_len = m_len + q_len;
+        let device = ids.device();
+        let (attn_mask, non_tgt_mask) = self.masks(&input, b, q_len, m_len)?;
+        let seg_diff = match input.token_type_ids {
+            Some(tt) => {
+                let tt = tt.to_dtype(DType::U32)?;
+                let cat = if m_len > 0 { Tensor::cat(&[&Tensor::zeros((b, m_len), DType::U32, device)?, &tt], 1)? } else { tt.clone() };
+                let diff = tt.unsqueeze(2)?.broadcast_ne(&cat.unsqueeze(1)?)?; // (b, q, k)
+                Some(diff.to_dtype(DType::F32)?.unsqueeze(1)?)
+            }
+            None => None,
+        };
+        let target_mapping = match input.target_mapping {
+            Some(tm) => {
+                let (tb, _, tq) = tm.dims3()?;
+                if tb != b || tq != q_len {
+                    return Err(Error::invalid(format!("target_mapping has shape {:?}, expected [{b}, num_predict, {q_len}]", tm.dims())));
+                }
+                Some(tm.to_dtype(DType::F32)?)
+            }
+            None => None,
+        };
+        let ctx = Context {
+            pos_emb: dropout(&self.relative_positional_encoding(q_len, k_len, b, device)?, cfg.dropout, mode)?,
+            mask_h: non_tgt_mask,
+            mask_g: attn_mask,
+            seg_diff,
+            target_mapping,
+        };
+        let mut h = dropout(&self.word_embedding.forward(ids)?, cfg.dropout, mode)?;
+        let mut g = match &ctx.target_mapping {
+            Some(tm) => Some(dropout(&self.mask_emb.broadcast_as((b, tm.dim(1)?, cfg.d_model))?.contiguous()?, cfg.dropout, mode)?),
+            None => None,
+        };
+        let mut new_mems = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if input.use_mems {
+                new_mems.push(self.cache_mem(&h, mems.get(i))?);
+            }
+            let (out_h, out_g) = layer.rel_attn.forward(&h, g.as_ref(), mems.get(i), &ctx, mode)?;
+            h = layer.ff.forward(&out_h, mode)?;
+            g = out_g.map(|g| layer.ff.forward(&g, mode)).transpose()?;
+        }
+        let last_hidden_state = dropout(g.as_ref().unwrap_or(&h), cfg.dropout, mode)?;
+        Ok(XlnetOutput { last_hidden_state, mems: new_mems })
+    }
+
+    /// The query stream's mask and the content stream's (which lets each position see itself),
+    /// (batch, 1, q, k) each, from attn_type, padding and perm_mask; None when nothing is hidden.
+    fn masks(&self, input: &XlnetInput, b: usize, q_len: usize, m_len: usize) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let k_len = m_len + q_len;
+        let device = input.input_ids.map(|t| t.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let mut mask: Option<Tensor> = None;
+        if self.config.attn_type == AttnType::Uni {
+            // Hidden: j beyond i (after the memory); with same_length, also j < i within the segment.
+            let same_length = self.config.same_length;
+            let m: Vec<f32> = (0..q_len)
+                .flat_map(|i| (0..k_len).map(move |j| (j > i + m_len || (same_length && j < q_len && j < i)) as u8 as f32))
+                .collect();
+            mask = Some(Tensor::from_vec(m, (1, 1, q_len, k_len), &device)?);
+        }
+        let mut data: Option<Tensor> = None;
+        if let Some(am) = input.attention_mask {
+            let pad = (1.0 - am.to_dtype(DType::F32)?)?; // (b, q): 1 at padding
+            data = Some(pad.reshape((b, 1, 1, q_len))?);
+        }
+        if let Some(pm) = input.perm_mask {
+            if pm.dims() != [b, q_len, q_len] {
+                return Err(Error::invalid(format!("perm_mask has shape {:?}, expected [{b}, {q_len}, {q_len}]", pm.dims())));
+            }
+            let pm = pm.to_dtype(DType::F32)?.unsqueeze(1)?;
+            data = Some(match data {
+                Some(d) => d.broadcast_add(&pm)?,
+                None => pm,
+            });
+        }
+        if let Some(d) = data {
+            // The memory is always visible.
+            let d = if m_len > 0 {
+                let dims = d.dims().to_vec();
+                Tensor::cat(&[&Tensor::zeros((dims[0], 1, dims[2], m_len), DType::F32, &device)?, &d], 3)?
+            } else {
+                d
+            };
+            mask = Some(match mask {
+                Some(m) => m.broadcast_add(&d)?,
+                None => d,
+            });
+        }
+        let Some(mask) = mask else { return Ok((None, None)) };
+        let mask = mask.gt(0f32)?.to_dtype(DType::F32)?.broadcast_as((b, 1, q_len, k_len))?.contiguous()?;
+        let eye: Vec<f32> = (0..q_len).flat_map(|i| (0..k_len).map(move |j| (j == m_len + i) as u8 as f32)).collect();
+        let eye = Tensor::from_vec(eye, (1, 1, q_len, k_len), &device)?;
+        let non_tgt = mask.broadcast_sub(&eye)?.gt(0f32)?.to_dtype(DType::F32)?;
+        Ok((Some(mask), Some(non_tgt)))
+    }
+
+    /// Sinusoids of the relative distances k_len, k_len-1, … down to -q_len (bi) or 0 (uni),
+    /// clamped to ±clamp_len; with bi_data, the first half of the batch counts forward and the
+    /// second backward. -> (batch or 1, n_rel, d_model)
+    fn relative_positional_encoding(&self, q_len: usize, k_len: usize, b: usize, device: &candle_core::Device) -> Result<Tensor> {
+        let cfg = &self.config;
+        let d = cfg.d_model;
+        let inv_freq: Vec<f32> = (0..d).step_by(2).map(|i| 1.0 / 10000f32.powf(i as f32 / d as f32)).collect();
+        let end = match cfg.attn_type {
+            AttnType::Bi => -(q_len as i64),
+            AttnType::Uni => -1,
+        };
+        let clamp = |p: f32| if cfg.clamp_len > 0 { p.clamp(-(cfg.clamp_len as f32), cfg.clamp_len as f32) } else { p };
+        let encode = |positions: Vec<f32>| -> Result<Tensor> {
+            let n = positions.len();
+            let mut emb = vec![0f32; n * d];
+            for (row, &p) in emb.chunks_mut(d).zip(&positions) {
+                for (k, &f) in inv_freq.iter().enumerate() {
+                    row[k] = (p * f).sin();
+                    row[d / 2 + k] = (p * f).cos();
+                }
+            }
+            Ok(Tensor::from_vec(emb, (1, n, d), device)?)
+        };
+        let forward: Vec<f32> = ((end + 1)..=(k_len as i64)).rev().map(|p| clamp(p as f32)).collect();
+        if !cfg.bi_data {
+            return encode(forward);
+        }
+        if b % 2 != 0 {
+            return Err(Error::invalid(format!("bi_data needs an even batch size, got {b}")));
+        }
+        let backward: Vec<f32> = ((end + 1)..=(k_len as i64)).rev().map(|p| clamp(-(p as f32))).collect();
+        let (fwd, bwd) = (encode(forward)?, encode(backward)?);
+        Ok(Tensor::cat(&[fwd.broadcast_as((b / 2, fwd.dim(1)?, d))?, bwd.broadcast_as((b / 2, bwd.dim(1)?, d))?], 0)?.contiguous()?)
+    }
+
+    /// `cache_mem`: this segment's input states (the first reuse_len of them) after the old
+    /// memory, the last mem_len kept (all when mem_len is 0 or unset), detached.
+    fn cache_mem(&self, current: &Tensor, previous: Option<&Tensor>) -> Result<Tensor> {
+        let q_len = current.dim(1)?;
+        let current = match self.config.reuse_len {
+            Some(r) if r > 0 => current.narrow(1, 0, r.min(q_len))?,
+            _ => current.clone(),
+        };
+        let all = match previous {
+            Some(p) if p.dim(1)? > 0 => Tensor::cat(&[p, &current], 1)?,
+            _ => current,
+        };
+        let len = all.dim(1)?;
+        let keep = match self.config.mem_len {
+            Some(m) if m > 0 => m.min(len),
+            _ => len,
+        };
+        Ok(all.narrow(1, len - keep, keep)?.detach())
+    }
+}
+
+/// `XLNetLMHeadModel`: the states through `lm_loss`, tied to the word embeddings, with a bias.
+pub struct XlnetLMHeadModel {
+    pub transformer: XlnetModel,
+    lm_loss: Linear,
+}
+
+pub struct XlnetLMOutput {
+    pub loss: Option<Tensor>,
+    /// (batch, seq or num_predict, vocab)
+    pub logits: Tensor,
+    pub mems: Vec<Tensor>,
+}
+
+impl XlnetLMHeadModel {
+    pub const ARCHITECTURE: &'static str = "XLNetLMHeadModel";
+
+    pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let transformer = XlnetModel::new(cfg, &vb.pp("transformer"))?;
+        let bias = vb.get_or_init(cfg.vocab_size, "lm_loss.bias", Init::Zeros)?;
+        let weight = if cfg.tie_word_embeddings {
+            transformer.word_embedding().weight().clone()
+        } else {
+            vb.get_or_init((cfg.vocab_size, cfg.d_model), "lm_loss.weight", Init::normal(cfg.initializer_range))?
+        };
+        let lm_loss = Linear::from_tensors(weight, Some(bias)).in_precision_of(&vb.pp("lm_loss"))?;
+        Ok(XlnetLMHeadModel { transformer, lm_loss })
+    }
+
+    /// `labels` (batch, seq or num_predict) i64, -100 where no loss is taken; no shift (each
+    /// position, or each target of the mapping, predicts its own token).
+    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<XlnetLMOutput> {
+        let out = self.transformer.forward(input, mode)?;
+        let logits = self.lm_loss.forward(&out.last_hidden_state)?;
+        let loss = match labels {
+            Some(l) => {
+                let (b, s, _) = logits.dims3()?;
+                if l.dims() != [b, s] {
+                    return Err(Error::invalid(format!("labels have shape {:?}, expected [{b}, {s}]", l.dims())));
+                }
+                Some(cross_entropy_loss(&logits, l)?)
+            }
+            None => None,
+        };
+        Ok(XlnetLMOutput { loss, logits, mems: out.mems })
+    }
+}
