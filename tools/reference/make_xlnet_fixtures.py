@@ -8,6 +8,10 @@ attn_type "uni", same_length, clamp_len; bidata: bi_data with clamp_len):
     seg2.*    the next segment, reading seg1's mems: hidden, mems
     plm.*     perm_mask + target_mapping (two streams): hidden (query stream), logits, the
               loss against labels, and grad.<param> for every parameter
+and the task heads on the bi config, each with a left-padded, segmented batch: logits, loss and
+every gradient:
+  seq-cls/, token-cls/, qa/ (+ .ref.safetensors)   XLNetForSequenceClassification (3 labels),
+      XLNetForTokenClassification (4 labels), XLNetForQuestionAnsweringSimple
 
 Run: $(tools/reference/setup-venv.sh) tools/reference/make_xlnet_fixtures.py
 """
@@ -17,7 +21,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import XLNetConfig, XLNetLMHeadModel
+from transformers import (XLNetConfig, XLNetForQuestionAnsweringSimple, XLNetForSequenceClassification,
+                          XLNetForTokenClassification, XLNetLMHeadModel)
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "xlnet"
@@ -124,6 +129,43 @@ def main():
         model.save_pretrained(target)
         save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}.ref.safetensors"))
         print(f"{name}: seg1 hidden {tuple(ref['seg1.hidden'].shape)}, plm loss {out3.loss.item():.4f}")
+    heads()
+
+
+def heads():
+    g = torch.Generator().manual_seed(99)
+    ids = torch.randint(6, 50, (2, 9), generator=g)
+    ids[1, :3] = 5
+    attention_mask = torch.ones(2, 9)
+    attention_mask[1, :3] = 0
+    token_type_ids = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 2], [0, 0, 0, 0, 0, 1, 1, 1, 2]])
+    cases = {
+        "seq-cls": (XLNetForSequenceClassification, 3, {"labels": torch.tensor([2, 0])}),
+        "token-cls": (XLNetForTokenClassification, 4, {"labels": torch.randint(0, 4, (2, 9), generator=g)}),
+        "qa": (XLNetForQuestionAnsweringSimple, 2, {"start_positions": torch.tensor([4, 6]),
+                                                      "end_positions": torch.tensor([6, 7])}),
+    }
+    for i, (name, (cls, labels, targets)) in enumerate(cases.items()):
+        torch.manual_seed(100 + i)
+        model = cls(tiny_config(num_labels=labels, summary_last_dropout=0.0, **CONFIGS["bi"])).eval()
+        randomize(model, 200 + i)
+        out = model(input_ids=ids, attention_mask=attention_mask, token_type_ids=token_type_ids, use_mems=False, **targets)
+        out.loss.backward()
+        ref = {"input_ids": ids.int(), "attention_mask": attention_mask, "token_type_ids": token_type_ids.int(),
+               "loss": out.loss.detach().reshape(1)}
+        ref.update({k: v for k, v in targets.items()})
+        if name == "qa":
+            ref.update({"start_logits": out.start_logits.detach(), "end_logits": out.end_logits.detach()})
+        else:
+            ref["logits"] = out.logits.detach()
+        for pname, p in model.named_parameters():
+            if p.grad is not None:
+                ref[f"grad.{pname}"] = p.grad.detach().clone()
+        target = OUT / name
+        shutil.rmtree(target, ignore_errors=True)
+        model.save_pretrained(target)
+        save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}.ref.safetensors"))
+        print(f"{name}: loss {out.loss.item():.4f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 //! XLNet against transformers (tools/reference/make_xlnet_fixtures.py), for attn_type bi (with
 //! memory), uni (same_length, clamp_len, reuse_len) and bi_data: the content stream over a
 //! padded batch with segment ids, the next segment reading the memory, and the two streams with
-//! a permutation mask and target mapping, whose PLM loss and every gradient must match.
+//! a permutation mask and target mapping, whose PLM loss and every gradient must match; and the
+//! sequence-classification, token-classification and simple QA heads with their losses and
+//! gradients on a left-padded batch.
 
 mod common;
 
@@ -9,7 +11,9 @@ use candle_core::{DType, Tensor};
 use common::{Reference, assert_close, check_gradients, fixtures};
 use ptm::config::{ModelConfig, XlnetConfig};
 use ptm::models::Pretrained;
-use ptm::models::xlnet::{XlnetInput, XlnetLMHeadModel};
+use ptm::models::xlnet::{
+    XlnetForQuestionAnsweringSimple, XlnetForSequenceClassification, XlnetForTokenClassification, XlnetInput, XlnetLMHeadModel,
+};
 use ptm::nn::{Mode, ParamStore, StoreOptions};
 
 const TOL: f32 = 1e-4;
@@ -79,4 +83,52 @@ fn attn_type_uni_same_length_clamped() {
 #[test]
 fn bi_data_both_directions() {
     check("bidata");
+}
+
+/// A task head's fixture: its config and store, the reference, and the padded batch it reads.
+fn head(name: &str) -> (XlnetConfig, ParamStore, Reference, [Tensor; 3]) {
+    let (cfg, store, r) = open(name);
+    let batch = [r.u32("input_ids"), r.get("attention_mask").clone(), r.u32("token_type_ids")];
+    (cfg, store, r, batch)
+}
+
+fn input(batch: &[Tensor; 3]) -> XlnetInput<'_> {
+    XlnetInput { input_ids: Some(&batch[0]), attention_mask: Some(&batch[1]), token_type_ids: Some(&batch[2]), ..Default::default() }
+}
+
+#[test]
+fn sequence_classification_on_the_last_token() {
+    let (cfg, store, r, batch) = head("seq-cls");
+    let m = XlnetForSequenceClassification::new(&cfg, &store.root()).unwrap();
+    let labels = r.get("labels").to_dtype(DType::I64).unwrap();
+    let o = m.forward(input(&batch), Some(&labels), Mode::Eval).unwrap();
+    assert_close("seq-cls logits", &o.logits, r.get("logits"), TOL);
+    let loss = o.loss.unwrap();
+    assert_close("seq-cls loss", &loss, r.get("loss"), TOL);
+    check_gradients("seq-cls", &store, &loss, &r.grads(""), TOL);
+}
+
+#[test]
+fn token_classification() {
+    let (cfg, store, r, batch) = head("token-cls");
+    let m = XlnetForTokenClassification::new(&cfg, &store.root()).unwrap();
+    let labels = r.get("labels").to_dtype(DType::I64).unwrap();
+    let o = m.forward(input(&batch), Some(&labels), Mode::Eval).unwrap();
+    assert_close("token-cls logits", &o.logits, r.get("logits"), TOL);
+    let loss = o.loss.unwrap();
+    assert_close("token-cls loss", &loss, r.get("loss"), TOL);
+    check_gradients("token-cls", &store, &loss, &r.grads(""), TOL);
+}
+
+#[test]
+fn question_answering_simple() {
+    let (cfg, store, r, batch) = head("qa");
+    let m = XlnetForQuestionAnsweringSimple::new(&cfg, &store.root()).unwrap();
+    let (start, end) = (r.get("start_positions").to_dtype(DType::I64).unwrap(), r.get("end_positions").to_dtype(DType::I64).unwrap());
+    let o = m.forward(input(&batch), Some((&start, &end)), Mode::Eval).unwrap();
+    assert_close("qa start logits", &o.start_logits, r.get("start_logits"), TOL);
+    assert_close("qa end logits", &o.end_logits, r.get("end_logits"), TOL);
+    let loss = o.loss.unwrap();
+    assert_close("qa loss", &loss, r.get("loss"), TOL);
+    check_gradients("qa", &store, &loss, &r.grads(""), TOL);
 }

@@ -51,7 +51,10 @@ pub struct XlnetConfig {
     /// through a dense layer (`summary_use_proj`) and an activation.
     pub summary_type: String,
     pub summary_use_proj: bool,
-    pub summary_activation: Option<String>,
+    /// The summary projects straight to the labels instead of d_model (not set by XLNet).
+    pub summary_proj_to_labels: bool,
+    pub summary_activation: Option<Activation>,
+    pub summary_first_dropout: f64,
     pub summary_last_dropout: f64,
     pub start_n_top: usize,
     pub end_n_top: usize,
@@ -89,7 +92,9 @@ impl Default for XlnetConfig {
             same_length: false,
             summary_type: "last".into(),
             summary_use_proj: true,
-            summary_activation: Some("tanh".into()),
+            summary_proj_to_labels: false,
+            summary_activation: Some(Activation::Tanh),
+            summary_first_dropout: 0.0,
             summary_last_dropout: 0.1,
             start_n_top: 5,
             end_n_top: 5,

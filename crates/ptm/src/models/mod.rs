@@ -192,7 +192,13 @@ pub const BERT_ARCHITECTURES: &[&str] = &[
 ];
 pub const GPT2_ARCHITECTURES: &[&str] =
     &["GPT2Model", gpt2::Gpt2LMHeadModel::ARCHITECTURE, gpt2::Gpt2ForSequenceClassification::ARCHITECTURE];
-pub const XLNET_ARCHITECTURES: &[&str] = &["XLNetModel", xlnet::XlnetLMHeadModel::ARCHITECTURE];
+pub const XLNET_ARCHITECTURES: &[&str] = &[
+    "XLNetModel",
+    xlnet::XlnetLMHeadModel::ARCHITECTURE,
+    xlnet::XlnetForSequenceClassification::ARCHITECTURE,
+    xlnet::XlnetForTokenClassification::ARCHITECTURE,
+    xlnet::XlnetForQuestionAnsweringSimple::ARCHITECTURE,
+];
 
 /// Builds the class the config's `architectures` names (the bare model when none), loading and
 /// checking every weight it needs. Returns the class name and the filled parameter store.
@@ -237,6 +243,9 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
             match arch.as_str() {
                 "XLNetModel" => drop(xlnet::XlnetModel::new(cfg, &root)?),
                 "XLNetLMHeadModel" => drop(xlnet::XlnetLMHeadModel::new(cfg, &root)?),
+                "XLNetForSequenceClassification" => drop(xlnet::XlnetForSequenceClassification::new(cfg, &root)?),
+                "XLNetForTokenClassification" => drop(xlnet::XlnetForTokenClassification::new(cfg, &root)?),
+                "XLNetForQuestionAnsweringSimple" => drop(xlnet::XlnetForQuestionAnsweringSimple::new(cfg, &root)?),
                 other => return Err(unsupported(other, XLNET_ARCHITECTURES)),
             }
             arch

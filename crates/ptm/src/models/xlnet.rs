@@ -13,7 +13,10 @@ use candle_core::{DType, Tensor};
 use crate::config::XlnetConfig;
 use crate::config::xlnet::AttnType;
 use crate::error::{Error, Result};
-use crate::heads::cross_entropy_loss;
+use crate::heads::{
+    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_loss,
+    sequence_classification_loss,
+};
 use crate::nn::attention::merge_heads;
 use crate::nn::ops::softmax_last_dim;
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
@@ -468,5 +471,127 @@ impl XlnetLMHeadModel {
             None => None,
         };
         Ok(XlnetLMOutput { loss, logits, mems: out.mems })
+    }
+}
+
+/// `XLNetSequenceSummary` (summary_type "last"): the last position's state (XLNet pads on the
+/// left, so that is `<cls>`), through dropout, a dense layer and an activation.
+struct SequenceSummary {
+    summary: Option<Linear>,
+    activation: Option<Activation>,
+    first_dropout: f64,
+    last_dropout: f64,
+}
+
+impl SequenceSummary {
+    fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let labels = cfg.common.num_labels();
+        let out = if cfg.summary_proj_to_labels && labels > 0 { labels } else { cfg.d_model };
+        let summary = cfg
+            .summary_use_proj
+            .then(|| Linear::new_head(&vb.pp("summary"), cfg.d_model, out, cfg.initializer_range))
+            .transpose()?;
+        Ok(SequenceSummary {
+            summary,
+            activation: cfg.summary_activation,
+            first_dropout: cfg.summary_first_dropout,
+            last_dropout: cfg.summary_last_dropout,
+        })
+    }
+
+    /// (batch, seq, d_model) -> (batch, d_model or labels)
+    fn forward(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let s = hidden.dim(1)?;
+        let mut x = dropout(&hidden.narrow(1, s - 1, 1)?.squeeze(1)?, self.first_dropout, mode)?;
+        if let Some(dense) = &self.summary {
+            x = dense.forward(&x)?;
+        }
+        if let Some(a) = self.activation {
+            x = a.forward(&x)?;
+        }
+        dropout(&x, self.last_dropout, mode)
+    }
+}
+
+/// `XLNetForSequenceClassification`.
+pub struct XlnetForSequenceClassification {
+    pub transformer: XlnetModel,
+    sequence_summary: SequenceSummary,
+    logits_proj: Linear,
+}
+
+impl XlnetForSequenceClassification {
+    pub const ARCHITECTURE: &'static str = "XLNetForSequenceClassification";
+
+    pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        let out = if cfg.summary_proj_to_labels { cfg.common.num_labels() } else { cfg.d_model };
+        Ok(XlnetForSequenceClassification {
+            transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
+            sequence_summary: SequenceSummary::new(cfg, &vb.pp("sequence_summary"))?,
+            logits_proj: Linear::new_head(&vb.pp("logits_proj"), out, cfg.common.num_labels(), cfg.initializer_range)?,
+        })
+    }
+
+    /// `labels` (batch): i64 class ids, or f32 for regression / multi-label, as transformers
+    /// picks the loss.
+    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<SequenceClassifierOutput> {
+        let h = self.transformer.forward(input, mode)?.last_hidden_state;
+        let logits = self.logits_proj.forward(&self.sequence_summary.forward(&h, mode)?)?; // (b, labels)
+        let problem = self.transformer.config().common.problem_type;
+        let loss = labels.map(|l| sequence_classification_loss(&logits, l, problem)).transpose()?;
+        Ok(SequenceClassifierOutput { loss, logits })
+    }
+}
+
+/// `XLNetForTokenClassification`: a label per position (no dropout before the classifier, as
+/// in transformers).
+pub struct XlnetForTokenClassification {
+    pub transformer: XlnetModel,
+    classifier: Linear,
+}
+
+impl XlnetForTokenClassification {
+    pub const ARCHITECTURE: &'static str = "XLNetForTokenClassification";
+
+    pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        Ok(XlnetForTokenClassification {
+            transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
+            classifier: Linear::new_head(&vb.pp("classifier"), cfg.d_model, cfg.common.num_labels(), cfg.initializer_range)?,
+        })
+    }
+
+    /// `labels` (batch, seq) i64, -100 where no loss is taken.
+    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<TokenClassifierOutput> {
+        let h = self.transformer.forward(input, mode)?.last_hidden_state;
+        let logits = self.classifier.forward(&h)?; // (b, s, labels)
+        let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
+        Ok(TokenClassifierOutput { loss, logits })
+    }
+}
+
+/// `XLNetForQuestionAnsweringSimple`: start and end logits of the answer span.
+pub struct XlnetForQuestionAnsweringSimple {
+    pub transformer: XlnetModel,
+    qa_outputs: Linear,
+}
+
+impl XlnetForQuestionAnsweringSimple {
+    pub const ARCHITECTURE: &'static str = "XLNetForQuestionAnsweringSimple";
+
+    pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
+        Ok(XlnetForQuestionAnsweringSimple {
+            transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
+            qa_outputs: Linear::new_head(&vb.pp("qa_outputs"), cfg.d_model, 2, cfg.initializer_range)?,
+        })
+    }
+
+    /// `positions`: start and end token indices (batch) i64.
+    pub fn forward(&self, input: XlnetInput, positions: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<QuestionAnsweringOutput> {
+        let h = self.transformer.forward(input, mode)?.last_hidden_state;
+        let logits = self.qa_outputs.forward(&h)?; // (b, s, 2)
+        let start_logits = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
+        let end_logits = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
+        let loss = positions.map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e)).transpose()?;
+        Ok(QuestionAnsweringOutput { loss, start_logits, end_logits })
     }
 }
