@@ -356,7 +356,8 @@ fn pretrain_rejects_bad_setups() {
     std::fs::write(&one_doc, "Just one document. With two sentences.").unwrap();
     let err = run(&["--train", one_doc.to_str().unwrap(), "--objective", "mlm+nsp"]);
     assert!(err.contains("at least 2 documents"), "{err}");
-    assert!(run(&["--train", &persuasion, "--objective", "sop"]).contains("supported: mlm, mlm+nsp, clm"));
+    assert!(run(&["--train", &persuasion, "--objective", "sop"]).contains("supported: mlm, mlm+nsp, clm, plm"));
+    assert!(run(&["--train", &persuasion, "--objective", "plm"]).contains("does not fit a bert model"));
     assert!(run(&["--train", &persuasion, "--dtype", "int8"]).contains("int8 is for inference"));
     let settings = dir.path().join("bad.json");
     std::fs::write(&settings, r#"{"batch_size": 4, "lerning_rate": 1}"#).unwrap();
@@ -519,4 +520,40 @@ fn pretrain_in_bf16_tracks_f32() {
     for (step, (a, b)) in f32.iter().zip(&bf16).enumerate() {
         assert!((a - b).abs() <= 0.02 * a && a != b, "step {step}: f32 {a}, bf16 {b}");
     }
+}
+
+/// XLNet pretrains with the permutation objective; an odd --seq-len is refused by name.
+#[test]
+fn pretrain_xlnet_with_permutation_lm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xlnet.json");
+    std::fs::write(&config, r#"{"model_type": "xlnet", "vocab_size": 5000, "d_model": 32, "n_layer": 2, "n_head": 4, "d_inner": 48, "mem_len": null}"#).unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, &std::fs::read_to_string(data("austen/persuasion.txt")).unwrap()[..20_000]).unwrap();
+    let out = dir.path().join("run");
+    let args = |seq_len: &'static str| {
+        vec![
+            "pretrain".to_string(), "--objective".into(), "plm".into(), "--config".into(), config.display().to_string(),
+            "--tokenizer".into(), data("tokenizer"), "--train".into(), corpus.display().to_string(), "--output".into(),
+            out.display().to_string(), "--max-steps".into(), "4".into(), "--batch-size".into(), "4".into(),
+            "--seq-len".into(), seq_len.into(), "--log-every".into(), "1".into(), "-q".into(),
+        ]
+    };
+    let run = |seq_len| ptm(&args(seq_len).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run("32");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let losses: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    let info = ok(&["info", "--model", out.to_str().unwrap()]);
+    assert!(info.contains("XLNetLMHeadModel"), "{info}");
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = run("31");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("even sequence length") && err.contains("31"), "{err}");
 }

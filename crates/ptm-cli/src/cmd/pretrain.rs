@@ -14,6 +14,8 @@ use ptm::nn::{ParamStore, StoreOptions};
 use ptm::objectives::clm::CausalLmObjective;
 use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::objectives::nsp::{PreTrainingObjective, nsp_pairs};
+use ptm::objectives::plm::{PermutationLmObjective, PlmConfig};
+use ptm::models::xlnet::XlnetLMHeadModel;
 use ptm::tokenizer::Tokenizer;
 use ptm::train::{Evaluator, LossEvaluator, ModelSpec, Objective};
 
@@ -22,7 +24,8 @@ use super::train_options::{Defaults, TrainOptions};
 /// Pretrain a model on unlabeled text.
 #[derive(clap::Args)]
 pub struct Args {
-    /// mlm or mlm+nsp (BERT: masked LM, with next-sentence prediction), clm (GPT-2).
+    /// mlm or mlm+nsp (BERT: masked LM, with next-sentence prediction), clm (GPT-2), plm
+    /// (XLNet: permutation LM).
     #[arg(long, default_value = "mlm")]
     objective: String,
     /// A config.json for a model trained from scratch (with --tokenizer).
@@ -76,11 +79,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let objective_name = a.objective.as_str();
     match (objective_name, &config) {
-        ("mlm" | "mlm+nsp", ModelConfig::Bert(_)) | ("clm", ModelConfig::Gpt2(_)) => {}
-        ("mlm" | "mlm+nsp" | "clm", c) => {
-            bail!("--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2)", c.model_type())
+        ("mlm" | "mlm+nsp", ModelConfig::Bert(_)) | ("clm", ModelConfig::Gpt2(_)) | ("plm", ModelConfig::Xlnet(_)) => {}
+        ("mlm" | "mlm+nsp" | "clm" | "plm", c) => {
+            bail!("--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2; plm: xlnet)", c.model_type())
         }
-        (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm"),
+        (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm, plm"),
     }
     let store_opts = StoreOptions { trainable: true, seed: a.train.seed, precision: a.train.dtype, ..Default::default() };
     let store = match &weights_dir {
@@ -143,8 +146,23 @@ pub fn run(a: Args) -> Result<()> {
             let objective = CausalLmObjective { model: &model, blocks: &train_blocks };
             run(&objective, eval_obj.as_ref().map(|o| o as &dyn Objective), Gpt2LMHeadModel::ARCHITECTURE)
         }
-        // Refused by the objective check above: XLNet's permutation LM is not an objective here yet.
-        ModelConfig::Xlnet(_) => bail!("--objective {objective_name} does not fit an xlnet model"),
+        ModelConfig::Xlnet(cfg) => {
+            let mask = tokenizer.special_id(|s| &s.mask).context("the tokenizer has no mask token, which permutation LM needs")?;
+            let config = PlmConfig::new(mask);
+            config.validate(a.seq_len).context("--seq-len")?;
+            let model = XlnetLMHeadModel::new(cfg, &store.root())?;
+            let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
+            let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len, None)).transpose()?;
+            let objective = |blocks| PermutationLmObjective {
+                model: &model,
+                blocks,
+                config: config.clone(),
+                special_ids: special_ids(&tokenizer),
+                seed: a.train.seed,
+            };
+            let eval_obj = eval_blocks.as_ref().map(|b| objective(b));
+            run(&objective(&train_blocks), eval_obj.as_ref().map(|o| o as &dyn Objective), XlnetLMHeadModel::ARCHITECTURE)
+        }
     }
 }
 

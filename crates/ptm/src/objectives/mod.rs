@@ -3,6 +3,7 @@
 pub mod clm;
 pub mod mlm;
 pub mod nsp;
+pub mod plm;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
