@@ -73,6 +73,17 @@ def plm_masks(g, batch, seq, num_predict):
     return perm_mask, target_mapping, targets
 
 
+def save(model, name, ref):
+    """The checkpoint as NAME/ and the reference, with every parameter's gradient, as NAME.ref."""
+    for pname, p in model.named_parameters():
+        if p.grad is not None:
+            ref[f"grad.{pname}"] = p.grad.detach().clone()
+    target = OUT / name
+    shutil.rmtree(target, ignore_errors=True)
+    model.save_pretrained(target)
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}.ref.safetensors"))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, extra) in enumerate(CONFIGS.items()):
@@ -121,13 +132,7 @@ def main():
         ref.update({"plm.input_ids": ids3.int(), "plm.perm_mask": perm_mask, "plm.target_mapping": target_mapping,
                     "plm.labels": labels, "plm.hidden": out3.hidden_states[-1].detach(),
                     "plm.logits": out3.logits.detach(), "plm.loss": out3.loss.detach().reshape(1)})
-        for pname, p in model.named_parameters():
-            if p.grad is not None:
-                ref[f"grad.{pname}"] = p.grad.detach().clone()
-        target = OUT / name
-        shutil.rmtree(target, ignore_errors=True)
-        model.save_pretrained(target)
-        save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}.ref.safetensors"))
+        save(model, name, ref)
         print(f"{name}: seg1 hidden {tuple(ref['seg1.hidden'].shape)}, plm loss {out3.loss.item():.4f}")
     heads()
 
@@ -158,13 +163,7 @@ def heads():
             ref.update({"start_logits": out.start_logits.detach(), "end_logits": out.end_logits.detach()})
         else:
             ref["logits"] = out.logits.detach()
-        for pname, p in model.named_parameters():
-            if p.grad is not None:
-                ref[f"grad.{pname}"] = p.grad.detach().clone()
-        target = OUT / name
-        shutil.rmtree(target, ignore_errors=True)
-        model.save_pretrained(target)
-        save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}.ref.safetensors"))
+        save(model, name, ref)
         print(f"{name}: loss {out.loss.item():.4f}")
 
 

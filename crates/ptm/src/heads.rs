@@ -134,6 +134,14 @@ pub fn question_answering_loss(
     Ok(((start + end)? / 2.0)?)
 }
 
+/// A span head's output from its (batch, seq, 2) logits, with the loss when positions are given.
+pub fn question_answering_output(logits: &Tensor, positions: Option<(&Tensor, &Tensor)>) -> Result<QuestionAnsweringOutput> {
+    let start_logits = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
+    let end_logits = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
+    let loss = positions.map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e)).transpose()?;
+    Ok(QuestionAnsweringOutput { loss, start_logits, end_logits })
+}
+
 /// How token states become one vector, as sentence-transformers' `Pooling` module does it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

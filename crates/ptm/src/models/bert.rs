@@ -8,7 +8,7 @@ use crate::config::BertConfig;
 use crate::error::Result;
 use crate::heads::{
     MaskedLMOutput, NextSentencePredictorOutput, PreTrainingOutput, QuestionAnsweringOutput,
-    SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_loss,
+    SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_output,
     sequence_classification_loss,
 };
 use crate::nn::attention::{merge_heads, padding_mask_bias, scaled_dot_product_attention, split_heads};
@@ -469,12 +469,6 @@ impl BertForQuestionAnswering {
         mode: Mode,
     ) -> Result<QuestionAnsweringOutput> {
         let h = self.bert.forward(input, mode)?.last_hidden_state;
-        let logits = self.qa_outputs.forward(&h)?; // (b, s, 2)
-        let start_logits = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
-        let end_logits = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
-        let loss = positions
-            .map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e))
-            .transpose()?;
-        Ok(QuestionAnsweringOutput { loss, start_logits, end_logits })
+        question_answering_output(&self.qa_outputs.forward(&h)?, positions)
     }
 }

@@ -14,7 +14,7 @@ use crate::config::XlnetConfig;
 use crate::config::xlnet::AttnType;
 use crate::error::{Error, Result};
 use crate::heads::{
-    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_loss,
+    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_output,
     sequence_classification_loss,
 };
 use crate::nn::attention::merge_heads;
@@ -588,10 +588,6 @@ impl XlnetForQuestionAnsweringSimple {
     /// `positions`: start and end token indices (batch) i64.
     pub fn forward(&self, input: XlnetInput, positions: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<QuestionAnsweringOutput> {
         let h = self.transformer.forward(input, mode)?.last_hidden_state;
-        let logits = self.qa_outputs.forward(&h)?; // (b, s, 2)
-        let start_logits = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
-        let end_logits = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
-        let loss = positions.map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e)).transpose()?;
-        Ok(QuestionAnsweringOutput { loss, start_logits, end_logits })
+        question_answering_output(&self.qa_outputs.forward(&h)?, positions)
     }
 }
