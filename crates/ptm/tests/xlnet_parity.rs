@@ -132,3 +132,29 @@ fn question_answering_simple() {
     assert_close("qa loss", &loss, r.get("loss"), TOL);
     check_gradients("qa", &store, &loss, &r.grads(""), TOL);
 }
+
+/// Inputs that do not fit the model are refused with what was expected.
+#[test]
+fn bad_inputs_name_the_expected_shape() {
+    let (cfg, store, r) = open("bi");
+    let m = XlnetLMHeadModel::new(&cfg, &store.root()).unwrap();
+    let ids = r.u32("seg1.input_ids"); // (2, 7)
+    let err = |input: XlnetInput| m.forward(input, None, Mode::Eval).err().expect("refused").to_string();
+    let perm = Tensor::zeros((2, 6, 6), DType::F32, ids.device()).unwrap();
+    let e = err(XlnetInput { input_ids: Some(&ids), perm_mask: Some(&perm), ..Default::default() });
+    assert!(e.contains("perm_mask") && e.contains("[2, 7, 7]"), "{e}");
+    let tm = Tensor::zeros((2, 3, 5), DType::F32, ids.device()).unwrap();
+    let e = err(XlnetInput { input_ids: Some(&ids), target_mapping: Some(&tm), ..Default::default() });
+    assert!(e.contains("target_mapping") && e.contains("num_predict, 7]"), "{e}");
+    let one_layer = vec![Tensor::zeros((2, 3, cfg.d_model), DType::F32, ids.device()).unwrap()];
+    let e = err(XlnetInput { input_ids: Some(&ids), mems: Some(&one_layer), ..Default::default() });
+    assert!(e.contains("mems holds 1 layers") && e.contains("has 2"), "{e}");
+    let wide = vec![Tensor::zeros((2, 3, cfg.d_model + 1), DType::F32, ids.device()).unwrap(); 2];
+    let e = err(XlnetInput { input_ids: Some(&ids), mems: Some(&wide), ..Default::default() });
+    assert!(e.contains("mems have shape") && e.contains("mem_len"), "{e}");
+    let (cfg, store, _) = open("bidata");
+    let m = XlnetLMHeadModel::new(&cfg, &store.root()).unwrap();
+    let odd = ids.narrow(0, 0, 1).unwrap();
+    let e = m.forward(XlnetInput { input_ids: Some(&odd), ..Default::default() }, None, Mode::Eval).err().expect("refused").to_string();
+    assert!(e.contains("bi_data needs an even batch size"), "{e}");
+}
