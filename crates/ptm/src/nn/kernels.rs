@@ -157,21 +157,35 @@ fn map_f32(
     Ok((CpuStorage::F32(y), layout.shape().clone()))
 }
 
-/// The exact GELU, x · Φ(x) = x/2 · (1 + erf(x/√2)) (transformers' `gelu`).
-pub(crate) struct GeluErf;
+/// GELU: exact, x · Φ(x) = x/2 · (1 + erf(x/√2)) (transformers' `gelu`), or its tanh
+/// approximation, x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))) (`gelu_new`, `gelu_pytorch_tanh`,
+/// `gelu_fast`; GPT-2's activation).
+pub(crate) struct Gelu {
+    pub tanh: bool,
+}
 
-impl CustomOp1 for GeluErf {
+impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
-        "ptm-gelu-erf"
+        if self.tanh { "ptm-gelu-tanh" } else { "ptm-gelu-erf" }
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(storage, layout, gelu_erf)
+        // One instantiation per GELU, so each loop inlines its function and vectorises.
+        if self.tanh { map_f32(storage, layout, gelu_tanh) } else { map_f32(storage, layout, gelu_erf) }
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &grad)?))
+        Ok(Some(gelu_grad(x, g, self.tanh)?))
+    }
+}
+
+/// g · GELU'(z), elementwise.
+fn gelu_grad(z: &Tensor, g: &Tensor, tanh: bool) -> candle_core::Result<Tensor> {
+    let (z, g) = (z.contiguous()?, g.contiguous()?);
+    if tanh {
+        z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad })
+    } else {
+        z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad })
     }
 }
 
@@ -190,25 +204,6 @@ fn gelu_erf_grad(x: f32, g: f32) -> f32 {
 
 /// √(2/π)
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-
-/// The tanh approximation of GELU, x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))) (transformers'
-/// `gelu_new`, `gelu_pytorch_tanh` and `gelu_fast`; GPT-2's activation).
-pub(crate) struct GeluTanh;
-
-impl CustomOp1 for GeluTanh {
-    fn name(&self) -> &'static str {
-        "ptm-gelu-tanh"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(storage, layout, gelu_tanh)
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &grad)?))
-    }
-}
 
 #[inline(always)]
 fn gelu_tanh(x: f32) -> f32 {
@@ -260,13 +255,7 @@ impl CustomOp2 for BiasGelu {
     }
 
     fn bwd(&self, x: &Tensor, bias: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let z = x.broadcast_add(bias)?.contiguous()?;
-        let g = g.contiguous()?;
-        let dz = if self.tanh {
-            z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad })?
-        } else {
-            z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad })?
-        };
+        let dz = gelu_grad(&x.broadcast_add(bias)?, g, self.tanh)?;
         let rows = dz.elem_count() / bias.elem_count();
         let db = dz.reshape((rows, bias.elem_count()))?.sum(0)?;
         Ok((Some(dz), Some(db)))
@@ -593,12 +582,12 @@ mod tests {
 
     #[test]
     fn fused_gelu_equals_candle_gelu_erf() {
-        check(|x| x.apply_op1(GeluErf).unwrap(), |x| x.gelu_erf().unwrap(), (2, 50, 41));
+        check(|x| x.apply_op1(Gelu { tanh: false }).unwrap(), |x| x.gelu_erf().unwrap(), (2, 50, 41));
     }
 
     #[test]
     fn fused_gelu_tanh_equals_candle_gelu() {
-        check(|x| x.apply_op1(GeluTanh).unwrap(), |x| x.gelu().unwrap(), (2, 50, 41));
+        check(|x| x.apply_op1(Gelu { tanh: true }).unwrap(), |x| x.gelu().unwrap(), (2, 50, 41));
     }
 
     #[test]
@@ -637,8 +626,8 @@ mod tests {
 
     #[test]
     fn gelu_gradients_match_finite_differences() {
-        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluErf).unwrap()));
-        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(GeluTanh).unwrap()));
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(Gelu { tanh: false }).unwrap()));
+        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(Gelu { tanh: true }).unwrap()));
     }
 
     /// gelu(x + bias) fused equals the composite (bias add, then the GELU op) with both
@@ -650,7 +639,7 @@ mod tests {
             let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 50, 40), &d).unwrap()).unwrap();
             let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 40, &d).unwrap()).unwrap();
             let up = Tensor::randn(0f32, 1.0, (3, 50, 40), &d).unwrap();
-            let gelu = |z: &Tensor| if tanh { z.apply_op1(GeluTanh).unwrap() } else { z.apply_op1(GeluErf).unwrap() };
+            let gelu = |z: &Tensor| z.apply_op1(Gelu { tanh }).unwrap();
             let fused = x.as_tensor().apply_op2(b.as_tensor(), BiasGelu { tanh }).unwrap();
             let composite = gelu(&x.as_tensor().broadcast_add(b.as_tensor()).unwrap());
             assert!(max_diff(&fused, &composite) < 1e-6, "tanh {tanh}: forward");

@@ -28,7 +28,7 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// The exact (erf) GELU (fused on CPU for f32).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if super::kernels::fusable(x) {
-        return Ok(x.contiguous()?.apply_op1(super::kernels::GeluErf)?);
+        return Ok(x.contiguous()?.apply_op1(super::kernels::Gelu { tanh: false })?);
     }
     Ok(x.gelu_erf()?)
 }
@@ -36,7 +36,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// The tanh-approximated GELU (fused on CPU for f32; candle's `gelu` elsewhere).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     if super::kernels::fusable(x) {
-        return Ok(x.contiguous()?.apply_op1(super::kernels::GeluTanh)?);
+        return Ok(x.contiguous()?.apply_op1(super::kernels::Gelu { tanh: true })?);
     }
     Ok(x.gelu()?)
 }
