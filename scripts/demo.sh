@@ -3,7 +3,8 @@
 # (fetched offline from PyPI), ptm built in release mode, then sentence embeddings and their
 # cosine similarities (the same numbers sentence-transformers gives), generation with a tiny
 # GPT-2, a tiny BERT pretrained from scratch on the Austen novels in data/, then fine-tuned on
-# SMS spam (data/sms_spam), evaluated and used to predict.
+# SMS spam (data/sms_spam), evaluated and used to predict; then a tiny XLNet pretrained with
+# the permutation objective on the same novels, used to generate, and fine-tuned on the spam task.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,3 +60,27 @@ echo "== ptm predict with the fine-tuned (pretrained) model"
 printf '%s\n' '{"text": "WINNER!! You have won a 1000 prize. Call 09061701461 now to claim"}' \
   '{"text": "Are we still meeting for lunch tomorrow?"}' \
   | "$ptm" predict --model "$out/spam-pretrained" --input /dev/stdin
+echo
+echo "== ptm pretrain --objective plm: a tiny XLNet (data/tiny-xlnet.json) learns permutation LM"
+echo "   from the same novels, with a SentencePiece-style Unigram tokenizer trained on them"
+echo "   (data/tokenizer-xlnet: <sep> <cls> at the end, padding on the left)"
+"$ptm" pretrain --objective plm --config data/tiny-xlnet.json --tokenizer data/tokenizer-xlnet \
+  --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
+  --eval data/austen/persuasion.txt --output "$out/tiny-xlnet" \
+  --max-steps 300 --batch-size 16 --seq-len 64 --lr 1e-3 --warmup-steps 30 --log-every 50 --save-every 150
+echo "loss every 50 steps (from $out/tiny-xlnet/train_log.jsonl):"
+grep -o '"step":[0-9]*,"epoch":[0-9]*,"loss":[0-9.]*' "$out/tiny-xlnet/train_log.jsonl" | sed 's/"epoch":[0-9]*,//'
+echo
+echo "== ptm generate with the XLNet just trained (memory of the earlier steps, a dummy token"
+echo "   predicted by the query stream, a padding text before the prompt)"
+"$ptm" generate --model "$out/tiny-xlnet" --max-new-tokens 12 --format json "Elizabeth was"
+echo
+echo "== ptm finetune: the same spam task with the XLNet (its sequence summary reads <cls>)"
+for init in pretrained scratch; do
+  flag=(); [ "$init" = scratch ] && flag=(--from-scratch)
+  "$ptm" finetune --task seq-cls --model "$out/tiny-xlnet" "${flag[@]}" \
+    --train data/sms_spam/train.jsonl --eval data/sms_spam/test.jsonl --output "$out/xlnet-spam-$init" \
+    --epochs 3 --batch-size 32 --lr 1e-3 --warmup-ratio 0.1 --max-length 64 -q > /dev/null
+  echo "-- XLNet from $init weights, on the 486 test messages:"
+  "$ptm" eval --model "$out/xlnet-spam-$init" --data data/sms_spam/test.jsonl --max-length 64 --format text
+done

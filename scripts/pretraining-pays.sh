@@ -2,12 +2,12 @@
 # "Pretraining pays": fine-tune on rotten_tomatoes with 100% and 10% of the training labels,
 # (a) all-MiniLM-L6-v2 against the same architecture from random weights, (b) the tiny BERT
 # that ptm pretrains on data/austen (the demo's recipe) against the same tiny model from
-# scratch. Writes results/pretraining-pays/<run>.json (metrics of the kept model) and
+# scratch, (c) likewise a tiny XLNet pretrained with the permutation objective. Writes results/pretraining-pays/<run>.json (metrics of the kept model) and
 # results/pretraining-pays/<model>-<fraction>.png (held-out accuracy during training).
 # The small split trains for more epochs (10 instead of 3 for the tiny model, 5 instead of 1 for
 # MiniLM) so that both splits take a comparable number of steps.
-# Usage: bash scripts/pretraining-pays.sh [tiny] [minilm]   (default: both)
-#        TINY_PRETRAIN_STEPS=N (default 2000) sets the tiny model's masked-LM steps.
+# Usage: bash scripts/pretraining-pays.sh [tiny] [minilm] [xlnet]   (default: tiny minilm)
+#        TINY_PRETRAIN_STEPS=N (default 2000) sets the tiny models' pretraining steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p ptm-cli
@@ -49,6 +49,19 @@ for part in "${@:-tiny minilm}"; do
         for f in 1.0 0.1; do
           if [ $f = 1.0 ]; then every=60 epochs=3; else every=24 epochs=10; fi
           pair tiny "$tiny" $f $every 1e-3 $epochs
+        done ;;
+      xlnet)
+        steps=${TINY_PRETRAIN_STEPS:-2000}
+        xl="$out/tiny-xlnet-$steps"
+        if [ ! -f "$xl/model.safetensors" ]; then
+          "$ptm" pretrain --objective plm --config data/tiny-xlnet.json --tokenizer data/tokenizer-xlnet \
+            --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
+            --output "$xl" --max-steps "$steps" --batch-size 16 --seq-len 64 --lr 1e-3 \
+            --warmup-steps $((steps / 10)) --save-every 100000 -q
+        fi
+        for f in 1.0 0.1; do
+          if [ $f = 1.0 ]; then every=60 epochs=3; else every=24 epochs=10; fi
+          pair tiny-xlnet "$xl" $f $every 1e-3 $epochs
         done ;;
       minilm)
         minilm=$(bash tools/fetch-minilm.sh)

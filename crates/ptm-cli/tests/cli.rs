@@ -557,3 +557,92 @@ fn pretrain_xlnet_with_permutation_lm() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("even sequence length") && err.contains("31"), "{err}");
 }
+
+fn xlnet_spiece() -> (String, serde_json::Value) {
+    let dir = fixtures().join("xlnet/tiny-spiece");
+    let want = serde_json::from_str(&std::fs::read_to_string(fixtures().join("xlnet/tiny-spiece.json")).unwrap()).unwrap();
+    (dir.display().to_string(), want)
+}
+
+/// `ptm embed --pooling mean` on XLNet with its SentencePiece tokenizer: transformers' mean of
+/// the last hidden states over the non-padding tokens of a left-padded batch.
+#[test]
+fn xlnet_embed_mean_equals_transformers() {
+    let (model, want) = xlnet_spiece();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let texts: Vec<String> = serde_json::from_value(want["texts"].clone()).unwrap();
+    std::fs::write(&input, texts.join("\n") + "\n").unwrap();
+    let got = embeddings(&ok(&["embed", "--model", &model, "--input", input.to_str().unwrap(), "--pooling", "mean", "--no-normalize"]));
+    let expected: Vec<Vec<f32>> = serde_json::from_value(want["mean_embeddings"].clone()).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        let d = g.iter().zip(e).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4, "text {i}: max diff {d}");
+    }
+}
+
+/// `ptm generate` on XLNet: without a prefix the continuation equals transformers' greedy one;
+/// by default the padding text goes first, and the prompt alone is printed.
+#[test]
+fn xlnet_generates_from_the_command_line() {
+    let (model, want) = xlnet_spiece();
+    let prompt = want["prompt"].as_str().unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(ok(&["generate", "--model", &model, "--prefix", "", "--max-new-tokens", "6", "--format", "json", prompt]).trim()).unwrap();
+    assert_eq!(out["token_ids"], want["greedy"], "{out}");
+    assert!(out["generated_text"].as_str().unwrap().starts_with(prompt));
+    let padded: serde_json::Value =
+        serde_json::from_str(ok(&["generate", "--model", &model, "--max-new-tokens", "3", "--format", "json", prompt]).trim()).unwrap();
+    assert_eq!(padded["token_ids"].as_array().unwrap().len(), 3);
+    assert!(padded["generated_text"].as_str().unwrap().starts_with(prompt), "{padded}");
+    let err = fails(&["perplexity", "--model", &model, "--input", &data("austen/persuasion.txt")]);
+    assert!(err.contains("causal LM"), "{err}");
+}
+
+/// Continued PLM pretraining from an XLNet checkpoint (`--init-from`), a resume that keeps the
+/// losses, and a `--config` that disagrees with the checkpoint (mem_len) refused by field.
+#[test]
+fn xlnet_continues_pretraining_and_resume_checks_the_config() {
+    let (model, _) = xlnet_spiece();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, &std::fs::read_to_string(data("austen/persuasion.txt")).unwrap()[..12_000]).unwrap();
+    let out = dir.path().join("run");
+    let common = |max_steps: &str| -> Vec<String> {
+        ["pretrain", "--objective", "plm", "--train", corpus.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-steps", max_steps,
+         "--batch-size", "2", "--seq-len", "16", "--save-every", "2", "--log-every", "1", "-q"]
+            .iter().map(|s| s.to_string()).collect()
+    };
+    let run = |extra: &[&str], max_steps: &str| {
+        let mut args = common(max_steps);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ptm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let losses = || -> Vec<f64> {
+        std::fs::read_to_string(out.join("train_log.jsonl")).unwrap().lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64()).collect()
+    };
+    let o = run(&["--init-from", &model], "4");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full = losses();
+    assert_eq!(full.len(), 4);
+    // The random-init loss of a 1,004-token vocabulary is ln(1004) = 6.9; the checkpoint's own
+    // weights (O(1), not trained on text) start elsewhere.
+    assert!(full.iter().all(|l| l.is_finite()), "{full:?}");
+    let checkpoint = out.join("checkpoint-2");
+    let config = dir.path().join("other.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(checkpoint.join("config.json")).unwrap()).unwrap();
+    cfg["mem_len"] = 16.into();
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let o = run(&["--resume", checkpoint.to_str().unwrap(), "--config", config.to_str().unwrap()], "4");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("mem_len: null in the checkpoint, 16 in"), "{err}");
+    cfg["mem_len"] = serde_json::Value::Null;
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let o = run(&["--resume", checkpoint.to_str().unwrap(), "--config", config.to_str().unwrap()], "4");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed = losses();
+    assert_eq!(&resumed[resumed.len() - 2..], &full[2..], "the resumed steps repeat the uninterrupted ones");
+}

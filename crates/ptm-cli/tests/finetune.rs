@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, ok, tiny};
+use common::{fails, fixtures, ok, tiny};
 use serde_json::{Value, json};
 
 fn write_jsonl(path: &Path, rows: &[Value]) -> String {
@@ -18,12 +18,17 @@ fn lines(text: &str) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// A few steps on the tiny fixture; returns the output directory.
+/// A few steps on the tiny BERT fixture; returns the output directory.
 fn finetune(dir: &Path, task: &str, train: &str, eval: &str, epochs: &str, lr: &str, extra: &[&str]) -> String {
+    finetune_model(&tiny("tiny-mlm"), dir, task, train, eval, epochs, lr, extra)
+}
+
+/// A few steps on `model`; returns the output directory.
+#[allow(clippy::too_many_arguments)]
+fn finetune_model(model: &str, dir: &Path, task: &str, train: &str, eval: &str, epochs: &str, lr: &str, extra: &[&str]) -> String {
     let out = dir.join(format!("{task}-model")).display().to_string();
-    let model = tiny("tiny-mlm");
     let mut args = vec![
-        "finetune", "--task", task, "--model", &model, "--train", train, "--eval", eval, "--output", &out,
+        "finetune", "--task", task, "--model", model, "--train", train, "--eval", eval, "--output", &out,
         "--epochs", epochs, "--batch-size", "4", "--lr", lr, "--max-length", "32", "-q",
     ];
     args.extend_from_slice(extra);
@@ -138,4 +143,59 @@ fn similarity_bi_encoder_correlates_and_saves_sentence_transformers_files() {
 
     let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"text": "a", "text_pair": "b"})]);
     assert!(fails(&["eval", "--model", &out, "--data", &bad]).contains("bad.jsonl:1: no \"score\""));
+}
+
+/// The same tasks take an XLNet model unchanged: its heads (sequence summary of the last token,
+/// so batches pad on the left), its SentencePiece tokenizer and `<sep> <cls>` ending.
+#[test]
+fn xlnet_fine_tunes_for_every_task() {
+    let model = fixtures().join("xlnet/tiny-spiece").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let architecture = |out: &str| -> Value {
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(out).join("config.json")).unwrap()).unwrap();
+        config["architectures"][0].clone()
+    };
+    let rows: Vec<Value> = (0..24)
+        .map(|i| if i % 2 == 0 { json!({"text": "the cat sat on the mat", "label": "cat"}) } else { json!({"text": "Botchan went to a school far away in the country", "label": "city"}) })
+        .collect();
+    let train = write_jsonl(&dir.path().join("seq.jsonl"), &rows);
+    let out = finetune_model(&model, dir.path(), "seq-cls", &train, &train, "4", "1e-3", &[]);
+    assert_eq!(architecture(&out), "XLNetForSequenceClassification");
+    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    assert_eq!(metrics["accuracy"], 1.0, "two fixed sentences of different lengths are learned: {metrics}");
+    let input = write_jsonl(&dir.path().join("in.jsonl"), &[json!({"text": "the cat sat on the mat"}), json!({"text": "Botchan went to a school far away in the country"})]);
+    let predicted = lines(&ok(&["predict", "--model", &out, "--input", &input, "--batch-size", "2"]));
+    assert_eq!((predicted[0]["label"].as_str(), predicted[1]["label"].as_str()), (Some("cat"), Some("city")));
+
+    let tagged: Vec<Value> = (0..16)
+        .map(|_| json!({"tokens": ["the", "cat", "sat", "in", "Tokyo"], "tags": ["O", "B-ANIMAL", "O", "O", "B-CITY"]}))
+        .collect();
+    let train = write_jsonl(&dir.path().join("tags.jsonl"), &tagged);
+    let out = finetune_model(&model, dir.path(), "token-cls", &train, &train, "10", "1e-2", &[]);
+    assert_eq!(architecture(&out), "XLNetForTokenClassification");
+    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    assert_eq!(metrics["micro_avg"]["f1"], 1.0, "{metrics}");
+
+    let contexts = ["the cat sat on the mat", "Tokyo is a big city"];
+    let answers = ["the mat", "a big city"];
+    let qa: Vec<Value> = (0..12)
+        .map(|i| {
+            let (c, a) = (contexts[i % 2], answers[i % 2]);
+            json!({"context": c, "question": "where ?", "answers": {"text": [a], "answer_start": [c.find(a).unwrap()]}})
+        })
+        .collect();
+    let train = write_jsonl(&dir.path().join("qa.jsonl"), &qa);
+    let out = finetune_model(&model, dir.path(), "qa", &train, &train, "8", "1e-3", &[]);
+    assert_eq!(architecture(&out), "XLNetForQuestionAnsweringSimple");
+    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train, "--max-length", "32"])).unwrap();
+    assert!(metrics["f1"].as_f64().unwrap() > 50.0, "{metrics}");
+
+    let pairs: Vec<Value> = (0..12)
+        .map(|i| json!({"text": contexts[i % 2], "text_pair": contexts[(i / 2) % 2], "score": if i % 2 == (i / 2) % 2 { 1.0 } else { 0.0 }}))
+        .collect();
+    let train = write_jsonl(&dir.path().join("pairs.jsonl"), &pairs);
+    let out = finetune_model(&model, dir.path(), "similarity", &train, &train, "2", "1e-3", &[]);
+    assert_eq!(architecture(&out), "XLNetModel");
+    assert!(Path::new(&out).join("modules.json").is_file());
+    ok(&["eval", "--model", &out, "--data", &train]);
 }

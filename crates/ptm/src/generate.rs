@@ -13,27 +13,60 @@ use serde::Deserialize;
 use crate::config::TokenIds;
 use crate::error::{Error, Result};
 use crate::models::gpt2::{DecoderInput, Gpt2LMHeadModel};
+use crate::models::xlnet::{XlnetGenerationState, XlnetLMHeadModel};
 use crate::nn::Mode;
 use crate::nn::attention::KvCache;
 
 pub const GENERATION_CONFIG: &str = "generation_config.json";
 
+/// Text put before an XLNet prompt, as transformers' text-generation pipeline does, so a short
+/// prompt has context to attend to; the document ends with XLNet's `<eod>`. (A public-domain
+/// paragraph: the opening of Pride and Prejudice.)
+pub const XLNET_PADDING_TEXT: &str = "It is a truth universally acknowledged, that a single man in possession of a good \
+fortune, must be in want of a wife. However little known the feelings or views of such a man may be on his first \
+entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is \
+considered as the rightful property of some one or other of their daughters. <eod> ";
+
+/// The padding text a model's prompts get by default (XLNet's; none for the others).
+pub fn prompt_prefix(config: &crate::config::ModelConfig) -> Option<&'static str> {
+    matches!(config, crate::config::ModelConfig::Xlnet(_)).then_some(XLNET_PADDING_TEXT)
+}
+
+/// What a decoder carries from one step to the next.
+pub enum DecodeCache {
+    /// GPT-2's keys and values.
+    Kv(KvCache),
+    /// XLNet's memory.
+    Mems(XlnetGenerationState),
+}
+
+impl DecodeCache {
+    /// Keeps, in order, the batch rows `rows` (beam search reorders its beams this way).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        match self {
+            DecodeCache::Kv(c) => c.select_rows(rows),
+            DecodeCache::Mems(m) => m.select_rows(rows),
+        }
+    }
+}
+
 /// A decoder that generation can drive: one forward step over new tokens with a cache.
 pub trait CausalLM {
-    fn new_cache(&self) -> KvCache;
-    /// Logits (batch, seq, vocab) of the new positions.
-    fn step(&self, input: DecoderInput, cache: &mut KvCache) -> Result<Tensor>;
+    fn new_cache(&self) -> DecodeCache;
+    /// Logits (batch, seq, vocab) whose last position scores the next token.
+    fn step(&self, input: DecoderInput, cache: &mut DecodeCache) -> Result<Tensor>;
     /// The mean next-token loss of `input_ids` (batch, seq) against `labels` (-100 ignored).
     fn loss(&self, input_ids: &Tensor, labels: &Tensor) -> Result<Tensor>;
     fn max_positions(&self) -> usize;
 }
 
 impl CausalLM for Gpt2LMHeadModel {
-    fn new_cache(&self) -> KvCache {
-        Gpt2LMHeadModel::new_cache(self)
+    fn new_cache(&self) -> DecodeCache {
+        DecodeCache::Kv(Gpt2LMHeadModel::new_cache(self))
     }
 
-    fn step(&self, input: DecoderInput, cache: &mut KvCache) -> Result<Tensor> {
+    fn step(&self, input: DecoderInput, cache: &mut DecodeCache) -> Result<Tensor> {
+        let DecodeCache::Kv(cache) = cache else { return Err(Error::invalid("GPT-2 decodes with a key/value cache")) };
         Ok(self.forward(input, None, Some(cache), Mode::Eval)?.logits)
     }
 
@@ -48,6 +81,34 @@ impl CausalLM for Gpt2LMHeadModel {
     }
 }
 
+/// XLNet generates left to right by predicting a dummy token after the text (see
+/// [`XlnetLMHeadModel::generation_step`]).
+impl CausalLM for XlnetLMHeadModel {
+    fn new_cache(&self) -> DecodeCache {
+        DecodeCache::Mems(XlnetGenerationState::default())
+    }
+
+    fn step(&self, input: DecoderInput, cache: &mut DecodeCache) -> Result<Tensor> {
+        let DecodeCache::Mems(state) = cache else { return Err(Error::invalid("XLNet decodes with its memory")) };
+        // transformers drops the attention mask of XLNet's generation inputs, so padding
+        // would be attended to: refuse it rather than differ.
+        if let Some(m) = input.attention_mask
+            && m.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()? < 1.0
+        {
+            return Err(Error::invalid("XLNet generates one prompt per batch (it cannot mask padding): use a batch size of 1"));
+        }
+        self.generation_step(input.input_ids, state)
+    }
+
+    fn loss(&self, _input_ids: &Tensor, _labels: &Tensor) -> Result<Tensor> {
+        Err(Error::invalid("XLNet has no left-to-right loss; perplexity needs a causal LM (gpt2)"))
+    }
+
+    fn max_positions(&self) -> usize {
+        usize::MAX
+    }
+}
+
 /// Loads the causal LM of a model directory (its LM head must be in the checkpoint).
 pub fn load_causal_lm(
     pretrained: &crate::models::Pretrained,
@@ -59,9 +120,13 @@ pub fn load_causal_lm(
             Box::new(Gpt2LMHeadModel::new(cfg, &store.root())?),
             GenerationConfig::from_dir(&pretrained.dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id)?,
         ),
+        crate::config::ModelConfig::Xlnet(cfg) => (
+            Box::new(XlnetLMHeadModel::new(cfg, &store.root())?),
+            GenerationConfig::from_dir(&pretrained.dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id)?,
+        ),
         other => {
             return Err(Error::invalid(format!(
-                "{}: a {} model cannot generate text; use a causal LM (gpt2)",
+                "{}: a {} model cannot generate text; use a causal LM (gpt2) or xlnet",
                 pretrained.dir.display(),
                 other.model_type()
             )));
@@ -358,7 +423,7 @@ struct Prefill {
     width: usize,
     /// Each row's next position id.
     next_pos: Vec<u32>,
-    cache: KvCache,
+    cache: DecodeCache,
     /// Scores of each row's next token.
     logits: Vec<Vec<f32>>,
 }

@@ -167,3 +167,43 @@ fn stop_strings_end_generation() {
     let stopped_text = tok.decode(&stopped[0].token_ids, true).unwrap();
     assert!(stopped_text.ends_with(" the") && text.starts_with(&stopped_text), "{stopped_text:?} vs {text:?}");
 }
+
+/// XLNet generates as transformers does: the memory of earlier steps, the last two tokens fed
+/// again with a dummy token that the query stream predicts; greedy scores at every step and
+/// beam search (tools/reference/make_xlnet_fixtures.py generate).
+#[test]
+fn xlnet_greedy_and_beam_search_equal_transformers() {
+    use ptm::generate::CausalLM;
+    use ptm::models::xlnet::XlnetLMHeadModel;
+    let dir = fixtures().join("xlnet/bi");
+    let p = Pretrained::from_dir(&dir).unwrap();
+    let ModelConfig::Xlnet(cfg) = &p.config else { panic!("not XLNet") };
+    let store = p.store(&StoreOptions::default()).unwrap();
+    let m = XlnetLMHeadModel::new(cfg, &store.root()).unwrap();
+    let base = GenerationConfig::from_dir(&dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id).unwrap();
+    let base = GenerationConfig { eos_token_id: None, ..base };
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("xlnet/generate.json")).unwrap()).unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in &cases {
+        let prompt: Vec<u32> = serde_json::from_value(case["prompt"].clone()).unwrap();
+        let field = |k: &str| -> Vec<Vec<u32>> { serde_json::from_value(case[k].clone()).unwrap() };
+        let greedy = generate(&m, &[prompt.clone()], &GenerationConfig { max_new_tokens: Some(8), ..base.clone() }, None, &mut |_, _| {}).unwrap();
+        assert_eq!(vec![greedy[0].token_ids.clone()], vec![serde_json::from_value::<Vec<u32>>(case["greedy"].clone()).unwrap()], "greedy from {prompt:?}");
+        // Each step's scores, fed the reference's own tokens.
+        let scores: Vec<Vec<f32>> = serde_json::from_value(case["scores"].clone()).unwrap();
+        let mut cache = m.new_cache();
+        let mut fed = prompt.clone();
+        for (step, want) in scores.iter().enumerate() {
+            let ids = candle_core::Tensor::from_vec(fed.clone(), (1, fed.len()), &candle_core::Device::Cpu).unwrap();
+            let input = ptm::models::gpt2::DecoderInput::new(&ids);
+            let logits = m.step(input, &mut cache).unwrap().squeeze(0).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+            let worst = logits.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "step {step} from {prompt:?}: scores differ by {worst}");
+            fed = vec![greedy[0].token_ids[step]];
+        }
+        let beams = GenerationConfig { max_new_tokens: Some(6), num_beams: 3, num_return_sequences: 2, ..base.clone() };
+        let got: Vec<Vec<u32>> = generate(&m, &[prompt.clone()], &beams, None, &mut |_, _| {}).unwrap().into_iter().map(|g| g.token_ids).collect();
+        assert_eq!(got, field("beams"), "beams from {prompt:?}");
+    }
+}

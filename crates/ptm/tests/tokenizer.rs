@@ -59,7 +59,7 @@ fn pairs_truncate_longest_first_with_offsets() {
         }
     }
     // The batch as model input: padded tensors of one shape.
-    let input = enc.to_input(tok.pad_id(), &candle_core::Device::Cpu).unwrap();
+    let input = enc.to_input(tok.pad_spec(), &candle_core::Device::Cpu).unwrap();
     assert_eq!(input.input_ids.dims(), &[pairs.len(), ids[0].len()]);
 }
 
@@ -142,4 +142,56 @@ fn byte_level_round_trip_and_streaming() {
         }
         assert_eq!(out, *text);
     }
+}
+
+/// A real SentencePiece Unigram `spiece.model` read as transformers' XLNetTokenizer reads it:
+/// ids, `<sep> <cls>` ending with `<cls>` in segment 2, pairs, left padding, decoding, and plain
+/// SentencePiece's ids where XLNet's normalisation changes nothing.
+#[test]
+fn xlnet_spiece_model_equals_transformers() {
+    let v = json("tokenizers/xlnet-spiece/expected.json");
+    let field = |k: &str| -> Vec<Vec<u32>> { serde_json::from_value(v[k].clone()).unwrap() };
+    let mut tok = Tokenizer::from_dir(&fixtures().join("tokenizers/xlnet-spiece")).unwrap();
+    let special: std::collections::BTreeMap<String, u32> = serde_json::from_value(v["special"].clone()).unwrap();
+    for (t, id) in &special {
+        assert_eq!(tok.token_to_id(t), Some(*id), "special token {t}");
+    }
+    assert!(tok.pad_spec().left, "XLNet pads on the left");
+    tok.set_padding(Padding::None).unwrap();
+    let texts: Vec<String> = serde_json::from_value(v["texts"].clone()).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let decoded: Vec<String> = serde_json::from_value(v["decoded"].clone()).unwrap();
+    let (ids, types) = (field("input_ids"), field("token_type_ids"));
+    for (i, e) in tok.encode_batch(&refs).unwrap().encodings.iter().enumerate() {
+        assert_eq!(e.get_ids(), ids[i].as_slice(), "ids of {:?}", texts[i]);
+        assert_eq!(e.get_type_ids(), types[i].as_slice(), "segments of {:?}", texts[i]);
+        assert_eq!(tok.decode(e.get_ids(), true).unwrap(), decoded[i], "decode of {:?}", texts[i]);
+    }
+    let pairs: Vec<(String, String)> = serde_json::from_value(v["pairs"].clone()).unwrap();
+    let pair_refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (pair_ids, pair_types) = (field("pair_input_ids"), field("pair_token_type_ids"));
+    for (i, e) in tok.encode_pairs(&pair_refs).unwrap().encodings.iter().enumerate() {
+        assert_eq!(e.get_ids(), pair_ids[i].as_slice(), "ids of pair {i}");
+        assert_eq!(e.get_type_ids(), pair_types[i].as_slice(), "segments of pair {i}");
+    }
+    tok.set_padding(Padding::Longest).unwrap();
+    let batch = tok.encode_batch(&refs[..3]).unwrap();
+    let (bids, bmask, btypes) = (field("batch_input_ids"), field("batch_attention_mask"), field("batch_token_type_ids"));
+    for (i, e) in batch.encodings.iter().enumerate() {
+        assert_eq!((e.get_ids(), e.get_attention_mask(), e.get_type_ids()), (bids[i].as_slice(), bmask[i].as_slice(), btypes[i].as_slice()), "padded row {i}");
+    }
+    let input = batch.to_input(tok.pad_spec(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(input.input_ids.to_vec2::<u32>().unwrap(), bids, "collated batch pads on the left too");
+
+    let sp_texts: Vec<String> = serde_json::from_value(v["sp_texts"].clone()).unwrap();
+    let plain = tok.encode_plain(&sp_texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    assert_eq!(plain, field("sp_ids"), "plain SentencePiece ids");
+}
+
+/// A BPE SentencePiece model is refused by name, and a tokenizer.json without XLNet's tokens
+/// cannot be given XLNet's template.
+#[test]
+fn spiece_bpe_model_is_refused_by_name() {
+    let err = Tokenizer::from_dir(&fixtures().join("tokenizers/xlnet-spiece-bpe")).err().unwrap().to_string();
+    assert!(err.contains("spiece.model") && err.contains("BPE"), "{err}");
 }

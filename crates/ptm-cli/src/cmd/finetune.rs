@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
 use ptm::finetune::similarity::{self, SimilarityLoss};
+use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
 use ptm::finetune::{DataSet, LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
 use ptm::heads::Pooling;
 use ptm::sentence_transformers::ModelDir;
-use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
 use ptm::models::{Pretrained, base_prefix, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::tokenizer::Tokenizer;
@@ -75,9 +75,9 @@ pub fn run(a: Args) -> Result<()> {
     let task = Task::parse(&a.task)?;
     let pretrained = Pretrained::open(&a.model)?;
     let tokenizer = pretrained.tokenizer()?;
-    let ModelConfig::Bert(_) = &pretrained.config else {
-        bail!("fine-tuning supports BERT-family models; {} is a {} model", a.model, pretrained.config.model_type());
-    };
+    if !matches!(pretrained.config, ModelConfig::Bert(_) | ModelConfig::Xlnet(_)) {
+        bail!("fine-tuning supports bert and xlnet models; {} is a {} model", a.model, pretrained.config.model_type());
+    }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
     match task {
         Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
@@ -165,10 +165,9 @@ fn train_and_report(
 
 fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, seq_cls::labels_from_data)?;
-    let arch = BertForSequenceClassification::ARCHITECTURE;
+    let arch = SeqClsModel::architecture(&pretrained.config)?;
     let mut config = task_config(pretrained, arch, Some(&labels));
     config.common_mut().problem_type = Some(ProblemType::SingleLabelClassification);
-    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
     let (train_data, eval_data) = data(a, |f, _| seq_cls::load(f, tokenizer, a.max_length, &labels, true))?;
     let class_weights = match a.class_weights.as_deref() {
         None => None,
@@ -183,47 +182,45 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
         anyhow::ensure!(w.len() == labels.names.len(), "--class-weights has {} weights for {} labels {:?}", w.len(), labels.names.len(), labels.names);
     }
     let store = store(a, pretrained, &config)?;
-    let model = BertForSequenceClassification::new(cfg, &store.root())?;
-    let pad_id = tokenizer.pad_id();
-    let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad_id, class_weights };
+    let model = SeqClsModel::new(&config, &store.root())?;
+    let pad = tokenizer.pad_spec();
+    let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad, class_weights };
     let evaluator = eval_data
         .as_ref()
-        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad_id, batch_size: a.train.batch_size * 2 });
+        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.batch_size * 2 });
     eprintln!("labels: {}", labels.names.join(", "));
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "accuracy")
 }
 
 fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, token_cls::labels_from_data)?;
-    let arch = BertForTokenClassification::ARCHITECTURE;
+    let arch = TokenClsModel::architecture(&pretrained.config)?;
     let config = task_config(pretrained, arch, Some(&labels));
-    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
     let (train_data, eval_data) = data(a, |f, _| token_cls::load(f, tokenizer, a.max_length, &labels, true))?;
     let store = store(a, pretrained, &config)?;
-    let model = BertForTokenClassification::new(cfg, &store.root())?;
-    let pad_id = tokenizer.pad_id();
-    let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad_id };
+    let model = TokenClsModel::new(&config, &store.root())?;
+    let pad = tokenizer.pad_spec();
+    let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad };
     let evaluator = eval_data
         .as_ref()
-        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad_id, batch_size: a.train.batch_size * 2 });
+        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.batch_size * 2 });
     eprintln!("tags: {}", labels.names.join(", "));
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
 }
 
 fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
-    let arch = BertForQuestionAnswering::ARCHITECTURE;
+    let arch = QaModel::architecture(&pretrained.config)?;
     let config = task_config(pretrained, arch, None);
-    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
     let stride = a.doc_stride.unwrap_or(a.max_length / 3);
     let (train_data, eval_data) = data(a, |f, _| qa::load(f, tokenizer, a.max_length, stride, true))?;
     let store = store(a, pretrained, &config)?;
-    let model = BertForQuestionAnswering::new(cfg, &store.root())?;
-    let pad_id = tokenizer.pad_id();
-    let objective = qa::QaObjective { model: &model, data: &train_data, pad_id };
+    let model = QaModel::new(&config, &store.root())?;
+    let pad = tokenizer.pad_spec();
+    let objective = qa::QaObjective { model: &model, data: &train_data, pad };
     let evaluator = eval_data.as_ref().map(|data| qa::QaEvaluator {
         model: &model,
         data,
-        pad_id,
+        pad,
         batch_size: a.train.batch_size * 2,
         max_answer_tokens: a.max_answer_tokens,
     });
@@ -235,8 +232,8 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
     let st = ModelDir::open(&a.model)?.sentence_transformers;
     let pooling = st.as_ref().map_or_else(|| vec![Pooling::Mean], |s| s.pooling.clone());
     let normalize = st.as_ref().is_some_and(|s| s.normalize);
-    let config = task_config(pretrained, "BertModel", None);
-    let ModelConfig::Bert(cfg) = &config else { unreachable!("checked by run") };
+    let arch = base_architecture(&pretrained.config);
+    let config = task_config(pretrained, arch, None);
     // Training pairs need scores only for the cosine loss; evaluation pairs always.
     let (train_data, eval_data) = data(a, |f, is_eval| similarity::load(f, tokenizer, a.max_length, is_eval))?;
     let loss = match a.similarity_loss.as_deref() {
@@ -250,16 +247,25 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
         bail!("--similarity-loss cosine needs a \"score\" on every training pair in {}", a.train_file.display());
     }
     let store = store(a, pretrained, &config)?;
-    let model = BertModel::new(cfg, &store.root(), true)?;
-    let pad_id = tokenizer.pad_id();
-    let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad_id };
+    let model = similarity_encoder(&config, &store.root())?;
+    let pad = tokenizer.pad_spec();
+    let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad };
     let objective = similarity::SimilarityObjective { encoder: encoder(), data: &train_data, loss };
     let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.batch_size * 2 });
     eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
-    train_and_report(a, &config, "BertModel", &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
+    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
     // The output is a sentence-transformers model too.
-    ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, cfg.hidden_size * pooling.len(), a.max_length)?;
+    let width = config.dims().hidden_size * pooling.len();
+    ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, width, a.max_length)?;
     Ok(())
+}
+
+/// The bare model's class name (what a bi-encoder saves as).
+fn base_architecture(config: &ModelConfig) -> &'static str {
+    match config {
+        ModelConfig::Xlnet(_) => "XLNetModel",
+        _ => "BertModel",
+    }
 }
 
 /// Prints the evaluation of the kept model.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ptm::generate::{GenerationConfig, generate, load_causal_lm, stop_string_checker};
+use ptm::generate::{GenerationConfig, generate, load_causal_lm, prompt_prefix, stop_string_checker};
 use ptm::models::Pretrained;
 use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
 
@@ -65,6 +65,10 @@ pub struct Args {
     /// Prompts per batch with --input.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Text the model reads before each prompt and that is not printed (default: XLNet's padding
+    /// text for an XLNet model, none otherwise; "" for none).
+    #[arg(long)]
+    prefix: Option<String>,
     /// Print prefill and per-token decode times to stderr (JSON), for benchmarks.
     #[arg(long)]
     timing: bool,
@@ -83,8 +87,12 @@ pub fn run(a: Args) -> Result<()> {
     cfg.validate()?;
     let stop = stop_string_checker(&cfg.stop_strings, |ids| tokenizer.decode(ids, true).ok());
     let max_prompt = model.max_positions().saturating_sub(cfg.max_new_tokens.unwrap_or(0));
+    let prefix = a.prefix.clone().or_else(|| prompt_prefix(&pretrained.config).map(str::to_string)).unwrap_or_default();
+    // XLNet predicts from its memory one row at a time; it cannot mask padding.
+    let batch_size = if matches!(pretrained.config, ptm::config::ModelConfig::Xlnet(_)) { 1 } else { a.batch_size };
+    // Prompts go in without special tokens, as transformers' text-generation pipeline does.
     let encode = |text: &str| -> Result<Vec<u32>> {
-        let ids = tokenizer.encode_batch(&[text])?.encodings[0].get_ids().to_vec();
+        let ids = tokenizer.encode_plain(&[&format!("{prefix}{text}")])?.remove(0);
         if ids.len() > max_prompt {
             if !a.truncate_left {
                 bail!(
@@ -109,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     if let Some(path) = &a.input {
-        return run_file(path, &a, &tokenizer, &*model, &cfg, &stop, &prompt_ids);
+        return run_file(path, batch_size, &tokenizer, &*model, &cfg, &stop, &prompt_ids);
     }
     let Some(prompt) = &a.prompt else { bail!("give a PROMPT or --input FILE") };
     let ids = prompt_ids(prompt)?;
@@ -222,7 +230,7 @@ fn result_json(prompt: &str, new_ids: &[u32], finish: &str, tokenizer: &Tokenize
 
 fn run_file(
     path: &std::path::Path,
-    a: &Args,
+    batch_size: usize,
     tokenizer: &Tokenizer,
     model: &dyn ptm::generate::CausalLM,
     cfg: &GenerationConfig,
@@ -244,7 +252,7 @@ fn run_file(
         prompts.push(p.to_string());
     }
     let mut out = std::io::stdout().lock();
-    for chunk in prompts.chunks(a.batch_size.max(1)) {
+    for chunk in prompts.chunks(batch_size.max(1)) {
         let ids = chunk.iter().map(|p| prompt_ids(p)).collect::<Result<Vec<_>>>()?;
         let results = generate(model, &ids, cfg, Some(stop), &mut |_, _| {})?;
         // num_return_sequences results per prompt, prompt by prompt.

@@ -28,7 +28,8 @@ pub struct Args {
     /// (XLNet: permutation LM).
     #[arg(long, default_value = "mlm")]
     objective: String,
-    /// A config.json for a model trained from scratch (with --tokenizer).
+    /// A config.json for a model trained from scratch (with --tokenizer); with --resume, checked
+    /// against the checkpoint's.
     #[arg(long, conflicts_with = "init_from")]
     config: Option<PathBuf>,
     /// The tokenizer's directory (with --config).
@@ -58,8 +59,11 @@ pub fn run(a: Args) -> Result<()> {
     let resume_dir = a.train.resume_dir()?;
     // Where weights, config and tokenizer come from.
     let (config, tokenizer, weights_dir): (ModelConfig, Tokenizer, Option<PathBuf>) = match (&resume_dir, &a.init_from, &a.config) {
-        (Some(dir), _, _) => {
+        (Some(dir), _, given) => {
             let p = Pretrained::from_dir(dir)?;
+            if let Some(file) = given {
+                same_model(&p.config, &ModelConfig::from_file(file)?, dir, file)?;
+            }
             (p.config.clone(), p.tokenizer()?, Some(dir.clone()))
         }
         (None, Some(spec), _) => {
@@ -164,6 +168,33 @@ pub fn run(a: Args) -> Result<()> {
             run(&objective(&train_blocks), eval_obj.as_ref().map(|o| o as &dyn Objective), XlnetLMHeadModel::ARCHITECTURE)
         }
     }
+}
+
+/// A checkpoint resumes only as the model it is: a `--config` given with `--resume` must agree
+/// with the checkpoint's config, field by field (mem_len, sizes, dropout, ...).
+fn same_model(checkpoint: &ModelConfig, given: &ModelConfig, dir: &Path, file: &Path) -> Result<()> {
+    let fields = |c: &ModelConfig| -> Result<serde_json::Map<String, serde_json::Value>> {
+        let serde_json::Value::Object(mut m) = c.to_json()? else { bail!("a config is not a JSON object") };
+        m.remove("architectures");
+        Ok(m)
+    };
+    let (a, b) = (fields(checkpoint)?, fields(given)?);
+    let differ: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} in the checkpoint, {} in {}", show(a.get(k)), show(b.get(k)), file.display()))
+        .collect();
+    if !differ.is_empty() {
+        bail!("--resume {} is another model than --config describes ({}); resume without --config", dir.display(), differ.join("; "));
+    }
+    Ok(())
+}
+
+fn show(v: Option<&serde_json::Value>) -> String {
+    v.map_or_else(|| "absent".to_string(), serde_json::Value::to_string)
 }
 
 /// The corpus tokenized into `dir` (reused when its sources and the tokenizer are unchanged),

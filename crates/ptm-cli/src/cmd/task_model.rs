@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use ptm::finetune::{LabelSet, Task};
 use ptm::heads::Pooling;
 use ptm::models::Pretrained;
-use ptm::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel};
+use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
+use ptm::models::EncoderModel;
 use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
 
@@ -33,10 +34,10 @@ impl InferenceOptions {
 }
 
 pub enum TaskModel {
-    SeqCls(BertForSequenceClassification, LabelSet),
-    TokenCls(BertForTokenClassification, LabelSet),
-    Qa(BertForQuestionAnswering),
-    Similarity(BertModel, Vec<Pooling>),
+    SeqCls(SeqClsModel, LabelSet),
+    TokenCls(TokenClsModel, LabelSet),
+    Qa(QaModel),
+    Similarity(EncoderModel, Vec<Pooling>),
 }
 
 /// Loads `spec` as the head its config names, refusing a head that was never trained.
@@ -44,20 +45,21 @@ pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)
     let pretrained = Pretrained::open(spec)?;
     let tokenizer = pretrained.tokenizer()?;
     let store = pretrained.store(&dtype.store())?;
-    let ptm::config::ModelConfig::Bert(cfg) = &pretrained.config else {
-        bail!("{}: fine-tuned tasks support BERT-family models", pretrained.dir.display())
-    };
-    let arch = pretrained.config.common().architectures.first().cloned().unwrap_or_else(|| "BertModel".into());
+    let cfg = &pretrained.config;
+    if !matches!(cfg, ptm::config::ModelConfig::Bert(_) | ptm::config::ModelConfig::Xlnet(_)) {
+        bail!("{}: fine-tuned tasks support bert and xlnet models, not {}", pretrained.dir.display(), cfg.model_type())
+    }
+    let arch = cfg.common().architectures.first().cloned().unwrap_or_else(|| "BertModel".into());
     let task = Task::of_architecture(&arch).with_context(|| format!("{}: {arch} is not a fine-tuned task model", pretrained.dir.display()))?;
     let labels = || LabelSet { names: pretrained.config.common().id2label.clone() };
     let root = store.root();
     let model = match task {
-        Task::SeqCls => TaskModel::SeqCls(BertForSequenceClassification::new(cfg, &root)?, labels()),
-        Task::TokenCls => TaskModel::TokenCls(BertForTokenClassification::new(cfg, &root)?, labels()),
-        Task::Qa => TaskModel::Qa(BertForQuestionAnswering::new(cfg, &root)?),
+        Task::SeqCls => TaskModel::SeqCls(SeqClsModel::new(cfg, &root)?, labels()),
+        Task::TokenCls => TaskModel::TokenCls(TokenClsModel::new(cfg, &root)?, labels()),
+        Task::Qa => TaskModel::Qa(QaModel::new(cfg, &root)?),
         Task::Similarity => {
             let st = ModelDir::open(spec)?.sentence_transformers;
-            TaskModel::Similarity(BertModel::new(cfg, &root, true)?, st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling))
+            TaskModel::Similarity(similarity_encoder(cfg, &root)?, st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling))
         }
     };
     if !matches!(model, TaskModel::Similarity(..)) {

@@ -2,6 +2,7 @@
 //! with the field's metrics. One module per task; each gives the trainer an objective and an
 //! evaluator, and predicts.
 
+pub mod models;
 pub mod qa;
 pub mod seq_cls;
 pub mod similarity;
@@ -39,7 +40,7 @@ impl Task {
         match architecture {
             a if a.ends_with("ForSequenceClassification") => Some(Task::SeqCls),
             a if a.ends_with("ForTokenClassification") => Some(Task::TokenCls),
-            a if a.ends_with("ForQuestionAnswering") => Some(Task::Qa),
+            a if a.ends_with("ForQuestionAnswering") || a.ends_with("ForQuestionAnsweringSimple") => Some(Task::Qa),
             a if a.ends_with("Model") => Some(Task::Similarity),
             _ => None,
         }

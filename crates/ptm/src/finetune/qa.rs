@@ -16,9 +16,9 @@ use super::{length_batches, line_error, pick, read_jsonl};
 use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{SquadScores, squad_scores};
-use crate::models::bert::BertForQuestionAnswering;
+use super::models::QaModel;
 use crate::nn::Mode;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PadSpec, Tokenizer};
 
 /// Candidates taken from each window's start and end logits.
 const N_BEST: usize = 20;
@@ -48,7 +48,7 @@ pub struct QaRecord {
 pub struct Window {
     pub example: usize,
     pub encoding: Encoding,
-    /// Training targets: the answer's first and last token, or (0, 0) for [CLS].
+    /// Training targets: the answer's first and last token, or the classification token's.
     pub positions: Option<(usize, usize)>,
 }
 
@@ -121,12 +121,20 @@ fn context_range(e: &Encoding) -> Option<(usize, usize)> {
     Some((first, last))
 }
 
-/// The answer's first and last token in a window, or (0, 0) when it is not wholly inside.
+/// Where a window's classification token is, the target when the answer is not inside: first
+/// for BERT's `[CLS] q [SEP] c [SEP]`, last for XLNet's `q <sep> c <sep> <cls>` (segment 2).
+fn cls_index(e: &Encoding) -> usize {
+    if e.get_type_ids().last() == Some(&2) { e.len() - 1 } else { 0 }
+}
+
+/// The answer's first and last token in a window, or the classification token twice when it
+/// is not wholly inside.
 fn answer_tokens(e: &Encoding, (start, end): (usize, usize)) -> (usize, usize) {
     let offsets = e.get_offsets();
-    let Some((first, last)) = context_range(e) else { return (0, 0) };
+    let cls = (cls_index(e), cls_index(e));
+    let Some((first, last)) = context_range(e) else { return cls };
     if !(offsets[first].0 <= start && offsets[last].1 >= end) {
-        return (0, 0);
+        return cls;
     }
     let s = (first..=last).take_while(|&t| offsets[t].0 <= start).last().unwrap_or(first);
     let e_tok = (first..=last).rev().take_while(|&t| offsets[t].1 >= end).last().unwrap_or(last);
@@ -147,15 +155,11 @@ impl super::DataSet for QaData {
     }
 }
 
-fn device(model: &BertForQuestionAnswering) -> candle_core::Device {
-    model.bert.embeddings().word_embeddings().weight().device().clone()
-}
-
 /// Training over windows.
 pub struct QaObjective<'a> {
-    pub model: &'a BertForQuestionAnswering,
+    pub model: &'a QaModel,
     pub data: &'a QaData,
-    pub pad_id: u32,
+    pub pad: PadSpec,
 }
 
 impl crate::train::Objective for QaObjective<'_> {
@@ -164,10 +168,10 @@ impl crate::train::Objective for QaObjective<'_> {
     }
 
     fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
-        let device = device(self.model);
+        let device = self.model.device();
         let windows: Vec<&Window> = examples.iter().map(|&i| &self.data.windows[i]).collect();
         let encodings: Vec<&Encoding> = windows.iter().map(|w| &w.encoding).collect();
-        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad.on_right(), &device)?;
         let (starts, ends): (Vec<i64>, Vec<i64>) =
             windows.iter().map(|w| w.positions.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
         let starts = Tensor::from_vec(starts, examples.len(), &device)?;
@@ -188,14 +192,14 @@ pub struct Answer {
 }
 
 /// The best answer of every question, in order.
-pub fn predict(model: &BertForQuestionAnswering, data: &QaData, pad_id: u32, batch_size: usize, max_answer_tokens: usize) -> Result<Vec<Answer>> {
-    let device = device(model);
+pub fn predict(model: &QaModel, data: &QaData, pad: PadSpec, batch_size: usize, max_answer_tokens: usize) -> Result<Vec<Answer>> {
+    let device = model.device();
     let lengths: Vec<usize> = data.windows.iter().map(|w| w.encoding.len()).collect();
     // Per question: (score, byte start, byte end) candidates.
     let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); data.records.len()];
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.windows[i].encoding).collect();
-        let out = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?;
+        let out = model.forward(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, None, Mode::Eval)?;
         let (starts, ends) = (out.start_logits.to_vec2::<f32>()?, out.end_logits.to_vec2::<f32>()?);
         for ((&w, s), e) in batch.iter().zip(&starts).zip(&ends) {
             let window = &data.windows[w];
@@ -245,16 +249,16 @@ pub fn report(data: &QaData, answers: &[Answer]) -> Result<SquadScores> {
 }
 
 pub struct QaEvaluator<'a> {
-    pub model: &'a BertForQuestionAnswering,
+    pub model: &'a QaModel,
     pub data: &'a QaData,
-    pub pad_id: u32,
+    pub pad: PadSpec,
     pub batch_size: usize,
     pub max_answer_tokens: usize,
 }
 
 impl crate::train::Evaluator for QaEvaluator<'_> {
     fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let answers = predict(self.model, self.data, self.pad_id, self.batch_size, self.max_answer_tokens)?;
+        let answers = predict(self.model, self.data, self.pad, self.batch_size, self.max_answer_tokens)?;
         let s = report(self.data, &answers)?;
         Ok(BTreeMap::from([("exact_match".to_string(), s.exact_match), ("f1".to_string(), s.f1)]))
     }

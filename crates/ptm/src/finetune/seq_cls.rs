@@ -1,6 +1,6 @@
 //! Sequence classification of single texts or pairs (sentiment, spam, topic, entailment):
 //! JSONL `{"text", "text_pair"?, "label"}` with labels as names or ids; a linear head on the
-//! pooled [CLS] state (`BertForSequenceClassification`), cross-entropy with optional class
+//! pooled [CLS] state (`BertForSequenceClassification`) or XLNet's summary of its last token, cross-entropy with optional class
 //! weights; accuracy, precision, recall, F1 and the confusion matrix.
 
 use std::collections::BTreeMap;
@@ -14,10 +14,10 @@ use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, classification_report};
-use crate::models::bert::BertForSequenceClassification;
+use super::models::SeqClsModel;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, weighted_cross_entropy};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PadSpec, Tokenizer};
 
 /// A label as the data gives it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,15 +127,11 @@ pub fn balanced_class_weights(labels: &[Option<usize>], classes: usize) -> Vec<f
     counts.iter().map(|&c| if c == 0 { 0.0 } else { n as f32 / (classes as f32 * c as f32) }).collect()
 }
 
-fn device(model: &BertForSequenceClassification) -> candle_core::Device {
-    model.bert.embeddings().word_embeddings().weight().device().clone()
-}
-
 /// The training objective.
 pub struct SeqClsObjective<'a> {
-    pub model: &'a BertForSequenceClassification,
+    pub model: &'a SeqClsModel,
     pub data: &'a SeqClsData,
-    pub pad_id: u32,
+    pub pad: PadSpec,
     pub class_weights: Option<Vec<f32>>,
 }
 
@@ -145,25 +141,25 @@ impl crate::train::Objective for SeqClsObjective<'_> {
     }
 
     fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
-        let device = device(self.model);
+        let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
-        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad, &device)?;
         let labels: Vec<i64> = examples.iter().map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64)).collect();
         let labels = Tensor::from_vec(labels, examples.len(), &device)?;
-        let logits = self.model.forward(&input, None, mode)?.logits;
+        let logits = self.model.logits(&input, mode)?;
         let loss = weighted_cross_entropy(&logits, &labels, IGNORE_INDEX, self.class_weights.as_deref())?;
         Ok((loss, encodings.iter().map(|e| e.len()).sum()))
     }
 }
 
 /// Class probabilities of every record, in order (batched by length, dropout off).
-pub fn predict(model: &BertForSequenceClassification, data: &SeqClsData, pad_id: u32, batch_size: usize) -> Result<Vec<Vec<f32>>> {
-    let device = device(model);
+pub fn predict(model: &SeqClsModel, data: &SeqClsData, pad: PadSpec, batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
     let mut out = vec![Vec::new(); lengths.len()];
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
+        let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad, &device)?, Mode::Eval)?;
         let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
         for (i, p) in batch.into_iter().zip(probs) {
             out[i] = p;
@@ -192,16 +188,16 @@ pub fn report(data: &SeqClsData, labels: &LabelSet, probs: &[Vec<f32>]) -> Resul
 /// Held-out evaluation for the trainer: eval_loss, accuracy, macro precision / recall / F1,
 /// micro F1 and each class's F1 (`f1_<label>`).
 pub struct SeqClsEvaluator<'a> {
-    pub model: &'a BertForSequenceClassification,
+    pub model: &'a SeqClsModel,
     pub data: &'a SeqClsData,
     pub labels: &'a LabelSet,
-    pub pad_id: u32,
+    pub pad: PadSpec,
     pub batch_size: usize,
 }
 
 impl crate::train::Evaluator for SeqClsEvaluator<'_> {
     fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let probs = predict(self.model, self.data, self.pad_id, self.batch_size)?;
+        let probs = predict(self.model, self.data, self.pad, self.batch_size)?;
         let (r, loss) = report(self.data, self.labels, &probs)?;
         let mut m = BTreeMap::from([
             ("eval_loss".to_string(), loss),

@@ -13,14 +13,13 @@ use serde::Deserialize;
 use tokenizers::Encoding;
 
 use super::{length_batches, line_error, pick, read_jsonl, unpadded};
-use crate::models::EncoderInput;
+use crate::models::{EncoderInput, EncoderModel};
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
 use crate::metrics::{pearson, spearman};
-use crate::models::bert::BertModel;
 use crate::nn::Mode;
 use crate::nn::loss::{cross_entropy, mse_loss};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PadSpec, Tokenizer};
 
 /// MultipleNegativesRankingLoss's scale on cosine similarities.
 const MNRL_SCALE: f64 = 20.0;
@@ -81,17 +80,16 @@ impl PairData {
 
 /// The encoder and how its token states become one vector.
 pub struct BiEncoder<'a> {
-    pub model: &'a BertModel,
+    pub model: &'a EncoderModel,
     pub pooling: Vec<Pooling>,
-    pub pad_id: u32,
+    pub pad: PadSpec,
 }
 
 impl BiEncoder<'_> {
     /// (n, dim · modes) embeddings of encodings, unnormalised.
     pub fn embed(&self, encodings: &[&Encoding], mode: Mode) -> Result<Tensor> {
-        let device = self.model.embeddings().word_embeddings().weight().device().clone();
-        let input = EncoderInput::from_encodings(encodings, self.pad_id, &device)?;
-        let hidden = self.model.forward(&input, mode)?.last_hidden_state;
+        let input = EncoderInput::from_encodings(encodings, self.pad, &self.model.device())?;
+        let hidden = self.model.forward(&input, mode)?;
         let mask = input.attention_mask.as_ref().ok_or_else(|| Error::invalid("no attention mask"))?;
         let pooled = self.pooling.iter().map(|p| p.pool(&hidden, mask)).collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&pooled, D::Minus1)?)

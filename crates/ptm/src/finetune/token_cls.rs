@@ -15,10 +15,10 @@ use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{EntityReport, entity_report};
-use crate::models::bert::BertForTokenClassification;
+use super::models::TokenClsModel;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PadSpec, Tokenizer};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,14 +161,10 @@ impl TokenClsData {
     }
 }
 
-fn device(model: &BertForTokenClassification) -> candle_core::Device {
-    model.bert.embeddings().word_embeddings().weight().device().clone()
-}
-
 pub struct TokenClsObjective<'a> {
-    pub model: &'a BertForTokenClassification,
+    pub model: &'a TokenClsModel,
     pub data: &'a TokenClsData,
-    pub pad_id: u32,
+    pub pad: PadSpec,
 }
 
 impl crate::train::Objective for TokenClsObjective<'_> {
@@ -177,9 +173,9 @@ impl crate::train::Objective for TokenClsObjective<'_> {
     }
 
     fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
-        let device = device(self.model);
+        let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
-        let input = EncoderInput::from_encodings(&encodings, self.pad_id, &device)?;
+        let input = EncoderInput::from_encodings(&encodings, self.pad.on_right(), &device)?;
         let seq = input.input_ids.dim(1)?;
         let mut labels = Vec::with_capacity(examples.len() * seq);
         for &i in examples {
@@ -188,7 +184,7 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         }
         let counted = labels.iter().any(|&l| l != IGNORE_INDEX);
         let labels = Tensor::from_vec(labels, (examples.len(), seq), &device)?;
-        let logits = self.model.forward(&input, None, mode)?.logits; // (b, s, tags)
+        let logits = self.model.logits(&input, mode)?; // (b, s, tags)
         let tags = logits.dim(2)?;
         let loss = if counted {
             cross_entropy(&logits.reshape((examples.len() * seq, tags))?, &labels.flatten_all()?, IGNORE_INDEX)?
@@ -203,19 +199,19 @@ impl crate::train::Objective for TokenClsObjective<'_> {
 /// maximum length get tag `outside` with probability 1), and the mean cross-entropy over the
 /// labeled first sub-tokens (0 without tags).
 pub fn predict(
-    model: &BertForTokenClassification,
+    model: &TokenClsModel,
     data: &TokenClsData,
-    pad_id: u32,
+    pad: PadSpec,
     batch_size: usize,
     outside: usize,
 ) -> Result<(Vec<Vec<(usize, f32)>>, f64)> {
-    let device = device(model);
+    let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
     let mut out: Vec<Vec<(usize, f32)>> = data.words.iter().map(|w| vec![(outside, 1.0); w.len()]).collect();
     let (mut nll, mut counted) = (0f64, 0usize);
     for batch in length_batches(&lengths, batch_size) {
         let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.forward(&EncoderInput::from_encodings(&encodings, pad_id, &device)?, None, Mode::Eval)?.logits;
+        let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, Mode::Eval)?;
         let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?;
         for (&i, p) in batch.iter().zip(probs) {
             let labels = data.token_labels(i);
@@ -256,16 +252,16 @@ pub fn outside_id(labels: &LabelSet) -> usize {
 }
 
 pub struct TokenClsEvaluator<'a> {
-    pub model: &'a BertForTokenClassification,
+    pub model: &'a TokenClsModel,
     pub data: &'a TokenClsData,
     pub labels: &'a LabelSet,
-    pub pad_id: u32,
+    pub pad: PadSpec,
     pub batch_size: usize,
 }
 
 impl crate::train::Evaluator for TokenClsEvaluator<'_> {
     fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let (pred, loss) = predict(self.model, self.data, self.pad_id, self.batch_size, outside_id(self.labels))?;
+        let (pred, loss) = predict(self.model, self.data, self.pad, self.batch_size, outside_id(self.labels))?;
         let (r, accuracy) = report(self.data, self.labels, &pred)?;
         let mut m = BTreeMap::from([
             ("eval_loss".to_string(), loss),

@@ -14,7 +14,7 @@ use crate::checkpoint::{INT8_SCALE_SUFFIX, SAFETENSORS, SavedTensor, Weights, sa
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::nn::{Mode, ParamStore, Precision, StoreOptions};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{PadSpec, Tokenizer};
 
 /// The inputs of an encoder: (batch, seq) u32 tensors.
 #[derive(Clone)]
@@ -27,21 +27,27 @@ pub struct EncoderInput {
 }
 
 impl EncoderInput {
-    /// Right-pads token encodings to the longest with `pad_id` (mask 0, type 0).
-    pub fn from_encodings(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<Self> {
+    /// Pads token encodings to the longest as `pad` says (mask 0 on padding).
+    pub fn from_encodings(encodings: &[&Encoding], pad: PadSpec, device: &Device) -> Result<Self> {
         let b = encodings.len();
         let seq = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
-        let padded = |f: fn(&Encoding) -> &[u32], pad: u32| -> Result<Tensor> {
+        let padded = |f: fn(&Encoding) -> &[u32], fill: u32| -> Result<Tensor> {
             let mut flat = Vec::with_capacity(b * seq);
             for e in encodings {
                 let v = f(e);
-                flat.extend_from_slice(v);
-                flat.extend(std::iter::repeat_n(pad, seq - v.len()));
+                let fills = std::iter::repeat_n(fill, seq - v.len());
+                if pad.left {
+                    flat.extend(fills);
+                    flat.extend_from_slice(v);
+                } else {
+                    flat.extend_from_slice(v);
+                    flat.extend(fills);
+                }
             }
             Ok(Tensor::from_vec(flat, (b, seq), device)?)
         };
         Ok(EncoderInput {
-            input_ids: padded(Encoding::get_ids, pad_id)?,
+            input_ids: padded(Encoding::get_ids, pad.id)?,
             attention_mask: Some(padded(Encoding::get_attention_mask, 0)?),
             token_type_ids: Some(padded(Encoding::get_type_ids, 0)?),
         })
@@ -153,6 +159,15 @@ impl EncoderModel {
         };
         report_load(&store, "encoder");
         Ok((model, store))
+    }
+
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        match self {
+            EncoderModel::Bert(m) => m.embeddings().word_embeddings().weight().device().clone(),
+            EncoderModel::Gpt2(m) => m.wte().weight().device().clone(),
+            EncoderModel::Xlnet(m) => m.word_embedding().weight().device().clone(),
+        }
     }
 
     /// (batch, seq, hidden)

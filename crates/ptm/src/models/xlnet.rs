@@ -474,6 +474,80 @@ impl XlnetLMHeadModel {
     }
 }
 
+/// What XLNet carries between generation steps: each layer's memory, without the last two
+/// positions (they are fed again), and the previous token.
+#[derive(Clone, Default)]
+pub struct XlnetGenerationState {
+    /// One (batch, mem, d_model) tensor per layer; empty before the first step.
+    mems: Vec<Tensor>,
+    /// (batch, 1): the token before the newest.
+    previous: Option<Tensor>,
+}
+
+impl XlnetGenerationState {
+    /// Keeps, in order, the batch rows `rows` (beam search follows its beams this way).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for m in &mut self.mems {
+            *m = m.index_select(rows, 0)?;
+        }
+        if let Some(p) = &mut self.previous {
+            *p = p.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tokens fed again at each step, as transformers' `prepare_inputs_for_generation` (its
+/// "offset"): the newest token and the one before it.
+const GENERATION_OFFSET: usize = 2;
+
+impl XlnetLMHeadModel {
+    /// One generation step as transformers runs XLNet: the new tokens (the prompt at first,
+    /// then one per row after the previous token) followed by a dummy token that nothing sees
+    /// (perm_mask) and that alone is predicted (target_mapping) from the query stream, with
+    /// the memory of the earlier steps. -> logits (batch, 1, vocab) of the next token.
+    pub fn generation_step(&self, new_ids: &Tensor, state: &mut XlnetGenerationState) -> Result<Tensor> {
+        let (b, n) = new_ids.dims2()?;
+        let device = new_ids.device();
+        let ids = new_ids.to_dtype(DType::U32)?;
+        let fed = match &state.previous {
+            Some(prev) => Tensor::cat(&[prev, &ids], 1)?,
+            None => ids.clone(),
+        };
+        let fed = Tensor::cat(&[&fed, &Tensor::zeros((b, 1), DType::U32, device)?], 1)?; // (b, len + 1)
+        let len = fed.dim(1)?;
+        let last_col: Vec<f32> = (0..len * len).map(|k| (k % len == len - 1) as u8 as f32).collect();
+        let perm_mask = Tensor::from_vec(last_col, (1, len, len), device)?.broadcast_as((b, len, len))?.contiguous()?;
+        let one_hot: Vec<f32> = (0..len).map(|k| (k == len - 1) as u8 as f32).collect();
+        let target_mapping = Tensor::from_vec(one_hot, (1, 1, len), device)?.broadcast_as((b, 1, len))?.contiguous()?;
+        let out = self.forward(
+            XlnetInput {
+                input_ids: Some(&fed),
+                perm_mask: Some(&perm_mask),
+                target_mapping: Some(&target_mapping),
+                mems: (!state.mems.is_empty()).then_some(state.mems.as_slice()),
+                use_mems: true,
+                ..Default::default()
+            },
+            None,
+            Mode::Eval,
+        )?;
+        state.mems = out
+            .mems
+            .iter()
+            .map(|m| {
+                let keep = m.dim(1)?.saturating_sub(GENERATION_OFFSET);
+                Ok(m.narrow(1, 0, keep)?.contiguous()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if state.mems.first().is_some_and(|m| m.dim(1).unwrap_or(0) == 0) {
+            state.mems.clear();
+        }
+        state.previous = Some(ids.narrow(1, n - 1, 1)?.contiguous()?);
+        Ok(out.logits)
+    }
+}
+
 /// `XLNetSequenceSummary` (summary_type "last"): the last position's state (XLNet pads on the
 /// left, so that is `<cls>`), through dropout, a dense layer and an activation.
 struct SequenceSummary {

@@ -115,7 +115,7 @@ impl SentenceEmbedder {
     }
 
     fn embed_encodings(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
-        let input = EncoderInput::from_encodings(batch, self.tokenizer.pad_id(), &self.device)?;
+        let input = EncoderInput::from_encodings(batch, self.tokenizer.pad_spec(), &self.device)?;
         let hidden = self.model.forward(&input, Mode::Eval)?;
         let mask = input.attention_mask.as_ref().ok_or_else(|| Error::invalid("no attention mask"))?;
         let pooled: Vec<Tensor> = self.pooling.iter().map(|p| p.pool(&hidden, mask)).collect::<Result<_>>()?;

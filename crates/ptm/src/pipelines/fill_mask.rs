@@ -67,7 +67,7 @@ impl FillMask {
         if positions.is_empty() {
             return Err(Error::invalid(format!("no {} token in the input: {text:?}", self.mask_token)));
         }
-        let input = enc.to_input(self.tokenizer.pad_id(), &self.device)?;
+        let input = enc.to_input(self.tokenizer.pad_spec(), &self.device)?;
         let logits = match &self.model {
             MaskedLm::Bert(m) => m.forward(&input, None, Mode::Eval)?.logits,
         };

@@ -20,8 +20,10 @@ use tokenizers::{
 use crate::error::{Error, Result};
 use crate::models::EncoderInput;
 
+mod sentencepiece;
 mod train;
 
+pub use sentencepiece::{SPIECE_MODEL, xlnet_special_tokens};
 pub use train::{TokenizerKind, train_tokenizer};
 
 pub const TOKENIZER_JSON: &str = "tokenizer.json";
@@ -68,6 +70,7 @@ impl SpecialTokens {
         match model {
             tokenizers::ModelWrapper::WordPiece(_) => Self::bert(),
             tokenizers::ModelWrapper::BPE(_) => Self::gpt2(),
+            tokenizers::ModelWrapper::Unigram(_) => xlnet_special_tokens(),
             _ => Self::default(),
         }
     }
@@ -118,12 +121,31 @@ pub enum Padding {
     None,
 }
 
+/// How a batch is padded to one length: the padding id and the side (segment 0, as
+/// transformers pads both BERT and XLNet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PadSpec {
+    pub id: u32,
+    /// Padding goes before the tokens (XLNet, whose sequence summary reads the last position).
+    pub left: bool,
+}
+
+impl PadSpec {
+    /// The same id padded on the right: for heads that read every position (token
+    /// classification, answer spans), where an encoder's output does not depend on the side.
+    pub fn on_right(self) -> Self {
+        PadSpec { left: false, ..self }
+    }
+}
+
 /// A loaded tokenizer with its truncation and padding settings.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: PathBuf,
     special: SpecialTokens,
+    /// `padding_side` of tokenizer_config.json, else the class's (left for XLNet).
+    pad_left: bool,
     /// `model_max_length` from tokenizer_config.json, when it names a real limit.
     model_max_length: Option<usize>,
     /// tokenizer_config.json as read, written back on save.
@@ -148,6 +170,7 @@ impl Tokenizer {
         named.extend(config.clone());
 
         let json_path = dir.join(TOKENIZER_JSON);
+        let spiece_path = dir.join(SPIECE_MODEL);
         let vocab_path = dir.join(VOCAB_TXT);
         let (bpe_vocab, merges) = (dir.join(VOCAB_JSON), dir.join(MERGES_TXT));
         let (inner, source, special) = if json_path.is_file() {
@@ -155,6 +178,10 @@ impl Tokenizer {
             let mut special = SpecialTokens::for_model(t.get_model());
             special.update_from(&named);
             (t, json_path, special)
+        } else if spiece_path.is_file() {
+            let mut special = xlnet_special_tokens();
+            special.update_from(&named);
+            (sentencepiece::from_spiece(&spiece_path, &config, &special)?, spiece_path, special)
         } else if vocab_path.is_file() {
             let mut special = SpecialTokens::bert();
             special.update_from(&named);
@@ -166,7 +193,7 @@ impl Tokenizer {
         } else {
             return Err(Error::tokenizer(
                 dir,
-                format!("no tokenizer found (looked for {TOKENIZER_JSON}, {VOCAB_TXT}, {VOCAB_JSON} + {MERGES_TXT})"),
+                format!("no tokenizer found (looked for {TOKENIZER_JSON}, {SPIECE_MODEL}, {VOCAB_TXT}, {VOCAB_JSON} + {MERGES_TXT})"),
             ));
         };
         // transformers writes 1e30 for "no limit".
@@ -175,7 +202,16 @@ impl Tokenizer {
             .and_then(Value::as_f64)
             .filter(|v| *v > 0.0 && *v < 1e9)
             .map(|v| v as usize);
-        let mut tok = Tokenizer { inner, source, special, model_max_length, config };
+        let xlnet = is_xlnet(&config, &inner);
+        let pad_left = match config.get("padding_side").and_then(Value::as_str) {
+            Some("left") => true,
+            Some("right") => false,
+            Some(other) => {
+                return Err(Error::config(config_path, "padding_side", format!("{other:?} is neither \"left\" nor \"right\"")));
+            }
+            None => xlnet,
+        };
+        let mut tok = Tokenizer { inner, source, special, pad_left, model_max_length, config };
         tok.set_truncation(None)?;
         tok.set_padding(Padding::Longest)?;
         Ok(tok)
@@ -184,7 +220,8 @@ impl Tokenizer {
     /// A tokenizer built in code (e.g. just trained), with its special tokens and the
     /// tokenizer_config.json fields to save.
     pub fn from_parts(inner: tokenizers::Tokenizer, special: SpecialTokens, config: Map<String, Value>) -> Self {
-        Tokenizer { inner, source: PathBuf::from("(trained)"), special, model_max_length: None, config }
+        let pad_left = config.get("padding_side").and_then(Value::as_str).map_or(is_xlnet(&config, &inner), |s| s == "left");
+        Tokenizer { inner, source: PathBuf::from("(trained)"), special, pad_left, model_max_length: None, config }
     }
 
     /// Token ids of each text without special tokens, unpadded and untruncated.
@@ -238,6 +275,11 @@ impl Tokenizer {
         self.special_id(|s| &s.pad).unwrap_or(0)
     }
 
+    /// How batches of this tokenizer's encodings are padded.
+    pub fn pad_spec(&self) -> PadSpec {
+        PadSpec { id: self.pad_id(), left: self.pad_left }
+    }
+
     /// Checks every id this tokenizer can produce has a row in an embedding of `vocab_size`.
     pub fn check_fits(&self, vocab_size: usize) -> Result<()> {
         let max_id = self.inner.get_vocab(true).into_values().max().unwrap_or(0) as usize;
@@ -270,8 +312,10 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// Padding on the tokenizer's own side.
     pub fn set_padding(&mut self, padding: Padding) -> Result<()> {
-        self.set_padding_side(padding, PaddingDirection::Right)
+        let side = if self.pad_left { PaddingDirection::Left } else { PaddingDirection::Right };
+        self.set_padding_side(padding, side)
     }
 
     /// Padding on the given side (decoders pad on the left for generation).
@@ -419,6 +463,16 @@ impl<'a> StreamDecoder<'a> {
     }
 }
 
+/// XLNet's tokenizer classes (by `tokenizer_class`), or a tokenizer.json whose template puts
+/// `<cls>` in segment 2, as only XLNet's does.
+fn is_xlnet(config: &Map<String, Value>, tok: &tokenizers::Tokenizer) -> bool {
+    if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
+        return class.starts_with("XLNetTokenizer");
+    }
+    let one = tok.get_post_processor().and_then(|p| p.process(Encoding::default(), None, true).ok());
+    one.is_some_and(|e| e.get_type_ids().last() == Some(&2))
+}
+
 /// WordPiece as transformers' `BertTokenizerFast` converts a `vocab.txt`: BERT normaliser
 /// (clean text, Chinese characters split, accents, lower case), BERT pre-tokeniser,
 /// [CLS]/[SEP] template, `##` decoder.
@@ -503,9 +557,9 @@ impl BatchEncoding {
     }
 
     /// The model input: ids, attention mask and token types as (batch, seq) u32 tensors,
-    /// right-padded to the longest encoding with `pad_id`.
-    pub fn to_input(&self, pad_id: u32, device: &Device) -> Result<EncoderInput> {
+    /// padded to the longest encoding as `pad` says.
+    pub fn to_input(&self, pad: PadSpec, device: &Device) -> Result<EncoderInput> {
         let refs: Vec<&Encoding> = self.encodings.iter().collect();
-        EncoderInput::from_encodings(&refs, pad_id, device)
+        EncoderInput::from_encodings(&refs, pad, device)
     }
 }

@@ -1,6 +1,6 @@
 //! Training a new tokenizer on a corpus with the `tokenizers` crate's trainers, assembled the
 //! way transformers' tokenizer classes are: WordPiece as BERT's, byte-level BPE as GPT-2's,
-//! Unigram with Metaspace as SentencePiece's (XLNet, ALBERT).
+//! Unigram with Metaspace and XLNet's `<sep> <cls>` ending, padded on the left, as XLNet's.
 
 use serde_json::{Map, Value, json};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -50,18 +50,7 @@ pub fn train_tokenizer(
     let (special, class) = match kind {
         TokenizerKind::WordPiece => (SpecialTokens::bert(), "BertTokenizer"),
         TokenizerKind::Bpe => (SpecialTokens::gpt2(), "GPT2Tokenizer"),
-        TokenizerKind::Unigram => (
-            SpecialTokens {
-                unk: Some("<unk>".into()),
-                sep: Some("<sep>".into()),
-                pad: Some("<pad>".into()),
-                cls: Some("<cls>".into()),
-                mask: Some("<mask>".into()),
-                bos: Some("<s>".into()),
-                eos: Some("</s>".into()),
-            },
-            "PreTrainedTokenizerFast",
-        ),
+        TokenizerKind::Unigram => (super::xlnet_special_tokens(), "XLNetTokenizer"),
     };
     let mut seen = std::collections::HashSet::new();
     let specials: Vec<AddedToken> = special
@@ -131,6 +120,10 @@ pub fn train_tokenizer(
         };
         let processor = BertProcessing::new(id(&special.sep)?, id(&special.cls)?);
         tok.with_post_processor(Some(processor));
+    }
+    if kind == TokenizerKind::Unigram {
+        let template = super::sentencepiece::xlnet_template(&tok, &special, std::path::Path::new("(trained)"))?;
+        tok.with_post_processor(Some(template));
     }
     let mut config = Map::new();
     config.insert("tokenizer_class".into(), json!(class));
