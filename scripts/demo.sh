@@ -12,6 +12,19 @@ model=$(bash tools/fetch-minilm.sh)
 cargo build --release --locked -p ptm-cli
 ptm=target/release/ptm
 
+# spam MODEL OUTPUT_PREFIX NAME: fine-tune $out/MODEL on the spam task from its pretrained and
+# from random weights (same seed and recipe), and evaluate both on the held-out messages.
+spam() {
+  for init in pretrained scratch; do
+    flag=(); [ "$init" = scratch ] && flag=(--from-scratch)
+    "$ptm" finetune --task seq-cls --model "$out/$1" "${flag[@]}" \
+      --train data/sms_spam/train.jsonl --eval data/sms_spam/test.jsonl --output "$out/$2-$init" \
+      --epochs 3 --batch-size 32 --lr 1e-3 --warmup-ratio 0.1 --max-length 64 -q > /dev/null
+    echo "-- $3 from $init weights, on the 486 test messages:"
+    "$ptm" eval --model "$out/$2-$init" --data data/sms_spam/test.jsonl --max-length 64 --format text
+  done
+}
+
 echo "== ptm info --model $model"
 "$ptm" info --model "$model"
 echo
@@ -47,14 +60,7 @@ echo "== ptm fill-mask on the model just trained"
 echo
 echo "== ptm finetune: the tiny BERT just pretrained learns spam detection from 1,200 labeled"
 echo "   messages (data/sms_spam, CC BY 4.0); the same model from random weights for comparison"
-for init in pretrained scratch; do
-  flag=(); [ "$init" = scratch ] && flag=(--from-scratch)
-  "$ptm" finetune --task seq-cls --model "$out/tiny-bert" "${flag[@]}" \
-    --train data/sms_spam/train.jsonl --eval data/sms_spam/test.jsonl --output "$out/spam-$init" \
-    --epochs 3 --batch-size 32 --lr 1e-3 --warmup-ratio 0.1 --max-length 64 -q > /dev/null
-  echo "-- from $init weights, on the 486 test messages:"
-  "$ptm" eval --model "$out/spam-$init" --data data/sms_spam/test.jsonl --max-length 64 --format text
-done
+spam tiny-bert spam BERT
 echo
 echo "== ptm predict with the fine-tuned (pretrained) model"
 printf '%s\n' '{"text": "WINNER!! You have won a 1000 prize. Call 09061701461 now to claim"}' \
@@ -76,11 +82,4 @@ echo "   predicted by the query stream, a padding text before the prompt)"
 "$ptm" generate --model "$out/tiny-xlnet" --max-new-tokens 12 --format json "Elizabeth was"
 echo
 echo "== ptm finetune: the same spam task with the XLNet (its sequence summary reads <cls>)"
-for init in pretrained scratch; do
-  flag=(); [ "$init" = scratch ] && flag=(--from-scratch)
-  "$ptm" finetune --task seq-cls --model "$out/tiny-xlnet" "${flag[@]}" \
-    --train data/sms_spam/train.jsonl --eval data/sms_spam/test.jsonl --output "$out/xlnet-spam-$init" \
-    --epochs 3 --batch-size 32 --lr 1e-3 --warmup-ratio 0.1 --max-length 64 -q > /dev/null
-  echo "-- XLNet from $init weights, on the 486 test messages:"
-  "$ptm" eval --model "$out/xlnet-spam-$init" --data data/sms_spam/test.jsonl --max-length 64 --format text
-done
+spam tiny-xlnet xlnet-spam XLNet

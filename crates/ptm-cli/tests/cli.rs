@@ -598,6 +598,9 @@ fn xlnet_generates_from_the_command_line() {
     assert!(padded["generated_text"].as_str().unwrap().starts_with(prompt), "{padded}");
     let err = fails(&["perplexity", "--model", &model, "--input", &data("austen/persuasion.txt")]);
     assert!(err.contains("causal LM"), "{err}");
+    // Relative positions: no length limit.
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", &model, "--format", "json"])).unwrap();
+    assert!(info["max_position_embeddings"].is_null(), "{info}");
 }
 
 /// Continued PLM pretraining from an XLNet checkpoint (`--init-from`), a resume that keeps the

@@ -198,4 +198,17 @@ fn xlnet_fine_tunes_for_every_task() {
     assert_eq!(architecture(&out), "XLNetModel");
     assert!(Path::new(&out).join("modules.json").is_file());
     ok(&["eval", "--model", &out, "--data", &train]);
+
+    // An XLNet with a tokenizer that does not end inputs with <cls> (BERT's) is refused.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(&model).join(f), mixed.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures().join("bert/tiny-mlm").join(f), mixed.join(f)).unwrap();
+    }
+    let seq = dir.path().join("seq.jsonl").display().to_string();
+    let err = fails(&["finetune", "--task", "seq-cls", "--model", mixed.to_str().unwrap(), "--train", &seq, "--output", dir.path().join("x").to_str().unwrap(), "-q"]);
+    assert!(err.contains("ends every input with <cls>") && err.contains("mixed"), "{err}");
 }

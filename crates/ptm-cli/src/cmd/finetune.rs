@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
 use ptm::finetune::similarity::{self, SimilarityLoss};
-use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
+use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, check_tokenizer, similarity_encoder};
 use ptm::finetune::{DataSet, LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
 use ptm::heads::Pooling;
 use ptm::sentence_transformers::ModelDir;
@@ -79,6 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("fine-tuning supports bert and xlnet models; {} is a {} model", a.model, pretrained.config.model_type());
     }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
+    check_tokenizer(&pretrained.config, &tokenizer).with_context(|| format!("{}", pretrained.dir.display()))?;
     match task {
         Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
         Task::TokenCls => token_cls_run(&a, &pretrained, &tokenizer),

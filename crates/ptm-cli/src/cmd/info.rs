@@ -35,7 +35,8 @@ pub fn run(a: Args) -> Result<()> {
         "attention_heads": d.heads,
         "intermediate_size": d.intermediate_size,
         "activation": d.activation.name(),
-        "max_position_embeddings": d.max_positions,
+        // Relative positions (XLNet) have no limit: null, as transformers' -1 means.
+        "max_position_embeddings": (d.max_positions != usize::MAX).then_some(d.max_positions),
         "labels": pretrained.config.common().id2label,
     });
     if let Some(t) = &tokenizer {

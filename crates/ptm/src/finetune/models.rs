@@ -4,16 +4,27 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{BertConfig, ModelConfig, XlnetConfig};
 use crate::error::{Error, Result};
 use crate::heads::QuestionAnsweringOutput;
 use crate::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification};
 use crate::models::xlnet::{XlnetForQuestionAnsweringSimple, XlnetForSequenceClassification, XlnetForTokenClassification, XlnetInput};
 use crate::models::{EncoderInput, EncoderModel};
 use crate::nn::{Mode, ParamBuilder};
+use crate::tokenizer::Tokenizer;
 
-fn unsupported(task: &str, config: &ModelConfig) -> Error {
-    Error::invalid(format!("{task} supports bert and xlnet models, not {}", config.model_type()))
+/// `bert(c)` or `xlnet(c)` by the config's family; another family is an error naming `task`.
+fn by_family<T>(
+    config: &ModelConfig,
+    task: &str,
+    bert: impl FnOnce(&BertConfig) -> Result<T>,
+    xlnet: impl FnOnce(&XlnetConfig) -> Result<T>,
+) -> Result<T> {
+    match config {
+        ModelConfig::Bert(c) => bert(c),
+        ModelConfig::Xlnet(c) => xlnet(c),
+        other => Err(Error::invalid(format!("{task} supports bert and xlnet models, not {}", other.model_type()))),
+    }
 }
 
 fn xlnet_input(input: &EncoderInput) -> XlnetInput<'_> {
@@ -33,19 +44,11 @@ pub enum SeqClsModel {
 
 impl SeqClsModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        match config {
-            ModelConfig::Bert(_) => Ok(BertForSequenceClassification::ARCHITECTURE),
-            ModelConfig::Xlnet(_) => Ok(XlnetForSequenceClassification::ARCHITECTURE),
-            other => Err(unsupported("sequence classification", other)),
-        }
+        by_family(config, "sequence classification", |_| Ok(BertForSequenceClassification::ARCHITECTURE), |_| Ok(XlnetForSequenceClassification::ARCHITECTURE))
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        match config {
-            ModelConfig::Bert(c) => Ok(SeqClsModel::Bert(BertForSequenceClassification::new(c, vb)?)),
-            ModelConfig::Xlnet(c) => Ok(SeqClsModel::Xlnet(XlnetForSequenceClassification::new(c, vb)?)),
-            other => Err(unsupported("sequence classification", other)),
-        }
+        by_family(config, "sequence classification", |c| Ok(SeqClsModel::Bert(BertForSequenceClassification::new(c, vb)?)), |c| Ok(SeqClsModel::Xlnet(XlnetForSequenceClassification::new(c, vb)?)))
     }
 
     /// Where the parameters live.
@@ -73,19 +76,11 @@ pub enum TokenClsModel {
 
 impl TokenClsModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        match config {
-            ModelConfig::Bert(_) => Ok(BertForTokenClassification::ARCHITECTURE),
-            ModelConfig::Xlnet(_) => Ok(XlnetForTokenClassification::ARCHITECTURE),
-            other => Err(unsupported("token classification", other)),
-        }
+        by_family(config, "token classification", |_| Ok(BertForTokenClassification::ARCHITECTURE), |_| Ok(XlnetForTokenClassification::ARCHITECTURE))
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        match config {
-            ModelConfig::Bert(c) => Ok(TokenClsModel::Bert(BertForTokenClassification::new(c, vb)?)),
-            ModelConfig::Xlnet(c) => Ok(TokenClsModel::Xlnet(XlnetForTokenClassification::new(c, vb)?)),
-            other => Err(unsupported("token classification", other)),
-        }
+        by_family(config, "token classification", |c| Ok(TokenClsModel::Bert(BertForTokenClassification::new(c, vb)?)), |c| Ok(TokenClsModel::Xlnet(XlnetForTokenClassification::new(c, vb)?)))
     }
 
     /// Where the parameters live.
@@ -113,19 +108,11 @@ pub enum QaModel {
 
 impl QaModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        match config {
-            ModelConfig::Bert(_) => Ok(BertForQuestionAnswering::ARCHITECTURE),
-            ModelConfig::Xlnet(_) => Ok(XlnetForQuestionAnsweringSimple::ARCHITECTURE),
-            other => Err(unsupported("question answering", other)),
-        }
+        by_family(config, "question answering", |_| Ok(BertForQuestionAnswering::ARCHITECTURE), |_| Ok(XlnetForQuestionAnsweringSimple::ARCHITECTURE))
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        match config {
-            ModelConfig::Bert(c) => Ok(QaModel::Bert(BertForQuestionAnswering::new(c, vb)?)),
-            ModelConfig::Xlnet(c) => Ok(QaModel::Xlnet(XlnetForQuestionAnsweringSimple::new(c, vb)?)),
-            other => Err(unsupported("question answering", other)),
-        }
+        by_family(config, "question answering", |c| Ok(QaModel::Bert(BertForQuestionAnswering::new(c, vb)?)), |c| Ok(QaModel::Xlnet(XlnetForQuestionAnsweringSimple::new(c, vb)?)))
     }
 
     /// Where the parameters live.
@@ -145,12 +132,32 @@ impl QaModel {
     }
 }
 
-/// The bare encoder of a bi-encoder (BERT's with its pooler, so a saved model keeps it) and its
-/// class name.
+/// The bare encoder of a bi-encoder (BERT's with its pooler, so a saved model keeps it).
 pub fn similarity_encoder(config: &ModelConfig, vb: &ParamBuilder) -> Result<EncoderModel> {
-    match config {
-        ModelConfig::Bert(c) => Ok(EncoderModel::Bert(crate::models::bert::BertModel::new(c, vb, true)?)),
-        ModelConfig::Xlnet(c) => Ok(EncoderModel::Xlnet(crate::models::xlnet::XlnetModel::new(c, vb)?)),
-        other => Err(unsupported("similarity", other)),
+    by_family(
+        config,
+        "similarity",
+        |c| Ok(EncoderModel::Bert(crate::models::bert::BertModel::new(c, vb, true)?)),
+        |c| Ok(EncoderModel::Xlnet(crate::models::xlnet::XlnetModel::new(c, vb)?)),
+    )
+}
+
+/// XLNet's heads read `<cls>` at the end of each input (the sequence summary takes the last
+/// token; unanswerable QA windows point there): its tokenizer must end inputs with it.
+pub fn check_tokenizer(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
+    if !matches!(config, ModelConfig::Xlnet(_)) {
+        return Ok(());
+    }
+    let cls = tokenizer.special_id(|s| &s.cls);
+    let last = tokenizer.encode_batch(&["a"])?.encodings.first().and_then(|e| e.get_ids().last().copied());
+    match cls {
+        Some(id) if last == Some(id) => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "an XLNet model needs a tokenizer that ends every input with <cls> (XLNet's `X <sep> <cls>`); this one {}",
+            match cls {
+                None => "has no cls token".to_string(),
+                Some(_) => "puts it elsewhere (a BERT tokenizer?)".to_string(),
+            }
+        ))),
     }
 }
