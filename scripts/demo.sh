@@ -12,6 +12,17 @@ model=$(bash tools/fetch-minilm.sh)
 cargo build --release --locked -p ptm-cli
 ptm=target/release/ptm
 
+# pretrain NAME STEPS ARGS...: pretrain $out/NAME on two novels for STEPS steps (10% warm-up),
+# with the held-out loss on the third, and print the training loss every 50 steps.
+pretrain() {
+  local name=$1 steps=$2; shift 2
+  "$ptm" pretrain "$@" --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
+    --eval data/austen/persuasion.txt --output "$out/$name" --max-steps "$steps" --batch-size 16 \
+    --seq-len 64 --lr 1e-3 --warmup-steps $((steps / 10)) --log-every 50 --save-every $((steps / 2))
+  echo "loss every 50 steps (from $out/$name/train_log.jsonl):"
+  grep -o '"step":[0-9]*,"epoch":[0-9]*,"loss":[0-9.]*' "$out/$name/train_log.jsonl" | sed 's/"epoch":[0-9]*,//'
+}
+
 # spam MODEL OUTPUT_PREFIX NAME: fine-tune $out/MODEL on the spam task from its pretrained and
 # from random weights (same seed and recipe), and evaluate both on the held-out messages.
 spam() {
@@ -47,12 +58,7 @@ echo
 echo "== ptm pretrain: a tiny BERT (1M parameters, data/tiny-bert.json) learns masked-LM from two"
 echo "   Austen novels (data/austen) from scratch; held-out loss on a third novel"
 out=$(mktemp -d)
-"$ptm" pretrain --config data/tiny-bert.json --tokenizer data/tokenizer \
-  --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
-  --eval data/austen/persuasion.txt --output "$out/tiny-bert" \
-  --max-steps 500 --batch-size 16 --seq-len 64 --lr 1e-3 --warmup-steps 50 --log-every 50 --save-every 250
-echo "loss every 50 steps (from $out/tiny-bert/train_log.jsonl):"
-grep -o '"step":[0-9]*,"epoch":[0-9]*,"loss":[0-9.]*' "$out/tiny-bert/train_log.jsonl" | sed 's/"epoch":[0-9]*,//'
+pretrain tiny-bert 500 --config data/tiny-bert.json --tokenizer data/tokenizer
 echo
 echo "== ptm fill-mask on the model just trained"
 "$ptm" fill-mask --model "$out/tiny-bert" --top-k 3 "it is a truth universally acknowledged that a single man in possession of a good [MASK] must be in want of a wife."
@@ -70,12 +76,7 @@ echo
 echo "== ptm pretrain --objective plm: a tiny XLNet (data/tiny-xlnet.json) learns permutation LM"
 echo "   from the same novels, with a SentencePiece-style Unigram tokenizer trained on them"
 echo "   (data/tokenizer-xlnet: <sep> <cls> at the end, padding on the left)"
-"$ptm" pretrain --objective plm --config data/tiny-xlnet.json --tokenizer data/tokenizer-xlnet \
-  --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
-  --eval data/austen/persuasion.txt --output "$out/tiny-xlnet" \
-  --max-steps 300 --batch-size 16 --seq-len 64 --lr 1e-3 --warmup-steps 30 --log-every 50 --save-every 150
-echo "loss every 50 steps (from $out/tiny-xlnet/train_log.jsonl):"
-grep -o '"step":[0-9]*,"epoch":[0-9]*,"loss":[0-9.]*' "$out/tiny-xlnet/train_log.jsonl" | sed 's/"epoch":[0-9]*,//'
+pretrain tiny-xlnet 300 --objective plm --config data/tiny-xlnet.json --tokenizer data/tokenizer-xlnet
 echo
 echo "== ptm generate with the XLNet just trained (memory of the earlier steps, a dummy token"
 echo "   predicted by the query stream, a padding text before the prompt)"
