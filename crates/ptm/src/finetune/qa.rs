@@ -167,7 +167,7 @@ impl crate::train::Objective for QaObjective<'_> {
         self.data.windows.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let windows: Vec<&Window> = examples.iter().map(|&i| &self.data.windows[i]).collect();
         let encodings: Vec<&Encoding> = windows.iter().map(|w| &w.encoding).collect();
@@ -177,7 +177,8 @@ impl crate::train::Objective for QaObjective<'_> {
         let starts = Tensor::from_vec(starts, examples.len(), &device)?;
         let ends = Tensor::from_vec(ends, examples.len(), &device)?;
         let out = self.model.forward(&input, Some((&starts, &ends)), mode)?;
-        Ok((out.loss.ok_or_else(|| Error::invalid("no loss"))?, encodings.iter().map(|e| e.len()).sum()))
+        let loss = out.loss.ok_or_else(|| Error::invalid("no loss"))?;
+        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: encodings.iter().map(|e| e.len()).sum() })
     }
 }
 

@@ -140,7 +140,7 @@ impl crate::train::Objective for SeqClsObjective<'_> {
         self.data.encodings.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
         let input = EncoderInput::from_encodings(&encodings, self.pad, &device)?;
@@ -148,7 +148,7 @@ impl crate::train::Objective for SeqClsObjective<'_> {
         let labels = Tensor::from_vec(labels, examples.len(), &device)?;
         let logits = self.model.logits(&input, mode)?;
         let loss = weighted_cross_entropy(&logits, &labels, IGNORE_INDEX, self.class_weights.as_deref())?;
-        Ok((loss, encodings.iter().map(|e| e.len()).sum()))
+        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: encodings.iter().map(|e| e.len()).sum() })
     }
 }
 

@@ -130,7 +130,7 @@ impl crate::train::Objective for SimilarityObjective<'_> {
         self.data.records.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
         let n = examples.len();
         // Both sides in one forward pass: rows 0..n the texts, n..2n their pairs.
         let encodings: Vec<&Encoding> =
@@ -151,7 +151,7 @@ impl crate::train::Objective for SimilarityObjective<'_> {
                 cross_entropy(&logits, &labels, crate::nn::loss::IGNORE_INDEX)?
             }
         };
-        Ok((loss, tokens))
+        Ok(crate::train::LossTerms { loss, count: n, tokens })
     }
 }
 

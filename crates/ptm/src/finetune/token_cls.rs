@@ -172,7 +172,7 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         self.data.encodings.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
         let input = EncoderInput::from_encodings(&encodings, self.pad.on_right(), &device)?;
@@ -182,7 +182,8 @@ impl crate::train::Objective for TokenClsObjective<'_> {
             let l = self.data.token_labels(i);
             labels.extend(l.iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, seq - l.len())));
         }
-        let counted = labels.iter().any(|&l| l != IGNORE_INDEX);
+        let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+        let counted = count > 0;
         let labels = Tensor::from_vec(labels, (examples.len(), seq), &device)?;
         let logits = self.model.logits(&input, mode)?; // (b, s, tags)
         let tags = logits.dim(2)?;
@@ -191,7 +192,7 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         } else {
             (logits.sum_all()? * 0.0)?
         };
-        Ok((loss, encodings.iter().map(|e| e.len()).sum()))
+        Ok(crate::train::LossTerms { loss, count, tokens: encodings.iter().map(|e| e.len()).sum() })
     }
 }
 

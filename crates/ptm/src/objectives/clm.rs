@@ -17,7 +17,7 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         examples: &[usize],
         _epoch: usize,
         mode: crate::nn::Mode,
-    ) -> crate::Result<(candle_core::Tensor, usize)> {
+    ) -> crate::Result<crate::train::LossTerms> {
         let device = self.model.transformer.wte().weight().device().clone();
         let ids: Vec<u32> = examples.iter().flat_map(|&i| self.blocks.example(i)).collect();
         let len = ids.len() / examples.len().max(1);
@@ -27,6 +27,8 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         let labels = candle_core::Tensor::from_vec(labels, (examples.len(), len), &device)?;
         let input = crate::models::gpt2::DecoderInput::new(&input_ids);
         let out = self.model.forward(input, Some(&labels), None, mode)?;
-        Ok((out.loss.ok_or_else(|| crate::Error::invalid("no loss"))?, tokens))
+        // Each block predicts all but its first token.
+        let count = examples.len() * len.saturating_sub(1);
+        Ok(crate::train::LossTerms { loss: out.loss.ok_or_else(|| crate::Error::invalid("no loss"))?, count, tokens })
     }
 }

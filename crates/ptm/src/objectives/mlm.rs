@@ -185,7 +185,7 @@ impl crate::train::Objective for MaskedLmObjective<'_> {
         self.examples.num_examples()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
         let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
         let items: Vec<_> = examples.iter().map(|&i| (i, self.examples.example(i), None)).collect();
         let batch = self.collator.collate(&items, epoch, &device)?;
@@ -195,7 +195,8 @@ impl crate::train::Objective for MaskedLmObjective<'_> {
             // NaN), still attached to the graph.
             None => (self.model.forward(&batch.input, None, mode)?.logits.sum_all()? * 0.0)?,
         };
-        Ok((loss, batch.tokens))
+        let count = batch.labels.ge(0i64)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+        Ok(crate::train::LossTerms { loss, count, tokens: batch.tokens })
     }
 }
 

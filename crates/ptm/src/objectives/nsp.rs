@@ -124,7 +124,7 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
         self.pairs.len()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
         let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
         let mut items = Vec::with_capacity(examples.len());
         let mut next_labels = Vec::with_capacity(examples.len());
@@ -150,7 +150,8 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
             Some(mlm) => (mlm + nsp)?,
             None => nsp,
         };
-        Ok((loss, batch.tokens))
+        // MLM and NSP means added: each example weighs the same.
+        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: batch.tokens })
     }
 }
 

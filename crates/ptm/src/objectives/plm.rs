@@ -106,7 +106,7 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
         self.blocks.num_examples()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<(Tensor, usize)> {
+    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
         let device: Device = self.model.transformer.word_embedding().weight().device().clone();
         let mut rows = Vec::with_capacity(examples.len());
         for &i in examples {
@@ -134,7 +134,8 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
             // No target in the batch: a zero loss still attached to the graph (not NaN).
             (out.logits.sum_all()? * 0.0)?
         };
-        Ok((loss, tokens))
+        let count = rows.iter().map(|r| r.labels.iter().filter(|&&l| l >= 0).count()).sum();
+        Ok(crate::train::LossTerms { loss, count, tokens })
     }
 }
 

@@ -23,9 +23,21 @@ use crate::tokenizer::Tokenizer;
 /// A training objective over a fixed, indexed set of examples.
 pub trait Objective {
     fn num_examples(&self) -> usize;
-    /// The mean loss over the targets of these examples and how many tokens they hold.
-    /// `epoch` and the indices seed any per-example randomness (e.g. MLM masking).
-    fn loss(&self, examples: &[usize], epoch: usize, mode: Mode) -> Result<(Tensor, usize)>;
+    /// The mean loss over the targets of these examples, how many targets it averages and how
+    /// many tokens the examples hold. `epoch` and the indices seed any per-example randomness
+    /// (e.g. MLM masking).
+    fn loss(&self, examples: &[usize], epoch: usize, mode: Mode) -> Result<LossTerms>;
+}
+
+/// One batch's loss, with what it is a mean of: the masked or predicted tokens of a language
+/// model, the labeled tokens of a tagger, the examples of a classifier.
+pub struct LossTerms {
+    /// The scalar mean loss, attached to the graph.
+    pub loss: Tensor,
+    /// The targets the mean is over (0 when the batch has none).
+    pub count: usize,
+    /// Real tokens in the batch, for throughput.
+    pub tokens: usize,
 }
 
 /// The knobs of a run.
@@ -201,10 +213,15 @@ pub fn train(
             position = 0;
             order = epoch_order(n, args.seed, epoch);
         }
+        // Accumulated micro-batches weigh by their targets, so the step's loss is the mean over
+        // all its targets, as one batch of them all would give (transformers'
+        // num_items_in_batch): each backward takes the sum of its targets' losses, and the sum
+        // of gradients is divided by the step's target count. One micro-batch needs neither.
+        let accumulating = args.grad_accum.max(1) > 1;
         let mut grads: Option<GradStore> = None;
-        let mut loss_sum = 0f64;
+        let (mut loss_sum, mut targets) = (0f64, 0usize);
         for micro in order[position..position + per_step].chunks(args.batch_size) {
-            let (loss, tokens) = objective.loss(micro, epoch, Mode::Train(&dropout))?;
+            let LossTerms { loss, count, tokens } = objective.loss(micro, epoch, Mode::Train(&dropout))?;
             let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Err(Error::invalid(format!(
@@ -213,9 +230,10 @@ pub fn train(
                     args.output.display()
                 )));
             }
-            loss_sum += value;
+            loss_sum += value * count as f64;
+            targets += count;
             tokens_since_log += tokens;
-            let g = (loss / args.grad_accum.max(1) as f64)?.backward()?;
+            let g = if accumulating { (loss * count as f64)?.backward()? } else { loss.backward()? };
             grads = Some(match grads {
                 None => g,
                 Some(acc) => add_grads(acc, g, &params)?,
@@ -223,6 +241,9 @@ pub fn train(
         }
         position += per_step;
         let mut grads = grads.ok_or_else(|| Error::invalid("empty step"))?;
+        if accumulating && targets > 0 {
+            scale_grads(&mut grads, &params, 1.0 / targets as f64)?;
+        }
         let grad_norm = match args.max_grad_norm {
             Some(max) => clip_grad_norm(&mut grads, &params, max)?,
             None => clip_grad_norm(&mut grads, &params, f64::INFINITY)?,
@@ -230,7 +251,7 @@ pub fn train(
         let lr = args.schedule.lr(step);
         opt.step(&grads, lr)?;
         step += 1;
-        let loss = loss_sum / args.grad_accum.max(1) as f64;
+        let loss = if targets > 0 { loss_sum / targets as f64 } else { 0.0 };
         outcome.losses.push(loss);
 
         if args.log_every > 0 && (step % args.log_every == 0 || step == args.max_steps) {
@@ -299,7 +320,7 @@ pub fn evaluate(objective: &dyn Objective, batch_size: usize) -> Result<f64> {
     let (mut sum, mut count) = (0f64, 0usize);
     let all: Vec<usize> = (0..n).collect();
     for chunk in all.chunks(batch_size.max(1)) {
-        let (loss, _) = objective.loss(chunk, 0, Mode::Eval)?;
+        let loss = objective.loss(chunk, 0, Mode::Eval)?.loss;
         sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
         count += chunk.len();
     }
@@ -335,6 +356,18 @@ fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: 
         dir.display(),
         differ.join(", ")
     )))
+}
+
+fn scale_grads(grads: &mut GradStore, params: &[crate::nn::Param], factor: f64) -> Result<()> {
+    for p in params {
+        let Some(var) = &p.var else { continue };
+        let t = var.as_tensor();
+        if let Some(g) = grads.get(t) {
+            let scaled = (g * factor)?;
+            grads.insert(t, scaled);
+        }
+    }
+    Ok(())
 }
 
 fn add_grads(mut acc: GradStore, more: GradStore, params: &[crate::nn::Param]) -> Result<GradStore> {
