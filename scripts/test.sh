@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/fetch-minilm.sh >/dev/null
-cargo test --workspace --locked "$@"
+# Open MPI for the data-parallel tests (crates/ptm-cli/tests/mpi.rs), from Debian when missing.
+bash scripts/setup-mpi.sh
+cargo test --workspace --locked --features ptm-cli/mpi "$@"

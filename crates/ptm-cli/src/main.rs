@@ -59,7 +59,23 @@ fn main() {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
     }
-    init_logging(cli.verbose, cli.quiet);
+    // Under mpirun (the `mpi` feature) this process is one rank of a data-parallel run; the
+    // universe finalises MPI when a successful run ends.
+    #[cfg(feature = "mpi")]
+    let mpi = match ptm::train::distributed::MpiWorld::init() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    #[cfg(feature = "mpi")]
+    let world = mpi.as_ref().map(|(_, w)| *w as &'static dyn ptm::train::distributed::Collective);
+    #[cfg(not(feature = "mpi"))]
+    let world: Option<&'static dyn ptm::train::distributed::Collective> = None;
+    cmd::train_options::set_world(world);
+    // Ranks other than 0 report only errors.
+    init_logging(cli.verbose, cli.quiet || world.is_some_and(|w| w.rank() > 0));
     let result = match cli.command {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Similarity(a) => cmd::similarity::run(a),
@@ -78,9 +94,15 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        match world {
+            // Exiting without finalising MPI makes mpirun end the other ranks at once.
+            Some(w) => eprintln!("error: rank {} of {}: {e:#}", w.rank(), w.size()),
+            None => eprintln!("error: {e:#}"),
+        }
         std::process::exit(1);
     }
+    #[cfg(feature = "mpi")]
+    drop(mpi);
 }
 
 /// Tensor code allocates and frees buffers of megabytes at every op. glibc hands blocks that

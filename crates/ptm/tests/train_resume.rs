@@ -48,6 +48,7 @@ fn args(output: &Path, max_steps: usize) -> TrainArgs {
         eval_every: 0,
         eval_at_start: false,
         best: None,
+        world: None,
     }
 }
 

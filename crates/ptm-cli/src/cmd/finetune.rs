@@ -255,6 +255,9 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
     let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.batch_size * 2 });
     eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
+    if !super::train_options::is_lead() {
+        return Ok(());
+    }
     // The output is a sentence-transformers model too.
     let width = config.dims().hidden_size * pooling.len();
     ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, width, a.max_length)?;
@@ -269,8 +272,11 @@ fn base_architecture(config: &ModelConfig) -> &'static str {
     }
 }
 
-/// Prints the evaluation of the kept model.
+/// Prints the evaluation of the kept model (rank 0 of a data-parallel run).
 fn print_best(outcome: &ptm::train::TrainOutcome, output: &Path) -> Result<()> {
+    if !super::train_options::is_lead() {
+        return Ok(());
+    }
     let Some(best) = &outcome.best else { return Ok(()) };
     let Some(record) = outcome.evals.iter().find(|r| r.step == best.step) else { return Ok(()) };
     let shown: Vec<String> = record.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();

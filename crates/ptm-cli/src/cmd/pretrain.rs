@@ -19,7 +19,7 @@ use ptm::models::xlnet::XlnetLMHeadModel;
 use ptm::tokenizer::Tokenizer;
 use ptm::train::{Evaluator, LossEvaluator, ModelSpec, Objective};
 
-use super::train_options::{Defaults, TrainOptions};
+use super::train_options::{Defaults, TrainOptions, is_lead, lead_first};
 
 /// Pretrain a model on unlabeled text.
 #[derive(clap::Args)]
@@ -96,14 +96,19 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     let cache = a.data_cache.clone().unwrap_or_else(|| a.train.output.join("tokenized"));
-    let train_corpus = tokenized(&a.train_files, &tokenizer, &cache.join("train"))?;
-    let eval_corpus = a.eval.as_ref().map(|f| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))).transpose()?;
+    // Rank 0 tokenizes; the other ranks of a data-parallel run then read its cache.
+    let train_corpus = lead_first(|| tokenized(&a.train_files, &tokenizer, &cache.join("train")))?;
+    let eval_corpus = a
+        .eval
+        .as_ref()
+        .map(|f| lead_first(|| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))))
+        .transpose()?;
     let run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| -> Result<()> {
         let spec = ModelSpec { config: &config, architecture, store: &store, tokenizer: Some(&tokenizer) };
         let eval = eval.map(|objective| LossEvaluator { objective, batch_size: a.train.batch_size });
         let defaults = Defaults { lr: 5e-4, epochs: 1, eval_each_epoch: false, eval_at_start: true };
         let outcome = a.train.run(objective, eval.as_ref().map(|e| e as &dyn Evaluator), &spec, &defaults, None)?;
-        if let (Some(first), Some(last)) = (outcome.evals.first(), outcome.evals.last()) {
+        if let (true, Some(first), Some(last)) = (is_lead(), outcome.evals.first(), outcome.evals.last()) {
             let loss = |r: &ptm::train::EvalRecord| r.metrics.get("eval_loss").copied().unwrap_or(f64::NAN);
             eprintln!("held-out loss {:.4} (step {}) -> {:.4} (step {})", loss(first), first.step, loss(last), last.step);
         }
@@ -202,6 +207,9 @@ fn show(v: Option<&serde_json::Value>) -> String {
 fn tokenized(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<TokenizedCorpus> {
     let started = std::time::Instant::now();
     let corpus = TokenizedCorpus::prepare(files, tokenizer, dir)?;
+    if !is_lead() {
+        return Ok(corpus);
+    }
     if corpus.built {
         for line in corpus.skipped_lines() {
             eprintln!("skipped {line}: not valid UTF-8");

@@ -1,10 +1,12 @@
 //! The trainer's options, shared by `ptm pretrain` and `ptm finetune`, and the run around
 //! the library's loop: progress bar, summary, resume.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
+use ptm::train::distributed::Collective;
 use ptm::train::{AdamWConfig, BestModel, Evaluator, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, TrainOutcome, train};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -63,6 +65,39 @@ pub struct TrainOptions {
     pub dtype: ptm::nn::Precision,
 }
 
+thread_local! {
+    /// The processes of a data-parallel run (`mpirun`), set once by main; `None`: this one.
+    static WORLD: Cell<Option<&'static dyn Collective>> = const { Cell::new(None) };
+}
+
+pub fn set_world(world: Option<&'static dyn Collective>) {
+    WORLD.with(|w| w.set(world));
+}
+
+pub fn world() -> Option<&'static dyn Collective> {
+    WORLD.with(Cell::get)
+}
+
+/// Whether this process speaks for the run (rank 0, or the only one).
+pub fn is_lead() -> bool {
+    world().is_none_or(|w| w.rank() == 0)
+}
+
+/// Runs `f` on rank 0 first and on the other ranks after it (e.g. building a cache they then
+/// reuse); every rank waits for rank 0 to finish.
+pub fn lead_first<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(w) = world() else { return f() };
+    let barrier = || w.all_reduce_sum_f64(&mut [0.0]);
+    if w.rank() == 0 {
+        let out = f()?;
+        barrier()?;
+        Ok(out)
+    } else {
+        barrier()?;
+        f()
+    }
+}
+
 /// How a command's defaults differ.
 pub struct Defaults {
     pub lr: f64,
@@ -78,7 +113,8 @@ impl TrainOptions {
     }
 
     fn train_args(&self, num_examples: usize, defaults: &Defaults, best: Option<BestModel>) -> Result<TrainArgs> {
-        let per_step = self.batch_size * self.grad_accum.max(1);
+        // Examples per optimizer step, over all the processes of a data-parallel run.
+        let per_step = self.batch_size * self.grad_accum.max(1) * world().map_or(1, |w| w.size());
         let steps_per_epoch = (num_examples / per_step.max(1)).max(1);
         let max_steps = match (self.max_steps, self.epochs) {
             (Some(s), _) => s,
@@ -111,6 +147,7 @@ impl TrainOptions {
             eval_every: self.eval_every.unwrap_or(if defaults.eval_each_epoch { steps_per_epoch } else { 0 }),
             eval_at_start: defaults.eval_at_start,
             best,
+            world: world(),
         })
     }
 
@@ -126,7 +163,8 @@ impl TrainOptions {
         let n = objective.num_examples();
         let args = self.train_args(n, defaults, best)?;
         let checkpoint = self.resume_dir()?.as_deref().map(load_checkpoint).transpose()?;
-        let progress = indicatif::ProgressBar::new(args.max_steps as u64);
+        let lead = is_lead();
+        let progress = if lead { indicatif::ProgressBar::new(args.max_steps as u64) } else { indicatif::ProgressBar::hidden() };
         progress.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -135,9 +173,27 @@ impl TrainOptions {
             progress.set_position(r.step as u64);
             progress.set_message(format!("loss {:.4}, lr {:.2e}, {:.0} tokens/s", r.loss, r.lr, r.tokens_per_s));
         };
-        eprintln!("{n} training examples, {} steps of {}", args.max_steps, args.batch_size * args.grad_accum.max(1));
+        let ranks = args.world.map_or(1, |w| w.size());
+        if lead {
+            let per_rank = args.batch_size * args.grad_accum.max(1);
+            match ranks {
+                1 => eprintln!("{n} training examples, {} steps of {per_rank}", args.max_steps),
+                r => eprintln!("{n} training examples, {} steps of {} ({r} processes x {per_rank})", args.max_steps, per_rank * r),
+            }
+        }
         let outcome = train(objective, eval, spec, &args, checkpoint, &mut on_log)?;
         progress.finish();
+        if !lead {
+            return Ok(outcome);
+        }
+        if ranks > 1 {
+            eprintln!(
+                "all-reduce: {:.1} of {:.1} s of training steps ({:.1}%) on rank 0",
+                outcome.all_reduce_secs,
+                outcome.step_secs,
+                100.0 * outcome.all_reduce_secs / outcome.step_secs.max(1e-9)
+            );
+        }
         if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
             eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), self.output.display());
         }

@@ -39,8 +39,15 @@ pub struct TrainerState {
     pub batch_size: usize,
     #[serde(default)]
     pub grad_accum: usize,
+    /// Processes of the data-parallel run (1 for an ordinary one).
+    #[serde(default = "one")]
+    pub world_size: usize,
     #[serde(default)]
     pub best: Option<BestSoFar>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The best evaluation of a run so far, for keeping the best model across a resume.
@@ -147,6 +154,7 @@ mod tests {
             num_examples: 40,
             batch_size: 2,
             grad_accum: 2,
+            world_size: 1,
             best: None,
         }
     }

@@ -2,6 +2,7 @@
 //! checkpoints and logging build on these).
 
 pub mod checkpoint;
+pub mod distributed;
 mod optim;
 mod schedule;
 mod trainer;

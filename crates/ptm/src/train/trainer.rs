@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::checkpoint::{BestSoFar, Checkpoint, TrainerState, save_checkpoint};
+use super::distributed::{Collective, all_reduce_bucketed, all_reduce_stats};
 use super::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -59,6 +60,10 @@ pub struct TrainArgs {
     pub eval_every: usize,
     /// Evaluate before the first step too (a baseline for the curve).
     pub eval_at_start: bool,
+    /// The processes of a data-parallel run (`None`: this one alone). `batch_size` is per
+    /// process: step k trains on the same global batch of size × batch × accumulation examples
+    /// whatever the world size, rank r on its slice; rank 0 alone writes files.
+    pub world: Option<&'static dyn Collective>,
     /// Keep the model that scores best on a metric (and maybe stop when it no longer improves).
     pub best: Option<BestModel>,
 }
@@ -126,6 +131,10 @@ pub struct TrainOutcome {
     pub best: Option<BestSoFar>,
     /// Training stopped early: the metric stopped improving.
     pub stopped_early: bool,
+    /// Seconds of the training steps (evaluation and saving left out), and of them the
+    /// seconds spent summing gradients and statistics over the ranks.
+    pub step_secs: f64,
+    pub all_reduce_secs: f64,
 }
 
 pub const TRAIN_LOG: &str = "train_log.jsonl";
@@ -142,15 +151,18 @@ pub fn train(
     resume: Option<Checkpoint>,
     on_log: &mut dyn FnMut(&LogRecord),
 ) -> Result<TrainOutcome> {
-    let per_step = args.batch_size * args.grad_accum.max(1);
+    let (rank, world_size) = args.world.map_or((0, 1), |w| (w.rank(), w.size()));
+    let per_rank = args.batch_size * args.grad_accum.max(1);
+    let per_step = per_rank * world_size;
     let n = objective.num_examples();
     if args.batch_size == 0 || per_step > n {
         return Err(Error::invalid(format!(
-            "{n} examples cannot fill one step of {per_step} (batch size {} x accumulation {})",
+            "{n} examples cannot fill one step of {per_step} (batch size {} x accumulation {} x {world_size} processes)",
             args.batch_size,
             args.grad_accum.max(1)
         )));
     }
+    let writer = rank == 0;
     let params = model.store.params();
     let mut opt = AdamW::new(params.clone(), args.optimizer)?;
     let (mut step, mut epoch, mut position, dropout, best) = match &resume {
@@ -166,7 +178,9 @@ pub fn train(
     let log_path = args.output.join(TRAIN_LOG);
     if resume.is_some() {
         // Records a killed run wrote after its last checkpoint are replayed now; drop them.
-        truncate_log(&log_path, step)?;
+        if writer {
+            truncate_log(&log_path, step)?;
+        }
     }
     let mut order = epoch_order(n, args.seed, epoch);
     let mut outcome = TrainOutcome { best, ..Default::default() };
@@ -176,8 +190,11 @@ pub fn train(
     let run_eval = |step: usize, outcome: &mut TrainOutcome| -> Result<f64> {
         let started = std::time::Instant::now();
         let Some(e) = eval else { return Ok(0.0) };
+        // Every rank evaluates the same parameters; rank 0 writes.
         let record = EvalRecord { step, metrics: e.evaluate()? };
-        append_log(&log_path, &record)?;
+        if writer {
+            append_log(&log_path, &record)?;
+        }
         if let Some(b) = &args.best {
             let value = *record.metrics.get(&b.metric).ok_or_else(|| {
                 let names: Vec<&String> = record.metrics.keys().collect();
@@ -186,10 +203,12 @@ pub fn train(
             let improved = outcome.best.as_ref().is_none_or(|old| {
                 if b.greater_is_better { value > old.value } else { value < old.value }
             });
-            if improved {
+            if improved && writer {
                 crate::io::write_dir_atomically(&best_dir, |tmp| {
                     crate::models::save_pretrained(tmp, model.config, model.architecture, model.store, model.tokenizer)
                 })?;
+            }
+            if improved {
                 outcome.best = Some(BestSoFar { metric: b.metric.clone(), value, step, evals_since: 0 });
             } else if let Some(old) = &mut outcome.best {
                 old.evals_since += 1;
@@ -213,14 +232,16 @@ pub fn train(
             position = 0;
             order = epoch_order(n, args.seed, epoch);
         }
-        // Accumulated micro-batches weigh by their targets, so the step's loss is the mean over
-        // all its targets, as one batch of them all would give (transformers'
+        // Accumulated micro-batches (and ranks) weigh by their targets, so the step's loss is
+        // the mean over all its targets, as one batch of them all would give (transformers'
         // num_items_in_batch): each backward takes the sum of its targets' losses, and the sum
         // of gradients is divided by the step's target count. One micro-batch needs neither.
-        let accumulating = args.grad_accum.max(1) > 1;
+        let accumulating = args.grad_accum.max(1) > 1 || world_size > 1;
+        let step_started = std::time::Instant::now();
         let mut grads: Option<GradStore> = None;
-        let (mut loss_sum, mut targets) = (0f64, 0usize);
-        for micro in order[position..position + per_step].chunks(args.batch_size) {
+        let (mut loss_sum, mut targets, mut step_tokens) = (0f64, 0usize, 0usize);
+        let mine = position + rank * per_rank;
+        for micro in order[mine..mine + per_rank].chunks(args.batch_size) {
             let LossTerms { loss, count, tokens } = objective.loss(micro, epoch, Mode::Train(&dropout))?;
             let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
@@ -232,7 +253,7 @@ pub fn train(
             }
             loss_sum += value * count as f64;
             targets += count;
-            tokens_since_log += tokens;
+            step_tokens += tokens;
             let g = if accumulating { (loss * count as f64)?.backward()? } else { loss.backward()? };
             grads = Some(match grads {
                 None => g,
@@ -241,6 +262,16 @@ pub fn train(
         }
         position += per_step;
         let mut grads = grads.ok_or_else(|| Error::invalid("empty step"))?;
+        if world_size > 1 {
+            let reduce_started = std::time::Instant::now();
+            // Every rank's targets weigh the step and its tokens count in the throughput.
+            let mut stats = [loss_sum, targets as f64, step_tokens as f64];
+            all_reduce_stats(args.world, &mut stats)?;
+            (loss_sum, targets, step_tokens) = (stats[0], stats[1] as usize, stats[2] as usize);
+            all_reduce_grads(args.world, &mut grads, &params)?;
+            outcome.all_reduce_secs += reduce_started.elapsed().as_secs_f64();
+        }
+        tokens_since_log += step_tokens;
         if accumulating && targets > 0 {
             scale_grads(&mut grads, &params, 1.0 / targets as f64)?;
         }
@@ -250,6 +281,7 @@ pub fn train(
         };
         let lr = args.schedule.lr(step);
         opt.step(&grads, lr)?;
+        outcome.step_secs += step_started.elapsed().as_secs_f64();
         step += 1;
         let loss = if targets > 0 { loss_sum / targets as f64 } else { 0.0 };
         outcome.losses.push(loss);
@@ -259,8 +291,10 @@ pub fn train(
             let secs = (now.duration_since(last_log).as_secs_f64() - eval_secs).max(1e-9);
             eval_secs = 0.0;
             let record = LogRecord { step, epoch, loss, lr, grad_norm, tokens_per_s: tokens_since_log as f64 / secs };
-            append_log(&log_path, &record)?;
-            on_log(&record);
+            if writer {
+                append_log(&log_path, &record)?;
+                on_log(&record);
+            }
             tokens_since_log = 0;
             last_log = now;
         }
@@ -268,7 +302,7 @@ pub fn train(
             eval_secs += run_eval(step, &mut outcome)?;
         }
         let last = step == args.max_steps || outcome.stopped_early;
-        if (args.save_every > 0 && step % args.save_every == 0) || last {
+        if writer && ((args.save_every > 0 && step % args.save_every == 0) || last) {
             let state = TrainerState {
                 global_step: step,
                 epoch,
@@ -280,6 +314,7 @@ pub fn train(
                 num_examples: n,
                 batch_size: args.batch_size,
                 grad_accum: args.grad_accum.max(1),
+                world_size,
                 best: outcome.best.clone(),
             };
             save_checkpoint(&args.output, model.config, model.architecture, model.store, model.tokenizer, &opt, &state, args.keep_last)?;
@@ -290,6 +325,9 @@ pub fn train(
     }
     // The final model (the best one when kept) and its tokenizer in the output directory
     // itself, as from_pretrained reads it.
+    if !writer {
+        return Ok(outcome);
+    }
     if outcome.best.is_some() && best_dir.is_dir() {
         copy_files(&best_dir, &args.output)?;
     } else {
@@ -345,6 +383,19 @@ fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: 
     check("examples", state.num_examples, n);
     check("batch size", state.batch_size, args.batch_size);
     check("gradient accumulation", state.grad_accum, args.grad_accum.max(1));
+    let world_size = args.world.map_or(1, |w| w.size());
+    if state.world_size != world_size {
+        // The batch per process stays; the global batch, and so the grouping of the examples
+        // still to come, changes. The examples keep their order.
+        tracing::warn!(
+            "{}: resuming a run of {} processes with {world_size}: from step {} each step takes {} examples instead of {}",
+            dir.display(),
+            state.world_size,
+            state.global_step + 1,
+            args.batch_size * args.grad_accum.max(1) * world_size,
+            args.batch_size * args.grad_accum.max(1) * state.world_size
+        );
+    }
     if state.seed != args.seed {
         differ.push(format!("seed {} (now {})", state.seed, args.seed));
     }
@@ -356,6 +407,31 @@ fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: 
         dir.display(),
         differ.join(", ")
     )))
+}
+
+/// Sums every parameter's gradient over the ranks, flattened into one f32 buffer (a parameter
+/// without a gradient on this rank contributes zeros).
+fn all_reduce_grads(world: Option<&dyn Collective>, grads: &mut GradStore, params: &[crate::nn::Param]) -> Result<()> {
+    let mut flat = Vec::new();
+    let mut shapes = Vec::new();
+    for p in params {
+        let Some(var) = &p.var else { continue };
+        let t = var.as_tensor();
+        let g = match grads.get(t) {
+            Some(g) => g.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0f32; t.elem_count()],
+        };
+        shapes.push((t.clone(), g.len()));
+        flat.extend(g);
+    }
+    all_reduce_bucketed(world, &mut flat)?;
+    let mut at = 0;
+    for (t, len) in shapes {
+        let g = Tensor::from_slice(&flat[at..at + len], t.shape(), t.device())?.to_dtype(t.dtype())?;
+        grads.insert(&t, g);
+        at += len;
+    }
+    Ok(())
 }
 
 fn scale_grads(grads: &mut GradStore, params: &[crate::nn::Param], factor: f64) -> Result<()> {
