@@ -87,10 +87,32 @@ def check_minilm(tmp):
     return None
 
 
+def check_generation(tmp, objective, config, tokenizer, new_tokens, ptm_flags, encode_kwargs):
+    """A checkpoint `ptm pretrain --objective OBJECTIVE` writes loads in AutoModelForCausalLM with
+    no missing weights, and its greedy tokens equal ptm generate's."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(tmp) / f"pretrained-{objective}"
+    subprocess.run([PTM, "pretrain", "--objective", objective, "--config", str(config), "--tokenizer", str(tokenizer),
+                    "--train", str(ROOT / "data" / "austen" / "persuasion.txt"), "--output", str(out), "--max-steps", "3",
+                    "--batch-size", "4", "--seq-len", "32", "-q"], check=True, capture_output=True)
+    model, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        return [f"pretrained {objective}: {info}"]
+    ids = AutoTokenizer.from_pretrained(out)("It is a truth", return_tensors="pt", **encode_kwargs).input_ids
+    hf_ids = model.eval().generate(ids, max_new_tokens=new_tokens, do_sample=False)[0, ids.shape[1]:].tolist()
+    ours = json.loads(subprocess.run([PTM, "generate", "--model", str(out), *ptm_flags, "--max-new-tokens", str(new_tokens),
+                                      "--format", "json", "It is a truth"], check=True, capture_output=True, text=True).stdout)
+    if hf_ids[: len(ours["token_ids"])] != ours["token_ids"]:
+        return [f"pretrained {objective} generate: {hf_ids} vs {ours['token_ids']}"]
+    print(f"ok  {'ptm pretrain --objective ' + objective:32} {type(model).__name__}: complete, same greedy tokens")
+    return []
+
+
 def check_pretrained(tmp):
     """Checkpoints that `ptm pretrain` writes load in transformers' Auto classes with no missing
     weights, and give the same fill-mask answers and greedy generations as ptm."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining, pipeline
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, pipeline
 
     failures = []
     data = ROOT / "data"
@@ -112,41 +134,10 @@ def check_pretrained(tmp):
         else:
             print(f"ok  {'ptm pretrain --objective ' + objective:32} {type(model).__name__}: complete, same fill-mask answers")
 
-    clm_out = Path(tmp) / "pretrained-clm"
     gpt2 = FIXTURES[1] / "tiny-lm"
-    subprocess.run([PTM, "pretrain", "--objective", "clm", "--config", str(gpt2 / "config.json"), "--tokenizer", str(gpt2),
-                    "--train", str(data / "austen" / "persuasion.txt"), "--output", str(clm_out), "--max-steps", "3",
-                    "--batch-size", "4", "--seq-len", "32", "-q"], check=True, capture_output=True)
-    model, info = AutoModelForCausalLM.from_pretrained(clm_out, output_loading_info=True)
-    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
-        failures.append(f"pretrained clm: {info}")
-    tok = AutoTokenizer.from_pretrained(clm_out)
-    ids = tok("It is a truth", return_tensors="pt").input_ids
-    hf_ids = model.eval().generate(ids, max_new_tokens=10, do_sample=False)[0, ids.shape[1]:].tolist()
-    ours = json.loads(subprocess.run([PTM, "generate", "--model", str(clm_out), "--max-new-tokens", "10", "--format", "json",
-                                      "It is a truth"], check=True, capture_output=True, text=True).stdout)
-    if hf_ids[: len(ours["token_ids"])] != ours["token_ids"]:
-        failures.append(f"pretrained clm generate: {hf_ids} vs {ours['token_ids']}")
-    else:
-        print(f"ok  {'ptm pretrain --objective clm':32} AutoModelForCausalLM: complete, same greedy tokens")
-
-    plm_out = Path(tmp) / "pretrained-plm"
-    subprocess.run([PTM, "pretrain", "--objective", "plm", "--config", str(data / "tiny-xlnet.json"),
-                    "--tokenizer", str(data / "tokenizer-xlnet"), "--train", str(data / "austen" / "persuasion.txt"),
-                    "--output", str(plm_out), "--max-steps", "3", "--batch-size", "4", "--seq-len", "32", "-q"],
-                   check=True, capture_output=True)
-    model, info = AutoModelForCausalLM.from_pretrained(plm_out, output_loading_info=True)
-    if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
-        failures.append(f"pretrained plm: {info}")
-    tok = AutoTokenizer.from_pretrained(plm_out)
-    ids = tok("It is a truth", add_special_tokens=False, return_tensors="pt").input_ids
-    hf_ids = model.eval().generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:].tolist()
-    ours = json.loads(subprocess.run([PTM, "generate", "--model", str(plm_out), "--prefix", "", "--max-new-tokens", "6",
-                                      "--format", "json", "It is a truth"], check=True, capture_output=True, text=True).stdout)
-    if hf_ids[: len(ours["token_ids"])] != ours["token_ids"]:
-        failures.append(f"pretrained plm generate: {hf_ids} vs {ours['token_ids']}")
-    else:
-        print(f"ok  {'ptm pretrain --objective plm':32} {type(model).__name__}: complete, same greedy tokens")
+    failures += check_generation(tmp, "clm", gpt2 / "config.json", gpt2, 10, [], {})
+    failures += check_generation(tmp, "plm", data / "tiny-xlnet.json", data / "tokenizer-xlnet", 6, ["--prefix", ""],
+                                 {"add_special_tokens": False})
     return failures
 
 

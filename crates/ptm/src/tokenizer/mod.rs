@@ -23,7 +23,7 @@ use crate::models::EncoderInput;
 mod sentencepiece;
 mod train;
 
-pub use sentencepiece::{SPIECE_MODEL, xlnet_special_tokens};
+pub use sentencepiece::SPIECE_MODEL;
 pub use train::{TokenizerKind, train_tokenizer};
 
 pub const TOKENIZER_JSON: &str = "tokenizer.json";
@@ -65,12 +65,18 @@ impl SpecialTokens {
         SpecialTokens { unk: eot.clone(), bos: eot.clone(), eos: eot, ..Default::default() }
     }
 
+    /// XLNet's defaults (transformers' `XLNetTokenizer`).
+    pub fn xlnet() -> Self {
+        let t = |s: &str| Some(s.to_string());
+        SpecialTokens { unk: t("<unk>"), sep: t("<sep>"), pad: t("<pad>"), cls: t("<cls>"), mask: t("<mask>"), bos: t("<s>"), eos: t("</s>") }
+    }
+
     /// The defaults of the tokenizer class a model implies.
     fn for_model(model: &tokenizers::ModelWrapper) -> Self {
         match model {
             tokenizers::ModelWrapper::WordPiece(_) => Self::bert(),
             tokenizers::ModelWrapper::BPE(_) => Self::gpt2(),
-            tokenizers::ModelWrapper::Unigram(_) => xlnet_special_tokens(),
+            tokenizers::ModelWrapper::Unigram(_) => Self::xlnet(),
             _ => Self::default(),
         }
     }
@@ -179,7 +185,7 @@ impl Tokenizer {
             special.update_from(&named);
             (t, json_path, special)
         } else if spiece_path.is_file() {
-            let mut special = xlnet_special_tokens();
+            let mut special = SpecialTokens::xlnet();
             special.update_from(&named);
             (sentencepiece::from_spiece(&spiece_path, &config, &special)?, spiece_path, special)
         } else if vocab_path.is_file() {

@@ -155,19 +155,6 @@ fn parse(bytes: &[u8]) -> std::result::Result<SpModel, String> {
     Ok(m)
 }
 
-/// XLNet's special tokens (transformers' `XLNetTokenizer` defaults).
-pub fn xlnet_special_tokens() -> SpecialTokens {
-    SpecialTokens {
-        unk: Some("<unk>".into()),
-        sep: Some("<sep>".into()),
-        pad: Some("<pad>".into()),
-        cls: Some("<cls>".into()),
-        mask: Some("<mask>".into()),
-        bos: Some("<s>".into()),
-        eos: Some("</s>".into()),
-    }
-}
-
 /// XLNet's post-processor: `A <sep> <cls>` and `A <sep> B <sep> <cls>`, segment ids 0, 1 and 2
 /// for `<cls>`. Fails naming the token when `<sep>` or `<cls>` has no id.
 pub fn xlnet_template(tok: &tokenizers::Tokenizer, special: &SpecialTokens, path: &Path) -> Result<tokenizers::processors::template::TemplateProcessing> {

@@ -50,7 +50,7 @@ pub fn train_tokenizer(
     let (special, class) = match kind {
         TokenizerKind::WordPiece => (SpecialTokens::bert(), "BertTokenizer"),
         TokenizerKind::Bpe => (SpecialTokens::gpt2(), "GPT2Tokenizer"),
-        TokenizerKind::Unigram => (super::xlnet_special_tokens(), "XLNetTokenizer"),
+        TokenizerKind::Unigram => (SpecialTokens::xlnet(), "XLNetTokenizer"),
     };
     let mut seen = std::collections::HashSet::new();
     let specials: Vec<AddedToken> = special
