@@ -9,11 +9,11 @@ use common::{assert_close, fixtures};
 use ptm::config::ModelConfig;
 use ptm::models::Pretrained;
 use ptm::models::bert::BertForMaskedLM;
-use ptm::nn::{ParamStore, StoreOptions};
+use ptm::nn::{Mode, ParamStore, StoreOptions};
 use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::tokenizer::{Padding, Tokenizer};
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
-use ptm::train::{AdamWConfig, ModelSpec, Schedule, ScheduleKind, TrainArgs, train};
+use ptm::train::{AdamWConfig, LossTerms, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, train};
 
 const TEXTS: &[&str] = &[
     "the cat sat on the mat", "the dog sat on the big mat", "paris is the capital of france",
@@ -144,4 +144,41 @@ fn accumulated_micro_batches_equal_one_large_batch() {
         let tol = 1e-5 * common::max_abs(&p.tensor).max(1.0);
         assert_close(&p.name, &q.tensor, &p.tensor, tol);
     }
+}
+
+/// A loss that is finite while its gradient is not (d√x at 0): the run stops at step 1 with the
+/// gradient norm named, before the optimizer touches a parameter.
+#[test]
+fn a_non_finite_gradient_stops_the_run_before_the_step() {
+    struct NanGradient<'a> {
+        inner: &'a dyn Objective,
+        weight: candle_core::Tensor,
+    }
+    impl Objective for NanGradient<'_> {
+        fn num_examples(&self) -> usize {
+            self.inner.num_examples()
+        }
+        fn loss(&self, examples: &[usize], epoch: usize, mode: Mode) -> ptm::Result<LossTerms> {
+            let terms = self.inner.loss(examples, epoch, mode)?;
+            // (s - s) rather than s * 0, which candle's backward treats as a constant.
+            let s = self.weight.sum_all()?;
+            let zero = (&s - &s)?.sqrt()?;
+            Ok(LossTerms { loss: (terms.loss + zero)?, ..terms })
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let p = Pretrained::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
+    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
+    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
+    let (examples, special_ids) = examples();
+    let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
+    let inner = MaskedLmObjective { model: &model, examples: &examples, collator };
+    let param = &store.params()[0];
+    let before = param.tensor.copy().unwrap();
+    let objective = NanGradient { inner: &inner, weight: param.tensor.clone() };
+    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
+    let err = train(&objective, None, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("the gradient norm is NaN at step 1"), "{err}");
+    assert_close(&param.name, &store.params()[0].tensor, &before, 0.0);
 }

@@ -73,7 +73,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
     Ok(match model {
         TaskModel::SeqCls(model, labels) => {
             let data = seq_cls::load(&a.data, &tokenizer, o.max_length, &labels, true)?;
-            let probs = seq_cls::predict(&model, &data, pad, o.batch_size)?;
+            let probs = seq_cls::predict(&model, &data, pad, o.batch_size, None)?;
             let (report, loss) = seq_cls::report(&data, &labels, &probs)?;
             let mut v = serde_json::to_value(&report)?;
             v["task"] = "seq-cls".into();
@@ -84,7 +84,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         }
         TaskModel::TokenCls(model, labels) => {
             let data = token_cls::load(&a.data, &tokenizer, o.max_length, &labels, true)?;
-            let (pred, loss) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels))?;
+            let (pred, loss) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels), None)?;
             let (report, accuracy) = token_cls::report(&data, &labels, &pred)?;
             let mut v = serde_json::to_value(&report)?;
             v["task"] = "token-cls".into();
@@ -95,14 +95,14 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         }
         TaskModel::Qa(model) => {
             let data = qa::load(&a.data, &tokenizer, o.max_length, o.doc_stride(), true)?;
-            let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens)?;
+            let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
             let mut v = serde_json::to_value(qa::report(&data, &answers)?)?;
             v["task"] = "qa".into();
             v
         }
         TaskModel::Similarity(model, pooling) => {
             let data = similarity::load(&a.data, &tokenizer, o.max_length, true)?;
-            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size)?;
+            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size, None)?;
             let (spearman, pearson) = similarity::correlations(&data, &cos)?;
             serde_json::json!({ "task": "similarity", "spearman": spearman, "pearson": pearson, "count": data.records.len() })
         }

@@ -188,7 +188,7 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
     let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad, class_weights };
     let evaluator = eval_data
         .as_ref()
-        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.batch_size * 2 });
+        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.eval_batch_size(2) });
     eprintln!("labels: {}", labels.names.join(", "));
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "accuracy")
 }
@@ -204,7 +204,7 @@ fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Re
     let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad };
     let evaluator = eval_data
         .as_ref()
-        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.batch_size * 2 });
+        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.eval_batch_size(2) });
     eprintln!("tags: {}", labels.names.join(", "));
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
 }
@@ -222,7 +222,7 @@ fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()
         model: &model,
         data,
         pad,
-        batch_size: a.train.batch_size * 2,
+        batch_size: a.train.eval_batch_size(2),
         max_answer_tokens: a.max_answer_tokens,
     });
     eprintln!("{} questions in {} windows", train_data.records.len(), train_data.windows.len());
@@ -252,7 +252,7 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
     let pad = tokenizer.pad_spec();
     let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad };
     let objective = similarity::SimilarityObjective { encoder: encoder(), data: &train_data, loss };
-    let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.batch_size * 2 });
+    let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.eval_batch_size(2) });
     eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
     train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
     if !super::train_options::is_lead() {

@@ -31,7 +31,7 @@ pub fn run(a: Args) -> Result<()> {
     let lines: Vec<serde_json::Value> = match model {
         TaskModel::SeqCls(model, labels) => {
             let data = seq_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
-            let probs = seq_cls::predict(&model, &data, pad, o.batch_size)?;
+            let probs = seq_cls::predict(&model, &data, pad, o.batch_size, None)?;
             let ids = data.records.iter().map(|r| r.id.clone());
             probs
                 .iter()
@@ -46,18 +46,18 @@ pub fn run(a: Args) -> Result<()> {
         }
         TaskModel::TokenCls(model, labels) => {
             let data = token_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
-            let (pred, _) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels))?;
+            let (pred, _) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels), None)?;
             (0..data.records.len()).map(|i| with_id(tagged(&data, i, &pred[i], &labels), data.records[i].id.clone())).collect()
         }
         TaskModel::Qa(model) => {
             let data = qa::load(&a.input, &tokenizer, o.max_length, o.doc_stride(), false)?;
-            let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens)?;
+            let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
             let ids = data.records.iter().map(|r| r.id.clone());
             answers.into_iter().zip(ids).map(|(answer, id)| Ok(with_id(serde_json::to_value(answer)?, id))).collect::<Result<_>>()?
         }
         TaskModel::Similarity(model, pooling) => {
             let data = similarity::load(&a.input, &tokenizer, o.max_length, false)?;
-            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size)?;
+            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size, None)?;
             let ids = data.records.iter().map(|r| r.id.clone());
             cos.into_iter().zip(ids).map(|(c, id)| with_id(serde_json::json!({ "cosine": c }), id)).collect()
         }

@@ -105,7 +105,7 @@ pub fn run(a: Args) -> Result<()> {
         .transpose()?;
     let run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| -> Result<()> {
         let spec = ModelSpec { config: &config, architecture, store: &store, tokenizer: Some(&tokenizer) };
-        let eval = eval.map(|objective| LossEvaluator { objective, batch_size: a.train.batch_size });
+        let eval = eval.map(|objective| LossEvaluator { objective, batch_size: a.train.eval_batch_size(1) });
         let defaults = Defaults { lr: 5e-4, epochs: 1, eval_each_epoch: false, eval_at_start: true };
         let outcome = a.train.run(objective, eval.as_ref().map(|e| e as &dyn Evaluator), &spec, &defaults, None)?;
         if let (true, Some(first), Some(last)) = (is_lead(), outcome.evals.first(), outcome.evals.last()) {

@@ -52,6 +52,11 @@ pub struct TrainOptions {
     /// Evaluate every N steps (default: pretrain only at the start and end, finetune every epoch).
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Examples per evaluation batch, per process (default: the batch size for pretrain, twice
+    /// it for finetune). The evaluation batches are shared among the processes of a
+    /// data-parallel run, so the same value gives the same metrics whatever their number.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
     /// Resume from a checkpoint directory or an output directory's latest checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -108,6 +113,11 @@ pub struct Defaults {
 }
 
 impl TrainOptions {
+    /// `--eval-batch-size`, else `times` the batch size.
+    pub fn eval_batch_size(&self, times: usize) -> usize {
+        self.eval_batch_size.unwrap_or(self.batch_size * times)
+    }
+
     pub fn resume_dir(&self) -> Result<Option<PathBuf>> {
         Ok(self.resume.as_deref().map(resolve_resume).transpose()?)
     }

@@ -19,6 +19,7 @@ use crate::metrics::{SquadScores, squad_scores};
 use super::models::QaModel;
 use crate::nn::Mode;
 use crate::tokenizer::{PadSpec, Tokenizer};
+use crate::train::distributed::{Collective, gather_batches};
 
 /// Candidates taken from each window's start and end logits.
 const N_BEST: usize = 20;
@@ -192,17 +193,26 @@ pub struct Answer {
     pub score: f32,
 }
 
-/// The best answer of every question, in order.
-pub fn predict(model: &QaModel, data: &QaData, pad: PadSpec, batch_size: usize, max_answer_tokens: usize) -> Result<Vec<Answer>> {
+/// The best answer of every question, in order (the batches of windows shared among the
+/// ranks of `world`).
+pub fn predict(
+    model: &QaModel,
+    data: &QaData,
+    pad: PadSpec,
+    batch_size: usize,
+    max_answer_tokens: usize,
+    world: Option<&dyn Collective>,
+) -> Result<Vec<Answer>> {
     let device = model.device();
     let lengths: Vec<usize> = data.windows.iter().map(|w| w.encoding.len()).collect();
-    // Per question: (score, byte start, byte end) candidates.
-    let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); data.records.len()];
-    for batch in length_batches(&lengths, batch_size) {
-        let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.windows[i].encoding).collect();
+    let batches = length_batches(&lengths, batch_size);
+    // Per batch: its candidates as (question, score, byte start, byte end).
+    let flat = gather_batches(world, batches.len(), |b| {
+        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.windows[i].encoding).collect();
         let out = model.forward(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, None, Mode::Eval)?;
         let (starts, ends) = (out.start_logits.to_vec2::<f32>()?, out.end_logits.to_vec2::<f32>()?);
-        for ((&w, s), e) in batch.iter().zip(&starts).zip(&ends) {
+        let mut found = Vec::new();
+        for ((&w, s), e) in batches[b].iter().zip(&starts).zip(&ends) {
             let window = &data.windows[w];
             let Some((first, last)) = context_range(&window.encoding) else { continue };
             let offsets = window.encoding.get_offsets();
@@ -215,11 +225,17 @@ pub fn predict(model: &QaModel, data: &QaData, pad: PadSpec, batch_size: usize, 
             for &i in &top(s) {
                 for &j in &top(e) {
                     if j >= i && j - i < max_answer_tokens {
-                        candidates[window.example].push((s[i] + e[j], offsets[i].0, offsets[j].1));
+                        found.extend([window.example as f64, f64::from(s[i] + e[j]), offsets[i].0 as f64, offsets[j].1 as f64]);
                     }
                 }
             }
         }
+        Ok(found)
+    })?;
+    // Per question: (score, byte start, byte end) candidates.
+    let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); data.records.len()];
+    for c in flat.iter().flat_map(|found| found.chunks(4)) {
+        candidates[c[0] as usize].push((c[1] as f32, c[2] as usize, c[3] as usize));
     }
     Ok(data
         .records
@@ -258,8 +274,8 @@ pub struct QaEvaluator<'a> {
 }
 
 impl crate::train::Evaluator for QaEvaluator<'_> {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let answers = predict(self.model, self.data, self.pad, self.batch_size, self.max_answer_tokens)?;
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
+        let answers = predict(self.model, self.data, self.pad, self.batch_size, self.max_answer_tokens, world)?;
         let s = report(self.data, &answers)?;
         Ok(BTreeMap::from([("exact_match".to_string(), s.exact_match), ("f1".to_string(), s.f1)]))
     }

@@ -18,6 +18,7 @@ use super::models::SeqClsModel;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, weighted_cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
+use crate::train::distributed::{Collective, gather_batches};
 
 /// A label as the data gives it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -152,17 +153,23 @@ impl crate::train::Objective for SeqClsObjective<'_> {
     }
 }
 
-/// Class probabilities of every record, in order (batched by length, dropout off).
-pub fn predict(model: &SeqClsModel, data: &SeqClsData, pad: PadSpec, batch_size: usize) -> Result<Vec<Vec<f32>>> {
+/// Class probabilities of every record, in order (batched by length, dropout off; the
+/// batches shared among the ranks of `world`).
+pub fn predict(model: &SeqClsModel, data: &SeqClsData, pad: PadSpec, batch_size: usize, world: Option<&dyn Collective>) -> Result<Vec<Vec<f32>>> {
     let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
-    let mut out = vec![Vec::new(); lengths.len()];
-    for batch in length_batches(&lengths, batch_size) {
-        let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
+    let batches = length_batches(&lengths, batch_size);
+    let flat = gather_batches(world, batches.len(), |b| {
+        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
         let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad, &device)?, Mode::Eval)?;
-        let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-        for (i, p) in batch.into_iter().zip(probs) {
-            out[i] = p;
+        let probs = crate::nn::ops::softmax_last_dim(&logits)?.flatten_all()?.to_vec1::<f32>()?; // (b * classes)
+        Ok(probs.into_iter().map(f64::from).collect())
+    })?;
+    let mut out = vec![Vec::new(); lengths.len()];
+    for (batch, probs) in batches.iter().zip(flat) {
+        let classes = probs.len() / batch.len();
+        for (&i, p) in batch.iter().zip(probs.chunks(classes)) {
+            out[i] = p.iter().map(|&x| x as f32).collect();
         }
     }
     Ok(out)
@@ -196,8 +203,8 @@ pub struct SeqClsEvaluator<'a> {
 }
 
 impl crate::train::Evaluator for SeqClsEvaluator<'_> {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let probs = predict(self.model, self.data, self.pad, self.batch_size)?;
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
+        let probs = predict(self.model, self.data, self.pad, self.batch_size, world)?;
         let (r, loss) = report(self.data, self.labels, &probs)?;
         let mut m = BTreeMap::from([
             ("eval_loss".to_string(), loss),

@@ -20,6 +20,7 @@ use crate::metrics::{pearson, spearman};
 use crate::nn::Mode;
 use crate::nn::loss::{cross_entropy, mse_loss};
 use crate::tokenizer::{PadSpec, Tokenizer};
+use crate::train::distributed::{Collective, gather_batches};
 
 /// MultipleNegativesRankingLoss's scale on cosine similarities.
 const MNRL_SCALE: f64 = 20.0;
@@ -96,15 +97,19 @@ impl BiEncoder<'_> {
     }
 
     /// Cosine similarity of every pair, in order, batched by length.
-    pub fn cosines(&self, data: &PairData, batch_size: usize) -> Result<Vec<f64>> {
+    pub fn cosines(&self, data: &PairData, batch_size: usize, world: Option<&dyn Collective>) -> Result<Vec<f64>> {
         let lengths: Vec<usize> = data.first.iter().zip(&data.second).map(|(a, b)| a.len().max(b.len())).collect();
-        let mut out = vec![0.0; lengths.len()];
-        for batch in length_batches(&lengths, batch_size) {
+        let batches = length_batches(&lengths, batch_size);
+        let cosines = gather_batches(world, batches.len(), |b| {
+            let batch = &batches[b];
             let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.first[i]).chain(batch.iter().map(|&i| &data.second[i])).collect();
             let e = l2_normalize(&self.embed(&encodings, Mode::Eval)?)?;
             let n = batch.len();
-            let cos = (e.narrow(0, 0, n)? * e.narrow(0, n, n)?)?.sum(D::Minus1)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-            for (i, c) in batch.into_iter().zip(cos) {
+            Ok((e.narrow(0, 0, n)? * e.narrow(0, n, n)?)?.sum(D::Minus1)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+        })?;
+        let mut out = vec![0.0; lengths.len()];
+        for (batch, cos) in batches.iter().zip(cosines) {
+            for (&i, c) in batch.iter().zip(cos) {
                 out[i] = c;
             }
         }
@@ -172,8 +177,8 @@ pub struct SimilarityEvaluator<'a> {
 }
 
 impl crate::train::Evaluator for SimilarityEvaluator<'_> {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let cos = self.encoder.cosines(self.data, self.batch_size)?;
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
+        let cos = self.encoder.cosines(self.data, self.batch_size, world)?;
         let (s, p) = correlations(self.data, &cos)?;
         Ok(BTreeMap::from([("spearman".to_string(), s), ("pearson".to_string(), p)]))
     }

@@ -19,6 +19,7 @@ use super::models::TokenClsModel;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
+use crate::train::distributed::{Collective, gather_batches};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,29 +199,32 @@ impl crate::train::Objective for TokenClsObjective<'_> {
 
 /// Per record, per word: the predicted tag id and its probability (words cut off by the
 /// maximum length get tag `outside` with probability 1), and the mean cross-entropy over the
-/// labeled first sub-tokens (0 without tags).
+/// labeled first sub-tokens (0 without tags). The batches are shared among the ranks of `world`.
 pub fn predict(
     model: &TokenClsModel,
     data: &TokenClsData,
     pad: PadSpec,
     batch_size: usize,
     outside: usize,
+    world: Option<&dyn Collective>,
 ) -> Result<(Vec<Vec<(usize, f32)>>, f64)> {
     let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
-    let mut out: Vec<Vec<(usize, f32)>> = data.words.iter().map(|w| vec![(outside, 1.0); w.len()]).collect();
-    let (mut nll, mut counted) = (0f64, 0usize);
-    for batch in length_batches(&lengths, batch_size) {
-        let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.encodings[i]).collect();
+    let batches = length_batches(&lengths, batch_size);
+    // Per batch: its cross-entropy sum and count, then (tag, probability) of each record's words.
+    let flat = gather_batches(world, batches.len(), |b| {
+        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
         let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, Mode::Eval)?;
-        let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?;
-        for (&i, p) in batch.iter().zip(probs) {
+        let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?; // (b, s, tags)
+        let (mut nll, mut counted) = (0f64, 0usize);
+        let mut words = Vec::new();
+        for (&i, p) in batches[b].iter().zip(probs) {
+            let mut tagged = vec![(outside, 1.0); data.words[i].len()];
             let labels = data.token_labels(i);
             let mut previous = None;
             for (t, w) in data.encodings[i].get_word_ids().iter().enumerate() {
                 if let Some(w) = w.filter(|w| previous != Some(*w)) {
-                    let (best, score) = super::seq_cls::argmax(&p[t]);
-                    out[i][w as usize] = (best, score);
+                    tagged[w as usize] = super::seq_cls::argmax(&p[t]);
                     if labels[t] != IGNORE_INDEX {
                         nll -= f64::from(p[t][labels[t] as usize].max(1e-30)).ln();
                         counted += 1;
@@ -228,6 +232,20 @@ pub fn predict(
                 }
                 previous = *w;
             }
+            words.extend(tagged.into_iter().flat_map(|(tag, score)| [tag as f64, f64::from(score)]));
+        }
+        Ok([nll, counted as f64].into_iter().chain(words).collect())
+    })?;
+    let mut out = vec![Vec::new(); lengths.len()];
+    let (mut nll, mut counted) = (0f64, 0usize);
+    for (batch, values) in batches.iter().zip(flat) {
+        nll += values[0];
+        counted += values[1] as usize;
+        let mut at = 2;
+        for &i in batch {
+            let n = data.words[i].len();
+            out[i] = values[at..at + 2 * n].chunks(2).map(|v| (v[0] as usize, v[1] as f32)).collect();
+            at += 2 * n;
         }
     }
     Ok((out, if counted == 0 { 0.0 } else { nll / counted as f64 }))
@@ -261,8 +279,8 @@ pub struct TokenClsEvaluator<'a> {
 }
 
 impl crate::train::Evaluator for TokenClsEvaluator<'_> {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let (pred, loss) = predict(self.model, self.data, self.pad, self.batch_size, outside_id(self.labels))?;
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
+        let (pred, loss) = predict(self.model, self.data, self.pad, self.batch_size, outside_id(self.labels), world)?;
         let (r, accuracy) = report(self.data, self.labels, &pred)?;
         let mut m = BTreeMap::from([
             ("eval_loss".to_string(), loss),

@@ -12,5 +12,5 @@ pub use schedule::{Schedule, ScheduleKind};
 pub use trainer::{
     BEST_MODEL, BestModel, EvalRecord, Evaluator, LogRecord, LossEvaluator, LossTerms, ModelSpec, Objective, TRAIN_LOG, TrainArgs,
     TrainOutcome,
-    epoch_order, evaluate, train,
+    epoch_order, train,
 };

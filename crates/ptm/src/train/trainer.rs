@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::checkpoint::{BestSoFar, Checkpoint, TrainerState, save_checkpoint};
-use super::distributed::{Collective, all_reduce_bucketed, all_reduce_stats};
+use super::distributed::{Collective, all_reduce_bucketed, all_reduce_stats, gather_batches};
 use super::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -77,20 +77,35 @@ pub struct BestModel {
     pub patience: Option<usize>,
 }
 
-/// Held-out evaluation during training: named metrics such as `eval_loss` or `accuracy`.
+/// Held-out evaluation during training: named metrics such as `eval_loss` or `accuracy`. In a
+/// data-parallel run each rank evaluates its share of the batches and the outputs are gathered
+/// ([`gather_batches`]), so every rank gets the metrics one process would.
 pub trait Evaluator {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>>;
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>>;
 }
 
-/// The held-out loss of an objective, as `eval_loss`.
+/// The held-out loss of an objective, as `eval_loss`: the mean over every example (dropout
+/// off; per-example randomness drawn for epoch 0), each batch's mean weighing by its examples
+/// as transformers' evaluation loop does.
 pub struct LossEvaluator<'a> {
     pub objective: &'a dyn Objective,
     pub batch_size: usize,
 }
 
 impl Evaluator for LossEvaluator<'_> {
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        Ok(BTreeMap::from([("eval_loss".to_string(), evaluate(self.objective, self.batch_size)?)]))
+    fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
+        let n = self.objective.num_examples();
+        if n == 0 {
+            return Err(Error::invalid("the evaluation data gives no example"));
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let chunks: Vec<&[usize]> = all.chunks(self.batch_size.max(1)).collect();
+        let sums = gather_batches(world, chunks.len(), |i| {
+            let loss = self.objective.loss(chunks[i], 0, Mode::Eval)?.loss;
+            Ok(vec![loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunks[i].len() as f64])
+        })?;
+        let loss = sums.iter().map(|s| s[0]).sum::<f64>() / n as f64;
+        Ok(BTreeMap::from([("eval_loss".to_string(), loss)]))
     }
 }
 
@@ -190,8 +205,8 @@ pub fn train(
     let run_eval = |step: usize, outcome: &mut TrainOutcome| -> Result<f64> {
         let started = std::time::Instant::now();
         let Some(e) = eval else { return Ok(0.0) };
-        // Every rank evaluates the same parameters; rank 0 writes.
-        let record = EvalRecord { step, metrics: e.evaluate()? };
+        // The ranks share the evaluation and all get its metrics; rank 0 writes.
+        let record = EvalRecord { step, metrics: e.evaluate(args.world)? };
         if writer {
             append_log(&log_path, &record)?;
         }
@@ -279,6 +294,15 @@ pub fn train(
             Some(max) => clip_grad_norm(&mut grads, &params, max)?,
             None => clip_grad_norm(&mut grads, &params, f64::INFINITY)?,
         };
+        // Checked after the all-reduce, so every rank stops here together, before a bad step
+        // reaches the parameters (and a checkpoint).
+        if !grad_norm.is_finite() {
+            return Err(Error::invalid(format!(
+                "the gradient norm is {grad_norm} at step {}; stopping (the last checkpoint in {} is intact)",
+                step + 1,
+                args.output.display()
+            )));
+        }
         let lr = args.schedule.lr(step);
         opt.step(&grads, lr)?;
         outcome.step_secs += step_started.elapsed().as_secs_f64();
@@ -346,23 +370,6 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The mean loss over every example of `objective` (dropout off; per-example randomness drawn
-/// for epoch 0), in batches of `batch_size`: held-out evaluation.
-pub fn evaluate(objective: &dyn Objective, batch_size: usize) -> Result<f64> {
-    let n = objective.num_examples();
-    if n == 0 {
-        return Err(Error::invalid("the evaluation data gives no example"));
-    }
-    let (mut sum, mut count) = (0f64, 0usize);
-    let all: Vec<usize> = (0..n).collect();
-    for chunk in all.chunks(batch_size.max(1)) {
-        let loss = objective.loss(chunk, 0, Mode::Eval)?.loss;
-        sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
-        count += chunk.len();
-    }
-    Ok(sum / count as f64)
 }
 
 /// The example order of an epoch: a permutation drawn from the seed and the epoch alone.
