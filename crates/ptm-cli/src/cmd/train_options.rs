@@ -204,6 +204,10 @@ impl TrainOptions {
                 100.0 * outcome.all_reduce_secs / outcome.step_secs.max(1e-9)
             );
         }
+        if !outcome.evals.is_empty() {
+            let shared = if ranks > 1 { format!(", shared by {ranks} processes") } else { String::new() };
+            eprintln!("evaluation: {} runs in {:.1} s{shared}", outcome.evals.len(), outcome.eval_secs);
+        }
         if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
             eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), self.output.display());
         }

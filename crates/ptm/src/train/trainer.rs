@@ -150,6 +150,8 @@ pub struct TrainOutcome {
     /// seconds spent summing gradients and statistics over the ranks.
     pub step_secs: f64,
     pub all_reduce_secs: f64,
+    /// Seconds spent evaluating (with a best model kept, saving it too).
+    pub eval_secs: f64,
 }
 
 pub const TRAIN_LOG: &str = "train_log.jsonl";
@@ -231,7 +233,9 @@ pub fn train(
             }
         }
         outcome.evals.push(record);
-        Ok(started.elapsed().as_secs_f64())
+        let secs = started.elapsed().as_secs_f64();
+        outcome.eval_secs += secs;
+        Ok(secs)
     };
     if resume.is_none() && args.eval_at_start {
         run_eval(0, &mut outcome)?;
