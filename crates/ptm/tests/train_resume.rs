@@ -52,19 +52,42 @@ fn args(output: &Path, max_steps: usize) -> TrainArgs {
     }
 }
 
+/// The tiny BERT MLM fixture of `dir` to train (dropout off when asked), with its store and
+/// the collator the tests mask with.
+struct TinyMlm {
+    pretrained: Pretrained,
+    store: ParamStore,
+    model: BertForMaskedLM,
+    collator: MlmCollator,
+}
+
+impl TinyMlm {
+    fn load(dir: &Path, dropout: bool, special_ids: Vec<u32>) -> Self {
+        let pretrained = Pretrained::from_dir(dir).unwrap();
+        let ModelConfig::Bert(cfg) = &pretrained.config else { panic!("not BERT") };
+        let mut cfg = cfg.clone();
+        if !dropout {
+            (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) = (0.0, 0.0);
+        }
+        let store = pretrained.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+        let model = BertForMaskedLM::new(&cfg, &store.root()).unwrap();
+        let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
+        TinyMlm { pretrained, store, model, collator }
+    }
+
+    fn spec(&self) -> ModelSpec<'_> {
+        ModelSpec { config: &self.pretrained.config, architecture: "BertForMaskedLM", store: &self.store, tokenizer: None }
+    }
+}
+
 /// Trains `steps` steps from `init` (a model directory) into `output`, resuming when asked.
 fn run(init: &Path, output: &Path, steps: usize, resume: bool) -> (Vec<f64>, ParamStore) {
-    let p = Pretrained::from_dir(init).unwrap();
-    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
-    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
-    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
     let (examples, special_ids) = examples();
-    let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
-    let objective = MaskedLmObjective { model: &model, examples: &examples, collator };
-    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
+    let t = TinyMlm::load(init, true, special_ids);
+    let objective = MaskedLmObjective { model: &t.model, examples: &examples, collator: t.collator.clone() };
     let ck = resume.then(|| load_checkpoint(init).unwrap());
-    let losses = train(&objective, None, &spec, &args(output, steps), ck, &mut |_| {}).unwrap().losses;
-    (losses, store)
+    let losses = train(&objective, None, &t.spec(), &args(output, steps), ck, &mut |_| {}).unwrap().losses;
+    (losses, t.store)
 }
 
 #[test]
@@ -99,15 +122,10 @@ fn resumed_run_equals_an_uninterrupted_one() {
 #[test]
 fn too_little_data_is_an_error() {
     let out = tempfile::tempdir().unwrap();
-    let p = Pretrained::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
-    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
-    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
-    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
+    let t = TinyMlm::load(&fixtures().join("bert/tiny-mlm"), true, vec![2, 3]);
     let examples = vec![vec![2, 10, 3]; 5];
-    let collator = MlmCollator { config: MlmConfig::new(4, 99), special_ids: vec![2, 3], pad_id: 0, seed: 1 };
-    let objective = MaskedLmObjective { model: &model, examples: &examples, collator };
-    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
-    let err = train(&objective, None, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
+    let objective = MaskedLmObjective { model: &t.model, examples: &examples, collator: t.collator.clone() };
+    let err = train(&objective, None, &t.spec(), &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("5 examples cannot fill one step of 8"), "{err}");
 }
 
@@ -116,19 +134,13 @@ fn too_little_data_is_an_error() {
 #[test]
 fn accumulated_micro_batches_equal_one_large_batch() {
     let run = |batch_size: usize, grad_accum: usize| -> (Vec<f64>, ParamStore) {
-        let p = Pretrained::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
-        let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
-        let mut cfg = cfg.clone();
-        (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) = (0.0, 0.0);
-        let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
-        let model = BertForMaskedLM::new(&cfg, &store.root()).unwrap();
         let (examples, special_ids) = examples();
-        let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
-        let objective = MaskedLmObjective { model: &model, examples: &examples, collator };
-        let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
+        let t = TinyMlm::load(&fixtures().join("bert/tiny-mlm"), false, special_ids);
+        let objective = MaskedLmObjective { model: &t.model, examples: &examples, collator: t.collator.clone() };
         let out = tempfile::tempdir().unwrap();
         let a = TrainArgs { batch_size, grad_accum, save_every: 0, ..args(out.path(), 6) };
-        (train(&objective, None, &spec, &a, None, &mut |_| {}).unwrap().losses, store)
+        let losses = train(&objective, None, &t.spec(), &a, None, &mut |_| {}).unwrap().losses;
+        (losses, t.store)
     };
     let (split, split_store) = run(4, 2);
     let (whole, whole_store) = run(8, 1);
@@ -167,18 +179,13 @@ fn a_non_finite_gradient_stops_the_run_before_the_step() {
         }
     }
     let out = tempfile::tempdir().unwrap();
-    let p = Pretrained::from_dir(&fixtures().join("bert/tiny-mlm")).unwrap();
-    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
-    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
-    let model = BertForMaskedLM::new(cfg, &store.root()).unwrap();
     let (examples, special_ids) = examples();
-    let collator = MlmCollator { config: MlmConfig::new(4, cfg.vocab_size as u32), special_ids, pad_id: 0, seed: 11 };
-    let inner = MaskedLmObjective { model: &model, examples: &examples, collator };
-    let param = &store.params()[0];
+    let t = TinyMlm::load(&fixtures().join("bert/tiny-mlm"), true, special_ids);
+    let inner = MaskedLmObjective { model: &t.model, examples: &examples, collator: t.collator.clone() };
+    let param = &t.store.params()[0];
     let before = param.tensor.copy().unwrap();
     let objective = NanGradient { inner: &inner, weight: param.tensor.clone() };
-    let spec = ModelSpec { config: &p.config, architecture: "BertForMaskedLM", store: &store, tokenizer: None };
-    let err = train(&objective, None, &spec, &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&objective, None, &t.spec(), &args(out.path(), 2), None, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("the gradient norm is NaN at step 1"), "{err}");
-    assert_close(&param.name, &store.params()[0].tensor, &before, 0.0);
+    assert_close(&param.name, &t.store.params()[0].tensor, &before, 0.0);
 }
