@@ -137,25 +137,32 @@ impl AdamW {
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) -> Result<f64> {
     let mut sum = 0f64;
-    let mut present = Vec::new();
     for p in params {
         if let Some(var) = &p.var {
             if let Some(g) = grads.get(var.as_tensor()) {
                 sum += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
-                present.push(var.as_tensor().clone());
             }
         }
     }
     let norm = sum.sqrt();
     let factor = (max_norm / (norm + 1e-6)).min(1.0);
     if factor < 1.0 {
-        for t in present {
-            if let Some(g) = grads.remove(&t) {
-                grads.insert(&t, (g * factor)?);
-            }
-        }
+        scale_grads(grads, params, factor)?;
     }
     Ok(norm)
+}
+
+/// Multiplies every parameter's gradient by `factor`.
+pub(super) fn scale_grads(grads: &mut GradStore, params: &[Param], factor: f64) -> Result<()> {
+    for p in params {
+        let Some(var) = &p.var else { continue };
+        let t = var.as_tensor();
+        if let Some(g) = grads.get(t) {
+            let scaled = (g * factor)?;
+            grads.insert(t, scaled);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

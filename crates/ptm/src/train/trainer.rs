@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use super::checkpoint::{BestSoFar, Checkpoint, TrainerState, save_checkpoint};
 use super::distributed::{Collective, all_reduce_bucketed, all_reduce_stats, gather_batches};
+use super::optim::scale_grads;
 use super::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -441,18 +442,6 @@ fn all_reduce_grads(world: Option<&dyn Collective>, grads: &mut GradStore, param
         let g = Tensor::from_slice(&flat[at..at + len], t.shape(), t.device())?.to_dtype(t.dtype())?;
         grads.insert(&t, g);
         at += len;
-    }
-    Ok(())
-}
-
-fn scale_grads(grads: &mut GradStore, params: &[crate::nn::Param], factor: f64) -> Result<()> {
-    for p in params {
-        let Some(var) = &p.var else { continue };
-        let t = var.as_tensor();
-        if let Some(g) = grads.get(t) {
-            let scaled = (g * factor)?;
-            grads.insert(t, scaled);
-        }
     }
     Ok(())
 }
