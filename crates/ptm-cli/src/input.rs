@@ -17,13 +17,27 @@ impl TextSource {
     pub fn open(path: Option<&Path>, force_jsonl: bool) -> Result<Self> {
         let (reader, name, jsonl): (Box<dyn BufRead>, String, bool) = match path {
             Some(p) => {
-                let f = std::fs::File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
+                let f = std::fs::File::open(p)
+                    .with_context(|| format!("cannot open input {}", p.display()))?;
                 let jsonl = force_jsonl || p.extension().is_some_and(|e| e == "jsonl");
-                (Box::new(std::io::BufReader::new(f)), p.display().to_string(), jsonl)
+                (
+                    Box::new(std::io::BufReader::new(f)),
+                    p.display().to_string(),
+                    jsonl,
+                )
             }
-            None => (Box::new(std::io::stdin().lock()), "<stdin>".into(), force_jsonl),
+            None => (
+                Box::new(std::io::stdin().lock()),
+                "<stdin>".into(),
+                force_jsonl,
+            ),
         };
-        Ok(TextSource { reader, name, jsonl, line: 0 })
+        Ok(TextSource {
+            reader,
+            name,
+            jsonl,
+            line: 0,
+        })
     }
 
     /// Up to `n` more texts; empty at the end of the input.
@@ -32,7 +46,10 @@ impl TextSource {
         let mut buf = Vec::new();
         while out.len() < n {
             buf.clear();
-            let read = self.reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {}", self.name))?;
+            let read = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading {}", self.name))?;
             if read == 0 {
                 break;
             }
@@ -42,9 +59,19 @@ impl TextSource {
                     buf.pop();
                 }
             }
-            let text = std::str::from_utf8(&buf)
-                .map_err(|e| anyhow::anyhow!("{}:{}: not valid UTF-8 (byte {})", self.name, self.line, e.valid_up_to()))?;
-            out.push(if self.jsonl { self.parse_jsonl(text)? } else { text.to_string() });
+            let text = std::str::from_utf8(&buf).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: not valid UTF-8 (byte {})",
+                    self.name,
+                    self.line,
+                    e.valid_up_to()
+                )
+            })?;
+            out.push(if self.jsonl {
+                self.parse_jsonl(text)?
+            } else {
+                text.to_string()
+            });
         }
         Ok(out)
     }
@@ -54,7 +81,11 @@ impl TextSource {
             .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", self.name, self.line))?;
         match v.get("text") {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(_) => bail!("{}:{}: field \"text\" is not a string", self.name, self.line),
+            Some(_) => bail!(
+                "{}:{}: field \"text\" is not a string",
+                self.name,
+                self.line
+            ),
             None => bail!("{}:{}: no \"text\" field", self.name, self.line),
         }
     }

@@ -9,7 +9,11 @@ mod train_config;
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ptm", version, about = "Pretrained Transformer language models: embed, fill masks, generate, pretrain, inspect, convert")]
+#[command(
+    name = "ptm",
+    version,
+    about = "Pretrained Transformer language models: embed, fill masks, generate, pretrain, inspect, convert"
+)]
 struct Cli {
     /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS).
     #[arg(long, global = true)]
@@ -70,12 +74,17 @@ fn main() {
         }
     };
     #[cfg(feature = "mpi")]
-    let world = mpi.as_ref().map(|(_, w)| *w as &'static dyn ptm::train::distributed::Collective);
+    let world = mpi
+        .as_ref()
+        .map(|(_, w)| *w as &'static dyn ptm::train::distributed::Collective);
     #[cfg(not(feature = "mpi"))]
     let world: Option<&'static dyn ptm::train::distributed::Collective> = None;
     cmd::train_options::set_world(world);
     // Ranks other than 0 report only errors.
-    init_logging(cli.verbose, cli.quiet || world.is_some_and(|w| w.rank() > 0));
+    init_logging(
+        cli.verbose,
+        cli.quiet || world.is_some_and(|w| w.rank() > 0),
+    );
     let result = match cli.command {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Similarity(a) => cmd::similarity::run(a),
@@ -128,5 +137,9 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

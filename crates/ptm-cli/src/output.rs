@@ -9,7 +9,11 @@ use anyhow::{Context, Result};
 
 enum Out {
     Stdout(BufWriter<std::io::Stdout>),
-    File { w: BufWriter<File>, tmp: PathBuf, path: PathBuf },
+    File {
+        w: BufWriter<File>,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
 }
 
 pub struct Sink {
@@ -25,11 +29,19 @@ impl Sink {
                 let mut name = p.file_name().unwrap_or_default().to_os_string();
                 name.push(".tmp");
                 let tmp = p.with_file_name(name);
-                let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                Out::File { w: BufWriter::new(f), tmp, path: p.to_path_buf() }
+                let f = File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+                Out::File {
+                    w: BufWriter::new(f),
+                    tmp,
+                    path: p.to_path_buf(),
+                }
             }
         };
-        Ok(Sink { out, committed: false })
+        Ok(Sink {
+            out,
+            committed: false,
+        })
     }
 
     pub fn writer(&mut self) -> &mut dyn Write {
@@ -46,7 +58,8 @@ impl Sink {
             Out::File { w, tmp, path } => {
                 w.flush().context("writing output")?;
                 w.get_ref().sync_all()?;
-                std::fs::rename(&*tmp, &*path).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::rename(&*tmp, &*path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
         self.committed = true;

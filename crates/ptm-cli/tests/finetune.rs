@@ -15,21 +15,58 @@ fn write_jsonl(path: &Path, rows: &[Value]) -> String {
 }
 
 fn lines(text: &str) -> Vec<Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A few steps on the tiny BERT fixture; returns the output directory.
-fn finetune(dir: &Path, task: &str, train: &str, eval: &str, epochs: &str, lr: &str, extra: &[&str]) -> String {
+fn finetune(
+    dir: &Path,
+    task: &str,
+    train: &str,
+    eval: &str,
+    epochs: &str,
+    lr: &str,
+    extra: &[&str],
+) -> String {
     finetune_model(&tiny("tiny-mlm"), dir, task, train, eval, epochs, lr, extra)
 }
 
 /// A few steps on `model`; returns the output directory.
 #[allow(clippy::too_many_arguments)]
-fn finetune_model(model: &str, dir: &Path, task: &str, train: &str, eval: &str, epochs: &str, lr: &str, extra: &[&str]) -> String {
+fn finetune_model(
+    model: &str,
+    dir: &Path,
+    task: &str,
+    train: &str,
+    eval: &str,
+    epochs: &str,
+    lr: &str,
+    extra: &[&str],
+) -> String {
     let out = dir.join(format!("{task}-model")).display().to_string();
     let mut args = vec![
-        "finetune", "--task", task, "--model", model, "--train", train, "--eval", eval, "--output", &out,
-        "--epochs", epochs, "--batch-size", "4", "--lr", lr, "--max-length", "32", "-q",
+        "finetune",
+        "--task",
+        task,
+        "--model",
+        model,
+        "--train",
+        train,
+        "--eval",
+        eval,
+        "--output",
+        &out,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "4",
+        "--lr",
+        lr,
+        "--max-length",
+        "32",
+        "-q",
     ];
     args.extend_from_slice(extra);
     let best: Value = serde_json::from_str(ok(&args).trim()).unwrap();
@@ -41,34 +78,86 @@ fn finetune_model(model: &str, dir: &Path, task: &str, train: &str, eval: &str, 
 fn sequence_classification_learns_labels_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<Value> = (0..24)
-        .map(|i| if i % 2 == 0 { json!({"text": "the cat sat on the mat", "label": "cat"}) } else { json!({"text": "paris is the capital of france", "label": "city"}) })
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"text": "the cat sat on the mat", "label": "cat"})
+            } else {
+                json!({"text": "paris is the capital of france", "label": "city"})
+            }
+        })
         .collect();
     let train = write_jsonl(&dir.path().join("train.jsonl"), &rows);
-    let out = finetune(dir.path(), "seq-cls", &train, &train, "4", "1e-3", &["--class-weights", "balanced"]);
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&out).join("config.json")).unwrap()).unwrap();
+    let out = finetune(
+        dir.path(),
+        "seq-cls",
+        &train,
+        &train,
+        "4",
+        "1e-3",
+        &["--class-weights", "balanced"],
+    );
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"], json!({"0": "cat", "1": "city"}));
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
-    assert_eq!(metrics["accuracy"], 1.0, "two fixed sentences are learned: {metrics}");
+    let metrics: Value =
+        serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    assert_eq!(
+        metrics["accuracy"], 1.0,
+        "two fixed sentences are learned: {metrics}"
+    );
     assert_eq!(metrics["confusion"], json!([[12, 0], [0, 12]]));
     // The evaluations of every epoch, drawn as a learning curve.
     let png = dir.path().join("curve.png");
-    ok(&["plot", &out, "--metric", "accuracy", "--output", png.to_str().unwrap()]);
+    ok(&[
+        "plot",
+        &out,
+        "--metric",
+        "accuracy",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
     assert!(fails(&["plot", &out, "--metric", "bleu"]).contains("no evaluation metric \"bleu\""));
-    let input = write_jsonl(&dir.path().join("in.jsonl"), &[json!({"text": "paris is the capital of france", "id": 7}), json!({"text": "the cat sat on the mat"})]);
+    let input = write_jsonl(
+        &dir.path().join("in.jsonl"),
+        &[
+            json!({"text": "paris is the capital of france", "id": 7}),
+            json!({"text": "the cat sat on the mat"}),
+        ],
+    );
     let predicted = lines(&ok(&["predict", "--model", &out, "--input", &input]));
-    assert_eq!((predicted[0]["label"].as_str(), predicted[0]["id"].as_i64()), (Some("city"), Some(7)));
+    assert_eq!(
+        (predicted[0]["label"].as_str(), predicted[0]["id"].as_i64()),
+        (Some("city"), Some(7))
+    );
     assert_eq!(predicted[1]["label"], "cat");
     assert!(predicted[1]["score"].as_f64().unwrap() > 0.5);
 
     // A label outside the trained set, a missing field, an empty text: errors naming file and line.
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"text": "a cat", "label": "cat"}), json!({"text": "a dog", "label": "dog"})]);
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[
+            json!({"text": "a cat", "label": "cat"}),
+            json!({"text": "a dog", "label": "dog"}),
+        ],
+    );
     let err = fails(&["eval", "--model", &out, "--data", &bad]);
-    assert!(err.contains("bad.jsonl:2") && err.contains("\"dog\""), "{err}");
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"txt": "a cat", "label": "cat"})]);
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("\"dog\""),
+        "{err}"
+    );
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[json!({"txt": "a cat", "label": "cat"})],
+    );
     assert!(fails(&["eval", "--model", &out, "--data", &bad]).contains("bad.jsonl:1"));
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"text": "  ", "label": "cat"})]);
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[json!({"text": "  ", "label": "cat"})],
+    );
     assert!(fails(&["eval", "--model", &out, "--data", &bad]).contains("empty \"text\""));
 }
 
@@ -80,23 +169,46 @@ fn token_classification_tags_entities_with_spans() {
         .collect();
     let train = write_jsonl(&dir.path().join("train.jsonl"), &rows);
     let out = finetune(dir.path(), "token-cls", &train, &train, "10", "1e-2", &[]);
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    let metrics: Value =
+        serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
     assert_eq!(metrics["micro_avg"]["f1"], 1.0, "{metrics}");
     assert_eq!(metrics["per_type"]["CITY"]["support"], 16);
-    let input = write_jsonl(&dir.path().join("in.jsonl"), &[json!({"text": "the cat  sat in paris"})]);
+    let input = write_jsonl(
+        &dir.path().join("in.jsonl"),
+        &[json!({"text": "the cat  sat in paris"})],
+    );
     let predicted = lines(&ok(&["predict", "--model", &out, "--input", &input]));
-    assert_eq!(predicted[0]["tags"], json!(["O", "B-ANIMAL", "O", "O", "B-CITY"]));
-    assert_eq!(predicted[0]["entities"][1], json!({"type": "CITY", "text": "paris", "start": 16, "end": 21, "score": predicted[0]["entities"][1]["score"]}));
+    assert_eq!(
+        predicted[0]["tags"],
+        json!(["O", "B-ANIMAL", "O", "O", "B-CITY"])
+    );
+    assert_eq!(
+        predicted[0]["entities"][1],
+        json!({"type": "CITY", "text": "paris", "start": 16, "end": 21, "score": predicted[0]["entities"][1]["score"]})
+    );
 
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[rows[0].clone(), json!({"tokens": ["a", "b"], "tags": ["O"]})]);
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[
+            rows[0].clone(),
+            json!({"tokens": ["a", "b"], "tags": ["O"]}),
+        ],
+    );
     let err = fails(&["eval", "--model", &out, "--data", &bad]);
-    assert!(err.contains("bad.jsonl:2") && err.contains("1 tags for 2 tokens"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("1 tags for 2 tokens"),
+        "{err}"
+    );
 }
 
 #[test]
 fn question_answering_finds_the_span() {
     let dir = tempfile::tempdir().unwrap();
-    let contexts = ["the cat sat on the mat", "paris is the capital of france", "the dog was in the city"];
+    let contexts = [
+        "the cat sat on the mat",
+        "paris is the capital of france",
+        "the dog was in the city",
+    ];
     let answers = ["the mat", "france", "the city"];
     let rows: Vec<Value> = (0..18)
         .map(|i| {
@@ -105,44 +217,119 @@ fn question_answering_finds_the_span() {
         })
         .collect();
     let train = write_jsonl(&dir.path().join("train.jsonl"), &rows);
-    let out = finetune(dir.path(), "qa", &train, &train, "8", "1e-3", &["--doc-stride", "8"]);
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train, "--max-length", "32", "--doc-stride", "8"])).unwrap();
+    let out = finetune(
+        dir.path(),
+        "qa",
+        &train,
+        &train,
+        "8",
+        "1e-3",
+        &["--doc-stride", "8"],
+    );
+    let metrics: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &train,
+        "--max-length",
+        "32",
+        "--doc-stride",
+        "8",
+    ]))
+    .unwrap();
     assert!(metrics["f1"].as_f64().unwrap() > 50.0, "{metrics}");
-    let predicted = lines(&ok(&["predict", "--model", &out, "--input", &train, "--max-length", "32", "--doc-stride", "8"]));
+    let predicted = lines(&ok(&[
+        "predict",
+        "--model",
+        &out,
+        "--input",
+        &train,
+        "--max-length",
+        "32",
+        "--doc-stride",
+        "8",
+    ]));
     assert_eq!(predicted.len(), 18);
     let p = &predicted[1];
-    let (s, e) = (p["start"].as_u64().unwrap() as usize, p["end"].as_u64().unwrap() as usize);
-    assert_eq!(&contexts[1][s..e], p["answer"].as_str().unwrap(), "the span is the answer's place: {p}");
+    let (s, e) = (
+        p["start"].as_u64().unwrap() as usize,
+        p["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        &contexts[1][s..e],
+        p["answer"].as_str().unwrap(),
+        "the span is the answer's place: {p}"
+    );
     assert_eq!(p["id"], "q1");
 
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"context": "abc def", "question": "q", "answers": {"text": ["def"], "answer_start": [1]}})]);
-    let err = fails(&["eval", "--model", &out, "--data", &bad, "--max-length", "32"]);
-    assert!(err.contains("bad.jsonl:1") && err.contains("not at answer_start 1"), "{err}");
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[
+            json!({"context": "abc def", "question": "q", "answers": {"text": ["def"], "answer_start": [1]}}),
+        ],
+    );
+    let err = fails(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &bad,
+        "--max-length",
+        "32",
+    ]);
+    assert!(
+        err.contains("bad.jsonl:1") && err.contains("not at answer_start 1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn similarity_bi_encoder_correlates_and_saves_sentence_transformers_files() {
     let dir = tempfile::tempdir().unwrap();
-    let texts = ["the cat sat on the mat", "paris is the capital of france", "a big dog in the city", "we said it was good"];
+    let texts = [
+        "the cat sat on the mat",
+        "paris is the capital of france",
+        "a big dog in the city",
+        "we said it was good",
+    ];
     let mut rows = Vec::new();
     for i in 0..4 {
         rows.push(json!({"text": texts[i], "text_pair": texts[i], "score": 1.0}));
         rows.push(json!({"text": texts[i], "text_pair": texts[(i + 1) % 4], "score": 0.0}));
     }
-    let train = write_jsonl(&dir.path().join("train.jsonl"), &[rows.clone(), rows.clone(), rows].concat());
+    let train = write_jsonl(
+        &dir.path().join("train.jsonl"),
+        &[rows.clone(), rows.clone(), rows].concat(),
+    );
     let out = finetune(dir.path(), "similarity", &train, &train, "2", "1e-3", &[]);
-    assert!(Path::new(&out).join("modules.json").is_file() && Path::new(&out).join("1_Pooling/config.json").is_file());
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    assert!(
+        Path::new(&out).join("modules.json").is_file()
+            && Path::new(&out).join("1_Pooling/config.json").is_file()
+    );
+    let metrics: Value =
+        serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
     assert!(metrics["spearman"].as_f64().unwrap() > 0.5, "{metrics}");
     let predicted = lines(&ok(&["predict", "--model", &out, "--input", &train]));
-    assert!((predicted[0]["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-4, "identical texts: {}", predicted[0]);
+    assert!(
+        (predicted[0]["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+        "identical texts: {}",
+        predicted[0]
+    );
     // The saved bi-encoder embeds as a sentence-transformers model.
     let input = dir.path().join("texts.txt");
     std::fs::write(&input, "the cat sat\n").unwrap();
-    assert!(ok(&["embed", "--model", &out, "--input", input.to_str().unwrap()]).contains("embedding"));
+    assert!(
+        ok(&["embed", "--model", &out, "--input", input.to_str().unwrap()]).contains("embedding")
+    );
 
-    let bad = write_jsonl(&dir.path().join("bad.jsonl"), &[json!({"text": "a", "text_pair": "b"})]);
-    assert!(fails(&["eval", "--model", &out, "--data", &bad]).contains("bad.jsonl:1: no \"score\""));
+    let bad = write_jsonl(
+        &dir.path().join("bad.jsonl"),
+        &[json!({"text": "a", "text_pair": "b"})],
+    );
+    assert!(
+        fails(&["eval", "--model", &out, "--data", &bad]).contains("bad.jsonl:1: no \"score\"")
+    );
 }
 
 /// The same tasks take an XLNet model unchanged: its heads (sequence summary of the last token,
@@ -152,28 +339,80 @@ fn xlnet_fine_tunes_for_every_task() {
     let model = fixtures().join("xlnet/tiny-spiece").display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let architecture = |out: &str| -> Value {
-        let config: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(out).join("config.json")).unwrap()).unwrap();
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(out).join("config.json")).unwrap(),
+        )
+        .unwrap();
         config["architectures"][0].clone()
     };
     let rows: Vec<Value> = (0..24)
-        .map(|i| if i % 2 == 0 { json!({"text": "the cat sat on the mat", "label": "cat"}) } else { json!({"text": "Botchan went to a school far away in the country", "label": "city"}) })
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"text": "the cat sat on the mat", "label": "cat"})
+            } else {
+                json!({"text": "Botchan went to a school far away in the country", "label": "city"})
+            }
+        })
         .collect();
     let train = write_jsonl(&dir.path().join("seq.jsonl"), &rows);
-    let out = finetune_model(&model, dir.path(), "seq-cls", &train, &train, "4", "1e-3", &[]);
+    let out = finetune_model(
+        &model,
+        dir.path(),
+        "seq-cls",
+        &train,
+        &train,
+        "4",
+        "1e-3",
+        &[],
+    );
     assert_eq!(architecture(&out), "XLNetForSequenceClassification");
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
-    assert_eq!(metrics["accuracy"], 1.0, "two fixed sentences of different lengths are learned: {metrics}");
-    let input = write_jsonl(&dir.path().join("in.jsonl"), &[json!({"text": "the cat sat on the mat"}), json!({"text": "Botchan went to a school far away in the country"})]);
-    let predicted = lines(&ok(&["predict", "--model", &out, "--input", &input, "--batch-size", "2"]));
-    assert_eq!((predicted[0]["label"].as_str(), predicted[1]["label"].as_str()), (Some("cat"), Some("city")));
+    let metrics: Value =
+        serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    assert_eq!(
+        metrics["accuracy"], 1.0,
+        "two fixed sentences of different lengths are learned: {metrics}"
+    );
+    let input = write_jsonl(
+        &dir.path().join("in.jsonl"),
+        &[
+            json!({"text": "the cat sat on the mat"}),
+            json!({"text": "Botchan went to a school far away in the country"}),
+        ],
+    );
+    let predicted = lines(&ok(&[
+        "predict",
+        "--model",
+        &out,
+        "--input",
+        &input,
+        "--batch-size",
+        "2",
+    ]));
+    assert_eq!(
+        (
+            predicted[0]["label"].as_str(),
+            predicted[1]["label"].as_str()
+        ),
+        (Some("cat"), Some("city"))
+    );
 
     let tagged: Vec<Value> = (0..16)
         .map(|_| json!({"tokens": ["the", "cat", "sat", "in", "Tokyo"], "tags": ["O", "B-ANIMAL", "O", "O", "B-CITY"]}))
         .collect();
     let train = write_jsonl(&dir.path().join("tags.jsonl"), &tagged);
-    let out = finetune_model(&model, dir.path(), "token-cls", &train, &train, "10", "1e-2", &[]);
+    let out = finetune_model(
+        &model,
+        dir.path(),
+        "token-cls",
+        &train,
+        &train,
+        "10",
+        "1e-2",
+        &[],
+    );
     assert_eq!(architecture(&out), "XLNetForTokenClassification");
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
+    let metrics: Value =
+        serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train])).unwrap();
     assert_eq!(metrics["micro_avg"]["f1"], 1.0, "{metrics}");
 
     let contexts = ["the cat sat on the mat", "Tokyo is a big city"];
@@ -187,14 +426,32 @@ fn xlnet_fine_tunes_for_every_task() {
     let train = write_jsonl(&dir.path().join("qa.jsonl"), &qa);
     let out = finetune_model(&model, dir.path(), "qa", &train, &train, "8", "1e-3", &[]);
     assert_eq!(architecture(&out), "XLNetForQuestionAnsweringSimple");
-    let metrics: Value = serde_json::from_str(&ok(&["eval", "--model", &out, "--data", &train, "--max-length", "32"])).unwrap();
+    let metrics: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &train,
+        "--max-length",
+        "32",
+    ]))
+    .unwrap();
     assert!(metrics["f1"].as_f64().unwrap() > 50.0, "{metrics}");
 
     let pairs: Vec<Value> = (0..12)
         .map(|i| json!({"text": contexts[i % 2], "text_pair": contexts[(i / 2) % 2], "score": if i % 2 == (i / 2) % 2 { 1.0 } else { 0.0 }}))
         .collect();
     let train = write_jsonl(&dir.path().join("pairs.jsonl"), &pairs);
-    let out = finetune_model(&model, dir.path(), "similarity", &train, &train, "2", "1e-3", &[]);
+    let out = finetune_model(
+        &model,
+        dir.path(),
+        "similarity",
+        &train,
+        &train,
+        "2",
+        "1e-3",
+        &[],
+    );
     assert_eq!(architecture(&out), "XLNetModel");
     assert!(Path::new(&out).join("modules.json").is_file());
     ok(&["eval", "--model", &out, "--data", &train]);
@@ -209,6 +466,20 @@ fn xlnet_fine_tunes_for_every_task() {
         std::fs::copy(fixtures().join("bert/tiny-mlm").join(f), mixed.join(f)).unwrap();
     }
     let seq = dir.path().join("seq.jsonl").display().to_string();
-    let err = fails(&["finetune", "--task", "seq-cls", "--model", mixed.to_str().unwrap(), "--train", &seq, "--output", dir.path().join("x").to_str().unwrap(), "-q"]);
-    assert!(err.contains("ends every input with <cls>") && err.contains("mixed"), "{err}");
+    let err = fails(&[
+        "finetune",
+        "--task",
+        "seq-cls",
+        "--model",
+        mixed.to_str().unwrap(),
+        "--train",
+        &seq,
+        "--output",
+        dir.path().join("x").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        err.contains("ends every input with <cls>") && err.contains("mixed"),
+        "{err}"
+    );
 }

@@ -21,12 +21,20 @@ fn mpirun_command() -> Command {
 
 /// `mpirun -np 2 ptm ARGS`, loopback only (shared memory between local processes).
 fn mpirun(args: &[&str]) -> Output {
-    mpirun_command().arg(env!("CARGO_BIN_EXE_ptm")).args(args).args(["--threads", "1"]).output().unwrap()
+    mpirun_command()
+        .arg(env!("CARGO_BIN_EXE_ptm"))
+        .args(args)
+        .args(["--threads", "1"])
+        .output()
+        .unwrap()
 }
 
 /// `mpirun -np 2 sh -c SCRIPT`: a command line per rank ($OMPI_COMM_WORLD_RANK).
 fn mpirun_sh(script: &str) -> Output {
-    mpirun_command().args(["sh", "-c", script]).output().unwrap()
+    mpirun_command()
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -34,7 +42,12 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn succeeded(o: &Output) {
-    assert!(o.status.success(), "status {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "status {:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn losses(out: &Path) -> Vec<f64> {
@@ -48,7 +61,10 @@ fn losses(out: &Path) -> Vec<f64> {
 /// Every weight of two saved models within 1e-5 relative to the tensor's largest entry (the
 /// attention key biases, whose gradient is rounding noise that Adam scales up, excluded).
 fn same_weights(a: &Path, b: &Path) {
-    let load = |d: &Path| candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
     let (wa, wb) = (load(a), load(b));
     assert_eq!(wa.len(), wb.len());
     for (name, x) in &wa {
@@ -56,9 +72,26 @@ fn same_weights(a: &Path, b: &Path) {
             continue;
         }
         let y = &wb[name];
-        let scale = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
-        let diff = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff <= 1e-5 * scale, "{name}: differs by {diff} (largest entry {scale})");
+        let scale = x
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1e-6);
+        let diff = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: differs by {diff} (largest entry {scale})"
+        );
     }
 }
 
@@ -71,7 +104,8 @@ fn evals(out: &Path) -> Evals {
         .unwrap()
         .lines()
         .filter_map(|l| {
-            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(l).unwrap();
             let step = v.remove("step")?.as_u64()?;
             (!v.contains_key("loss")).then_some((step, v))
         })
@@ -81,12 +115,22 @@ fn evals(out: &Path) -> Evals {
 /// The same evaluations at the same steps, every metric within 1e-5 relative.
 fn assert_same_evals(ea: &Evals, eb: &Evals) {
     assert!(!eb.is_empty());
-    assert_eq!(ea.iter().map(|e| e.0).collect::<Vec<_>>(), eb.iter().map(|e| e.0).collect::<Vec<_>>());
+    assert_eq!(
+        ea.iter().map(|e| e.0).collect::<Vec<_>>(),
+        eb.iter().map(|e| e.0).collect::<Vec<_>>()
+    );
     for ((step, x), (_, y)) in ea.iter().zip(eb) {
-        assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "step {step}");
+        assert_eq!(
+            x.keys().collect::<Vec<_>>(),
+            y.keys().collect::<Vec<_>>(),
+            "step {step}"
+        );
         for (name, v) in x {
             let (v, w) = (v.as_f64().unwrap(), y[name].as_f64().unwrap());
-            assert!((v - w).abs() <= 1e-5 * w.abs().max(1e-3), "step {step} {name}: {v} vs {w}");
+            assert!(
+                (v - w).abs() <= 1e-5 * w.abs().max(1e-3),
+                "step {step} {name}: {v} vs {w}"
+            );
         }
     }
 }
@@ -94,13 +138,18 @@ fn assert_same_evals(ea: &Evals, eb: &Evals) {
 fn assert_same_losses(a: &[f64], b: &[f64]) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= 1e-5 * y.abs(), "step {}: {x} vs {y}", i + 1);
+        assert!(
+            (x - y).abs() <= 1e-5 * y.abs(),
+            "step {}: {x} vs {y}",
+            i + 1
+        );
     }
 }
 
 /// The tiny BERT of the embedded default without dropout (its draws depend on the batch shape).
 fn no_dropout_config(dir: &Path) -> String {
-    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data("tiny-bert.json")).unwrap()).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("tiny-bert.json")).unwrap()).unwrap();
     c["hidden_dropout_prob"] = 0.0.into();
     c["attention_probs_dropout_prob"] = 0.0.into();
     let path = dir.join("config.json");
@@ -113,19 +162,51 @@ fn two_processes_pretrain_as_one_with_twice_the_batch_and_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let config = no_dropout_config(dir.path());
     let text = std::fs::read_to_string(data("austen/persuasion.txt")).unwrap();
-    let (corpus, held_out) = (dir.path().join("corpus.txt"), dir.path().join("held-out.txt"));
+    let (corpus, held_out) = (
+        dir.path().join("corpus.txt"),
+        dir.path().join("held-out.txt"),
+    );
     std::fs::write(&corpus, &text[..40_000]).unwrap();
     std::fs::write(&held_out, &text[40_000..46_000]).unwrap();
     let (corpus, held_out) = (corpus.display().to_string(), held_out.display().to_string());
     let tokenizer = data("tokenizer");
     // The held-out loss in batches of 4 every 2 steps, split between the processes of a run.
     let args = |out: &Path, batch: &'static str, steps: &'static str| -> Vec<String> {
-        ["pretrain", "--config", &config, "--tokenizer", &tokenizer, "--train", &corpus, "--eval", &held_out, "--output",
-         out.to_str().unwrap(), "--max-steps", steps, "--batch-size", batch, "--seq-len", "32", "--lr", "1e-3",
-         "--warmup-steps", "2", "--log-every", "1", "--save-every", "3", "--eval-every", "2", "--eval-batch-size", "4", "-q"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "pretrain",
+            "--config",
+            &config,
+            "--tokenizer",
+            &tokenizer,
+            "--train",
+            &corpus,
+            "--eval",
+            &held_out,
+            "--output",
+            out.to_str().unwrap(),
+            "--max-steps",
+            steps,
+            "--batch-size",
+            batch,
+            "--seq-len",
+            "32",
+            "--lr",
+            "1e-3",
+            "--warmup-steps",
+            "2",
+            "--log-every",
+            "1",
+            "--save-every",
+            "3",
+            "--eval-every",
+            "2",
+            "--eval-batch-size",
+            "4",
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let run1 = |v: Vec<String>| ptm(&strs(&v));
     let run2 = |v: Vec<String>| mpirun(&strs(&v));
@@ -136,8 +217,14 @@ fn two_processes_pretrain_as_one_with_twice_the_batch_and_resume_exactly() {
     succeeded(&run2(args(&two, "4", "6")));
     assert_same_losses(&losses(&two), &losses(&one));
     same_weights(&two, &one);
-    assert!(!losses(&one).windows(2).all(|w| w[0] == w[1]), "the loss moves");
-    assert_eq!(evals(&one).iter().map(|e| e.0).collect::<Vec<_>>(), [0, 2, 4, 6]);
+    assert!(
+        !losses(&one).windows(2).all(|w| w[0] == w[1]),
+        "the loss moves"
+    );
+    assert_eq!(
+        evals(&one).iter().map(|e| e.0).collect::<Vec<_>>(),
+        [0, 2, 4, 6]
+    );
     assert_same_evals(&evals(&two), &evals(&one));
 
     // Stopped after a checkpoint and resumed with 2 processes: the uninterrupted curve.
@@ -148,16 +235,32 @@ fn two_processes_pretrain_as_one_with_twice_the_batch_and_resume_exactly() {
     // The same checkpoint resumed by 1 process: it says what changes, and from step 4 each
     // step takes the next 4 examples instead of 8.
     let regrouped = dir.path().join("regrouped");
-    let mut alone: Vec<String> = args(&regrouped, "4", "6").into_iter().filter(|a| a != "-q").collect();
+    let mut alone: Vec<String> = args(&regrouped, "4", "6")
+        .into_iter()
+        .filter(|a| a != "-q")
+        .collect();
     alone.extend(["--resume".to_string(), checkpoint.clone()]);
     let o = run1(alone);
     succeeded(&o);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("resuming a run of 2 processes with 1") && err.contains("4 examples instead of 8"), "{err}");
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(regrouped.join("checkpoint-6/trainer_state.json")).unwrap()).unwrap();
-    assert_eq!((state["global_step"].as_u64(), state["world_size"].as_u64()), (Some(6), Some(1)));
-    assert_eq!(state["epoch_position"].as_u64(), Some(3 * 8 + 3 * 4), "{state}");
+    assert!(
+        err.contains("resuming a run of 2 processes with 1")
+            && err.contains("4 examples instead of 8"),
+        "{err}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(regrouped.join("checkpoint-6/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (state["global_step"].as_u64(), state["world_size"].as_u64()),
+        (Some(6), Some(1))
+    );
+    assert_eq!(
+        state["epoch_position"].as_u64(),
+        Some(3 * 8 + 3 * 4),
+        "{state}"
+    );
     assert_eq!(losses(&regrouped).len(), 3);
 
     let mut resumed = args(&part, "4", "6");
@@ -176,24 +279,62 @@ fn two_processes_fine_tune_as_one_with_twice_the_batch() {
     // The tiny BERT fixture with its dropout off.
     let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
-    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         std::fs::copy(fixtures().join("bert/tiny-mlm").join(f), model.join(f)).unwrap();
     }
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("bert/tiny-mlm/config.json")).unwrap()).unwrap();
+    let mut c: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("bert/tiny-mlm/config.json")).unwrap(),
+    )
+    .unwrap();
     c["hidden_dropout_prob"] = 0.0.into();
     c["attention_probs_dropout_prob"] = 0.0.into();
     std::fs::write(model.join("config.json"), c.to_string()).unwrap();
-    let texts = [("the cat sat on the mat", "cat"), ("paris is the capital of france", "city"), ("a big dog", "cat"), ("the city of paris", "city")];
-    let rows: String = (0..32).map(|i| format!("{}\n", serde_json::json!({"text": texts[i % 4].0, "label": texts[i % 4].1}))).collect();
+    let texts = [
+        ("the cat sat on the mat", "cat"),
+        ("paris is the capital of france", "city"),
+        ("a big dog", "cat"),
+        ("the city of paris", "city"),
+    ];
+    let rows: String = (0..32)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"text": texts[i % 4].0, "label": texts[i % 4].1})
+            )
+        })
+        .collect();
     let train = dir.path().join("train.jsonl");
     std::fs::write(&train, rows).unwrap();
     let args = |out: &Path, batch: &'static str| -> Vec<String> {
-        ["finetune", "--task", "seq-cls", "--model", model.to_str().unwrap(), "--train", train.to_str().unwrap(), "--eval",
-         train.to_str().unwrap(), "--output", out.to_str().unwrap(), "--epochs", "2", "--batch-size", batch, "--eval-batch-size", "8", "--lr", "1e-3", "-q"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "finetune",
+            "--task",
+            "seq-cls",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--eval",
+            train.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch-size",
+            batch,
+            "--eval-batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let one = dir.path().join("one");
     succeeded(&ptm(&strs(&args(&one, "8"))));
@@ -204,7 +345,12 @@ fn two_processes_fine_tune_as_one_with_twice_the_batch() {
     same_weights(&two, &one);
     assert_same_evals(&evals(&two), &evals(&one));
     // Rank 0 alone printed the kept model's evaluation.
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 /// Rank 1 cannot read its training file: the job ends at once, naming the rank and the file,
@@ -224,8 +370,15 @@ fn a_failing_rank_ends_the_job_with_its_rank_and_cause() {
     ));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("rank 1 of 2") && err.contains("/nonexistent/shard.txt"), "{err}");
-    assert!(started.elapsed().as_secs() < 60, "the job took {:?}", started.elapsed());
+    assert!(
+        err.contains("rank 1 of 2") && err.contains("/nonexistent/shard.txt"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the job took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Rank 1 diverges (its optimizer steps with a learning rate of 1e30), so its loss turns NaN:
@@ -252,11 +405,22 @@ fn a_nan_on_one_rank_ends_the_job_and_the_last_checkpoint_resumes() {
     let o = train("1e30", 6, &resume);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("rank 1 of 2") && (err.contains("the loss is") || err.contains("the gradient norm is")), "{err}");
-    assert!(started.elapsed().as_secs() < 60, "the job took {:?}", started.elapsed());
+    assert!(
+        err.contains("rank 1 of 2")
+            && (err.contains("the loss is") || err.contains("the gradient norm is")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the job took {:?}",
+        started.elapsed()
+    );
     // Rank 0 saves nothing after step 2 (every 2 steps; it never finished step 4).
-    let checkpoints: Vec<String> =
-        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint")).collect();
+    let checkpoints: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint"))
+        .collect();
     assert_eq!(checkpoints, ["checkpoint-2"]);
     succeeded(&train("1e-3", 4, &resume));
     assert_eq!(losses(&out).len(), 4);

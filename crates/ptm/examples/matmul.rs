@@ -21,5 +21,7 @@ fn main() {
     let k = Tensor::randn(0f32, 1.0, (384, 128, 32), &d).unwrap();
     let linear = gflops(&x, &w.t().unwrap(), 2.0 * 4096.0 * 384.0 * 1536.0);
     let scores = gflops(&q, &k.t().unwrap(), 2.0 * 384.0 * 128.0 * 128.0 * 32.0);
-    println!("{{\"linear_4096x384x1536\": {linear:.1}, \"attention_scores_384x128x128x32\": {scores:.1}}}");
+    println!(
+        "{{\"linear_4096x384x1536\": {linear:.1}, \"attention_scores_384x128x128x32\": {scores:.1}}}"
+    );
 }

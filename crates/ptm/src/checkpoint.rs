@@ -58,7 +58,12 @@ impl Weights {
         }
         Err(Error::NoWeights {
             dir: dir.to_path_buf(),
-            looked_for: vec![SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN, PYTORCH_BIN_INDEX],
+            looked_for: vec![
+                SAFETENSORS,
+                SAFETENSORS_INDEX,
+                PYTORCH_BIN,
+                PYTORCH_BIN_INDEX,
+            ],
         })
     }
 
@@ -74,7 +79,11 @@ impl Weights {
             }
             readers.push(st);
         }
-        Ok(Weights { files: files.to_vec(), backend: Backend::Safetensors(readers), routing })
+        Ok(Weights {
+            files: files.to_vec(),
+            backend: Backend::Safetensors(readers),
+            routing,
+        })
     }
 
     pub fn from_pytorch(files: &[PathBuf]) -> Result<Self> {
@@ -87,13 +96,21 @@ impl Weights {
             }
             readers.push(pth);
         }
-        Ok(Weights { files: files.to_vec(), backend: Backend::Pickle(readers), routing })
+        Ok(Weights {
+            files: files.to_vec(),
+            backend: Backend::Pickle(readers),
+            routing,
+        })
     }
 
     /// Weights held in memory, e.g. built by a program or a test.
     pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Self {
         let routing = tensors.keys().map(|k| (k.clone(), 0)).collect();
-        Weights { files: Vec::new(), backend: Backend::Memory(tensors), routing }
+        Weights {
+            files: Vec::new(),
+            backend: Backend::Memory(tensors),
+            routing,
+        }
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -121,7 +138,10 @@ impl Weights {
         let i = *self.routing.get(name)?;
         match &self.backend {
             Backend::Safetensors(r) => r[i].get(name).ok().map(|v| v.shape().to_vec()),
-            Backend::Pickle(r) => r[i].tensor_infos().get(name).map(|t| t.layout.dims().to_vec()),
+            Backend::Pickle(r) => r[i]
+                .tensor_infos()
+                .get(name)
+                .map(|t| t.layout.dims().to_vec()),
             Backend::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
         }
     }
@@ -134,7 +154,9 @@ impl Weights {
         })?;
         let loaded = match &self.backend {
             Backend::Safetensors(r) => match r[i].get(name) {
-                Ok(view) if view.dtype() == safetensors::Dtype::I8 => return self.dequantize(name, &view, dtype, device),
+                Ok(view) if view.dtype() == safetensors::Dtype::I8 => {
+                    return self.dequantize(name, &view, dtype, device);
+                }
                 _ => r[i].load(name, device),
             },
             Backend::Pickle(r) => r[i].get(name).and_then(|t| {
@@ -143,30 +165,50 @@ impl Weights {
             }),
             Backend::Memory(m) => m[name].to_device(device),
         };
-        let tensor = loaded.map_err(|e| bad(&self.file_of(name), format!("weight `{name}`: {e}")))?;
+        let tensor =
+            loaded.map_err(|e| bad(&self.file_of(name), format!("weight `{name}`: {e}")))?;
         Ok(tensor.to_dtype(dtype)?)
     }
 }
 
 impl Weights {
     /// An int8 weight times its `_scale` tensor (values × scale broadcast), as f32.
-    fn dequantize(&self, name: &str, view: &safetensors::tensor::TensorView<'_>, dtype: DType, device: &Device) -> Result<Tensor> {
+    fn dequantize(
+        &self,
+        name: &str,
+        view: &safetensors::tensor::TensorView<'_>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let scale_name = format!("{name}{INT8_SCALE_SUFFIX}");
         if !self.contains(&scale_name) {
-            return Err(bad(&self.file_of(name), format!("int8 weight `{name}` has no `{scale_name}`")));
+            return Err(bad(
+                &self.file_of(name),
+                format!("int8 weight `{name}` has no `{scale_name}`"),
+            ));
         }
         let values: Vec<f32> = view.data().iter().map(|&b| b as i8 as f32).collect();
         let values = Tensor::from_vec(values, view.shape(), device)?;
         let scale = self.load(&scale_name, DType::F32, device)?;
         let weight = values.broadcast_mul(&scale).map_err(|e| {
-            bad(&self.file_of(name), format!("int8 weight `{name}` {:?} and `{scale_name}` {:?}: {e}", view.shape(), scale.dims()))
+            bad(
+                &self.file_of(name),
+                format!(
+                    "int8 weight `{name}` {:?} and `{scale_name}` {:?}: {e}",
+                    view.shape(),
+                    scale.dims()
+                ),
+            )
         })?;
         Ok(weight.to_dtype(dtype)?)
     }
 }
 
 fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::BadWeights { path: path.to_path_buf(), message: e.to_string() }
+    Error::BadWeights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// The shard files named by a `*.index.json`, each checked to exist.
@@ -190,7 +232,11 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
             if p.is_file() {
                 Ok(p)
             } else {
-                Err(Error::config(index, "weight_map", format!("shard {f} is missing")))
+                Err(Error::config(
+                    index,
+                    "weight_map",
+                    format!("shard {f} is missing"),
+                ))
             }
         })
         .collect()
@@ -199,7 +245,13 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
 /// Writes named tensors as `path` (safetensors with HF's `{"format": "pt"}` metadata, which
 /// transformers requires), atomically.
 pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    save_safetensors_entries(tensors.iter().map(|(n, t)| (n.clone(), SavedTensor::Float(t.clone()))).collect(), path)
+    save_safetensors_entries(
+        tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), SavedTensor::Float(t.clone())))
+            .collect(),
+        path,
+    )
 }
 
 /// Names the per-output-feature scales of an int8 weight: `X.weight` has `X.weight_scale`.
@@ -209,7 +261,10 @@ pub const INT8_SCALE_SUFFIX: &str = "_scale";
 pub enum SavedTensor {
     Float(Tensor),
     /// Symmetric int8 values; their scale is a separate f32 tensor.
-    Int8 { values: Vec<i8>, shape: Vec<usize> },
+    Int8 {
+        values: Vec<i8>,
+        shape: Vec<usize>,
+    },
 }
 
 impl SavedTensor {
@@ -217,17 +272,32 @@ impl SavedTensor {
     /// (out, in) weight has scales (out, 1); a `transposed` (in, out) one (GPT-2's Conv1D)
     /// has (1, out), so that values × scale broadcasts back in either layout.
     pub fn int8(weight: &Tensor, transposed: bool) -> Result<(SavedTensor, SavedTensor)> {
-        let rows = if transposed { weight.t()? } else { weight.clone() }; // (out, in)
+        let rows = if transposed {
+            weight.t()?
+        } else {
+            weight.clone()
+        }; // (out, in)
         let (out, inp) = rows.dims2()?;
         let data: Vec<f32> = rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let (q, scale) = crate::nn::quantize_int8_rows(&data, inp);
         let (values, scale_shape) = if transposed {
-            ((0..inp * out).map(|i| q[(i % out) * inp + i / out]).collect(), (1, out))
+            (
+                (0..inp * out)
+                    .map(|i| q[(i % out) * inp + i / out])
+                    .collect(),
+                (1, out),
+            )
         } else {
             (q, (out, 1))
         };
         let scale = Tensor::from_vec(scale, scale_shape, &Device::Cpu)?;
-        Ok((SavedTensor::Int8 { values, shape: weight.dims().to_vec() }, SavedTensor::Float(scale)))
+        Ok((
+            SavedTensor::Int8 {
+                values,
+                shape: weight.dims().to_vec(),
+            },
+            SavedTensor::Float(scale),
+        ))
     }
 }
 
@@ -269,14 +339,20 @@ pub fn save_safetensors_entries(tensors: Vec<(String, SavedTensor)>, path: &Path
     let entries: Vec<(String, Entry)> = tensors
         .into_iter()
         .map(|(n, t)| {
-            Ok((n, match t {
-                SavedTensor::Float(t) => Entry::Float(t.to_device(&Device::Cpu)?.contiguous()?),
-                SavedTensor::Int8 { values, shape } => Entry::Int8(values.into_iter().map(|v| v as u8).collect(), shape),
-            }))
+            Ok((
+                n,
+                match t {
+                    SavedTensor::Float(t) => Entry::Float(t.to_device(&Device::Cpu)?.contiguous()?),
+                    SavedTensor::Int8 { values, shape } => {
+                        Entry::Int8(values.into_iter().map(|v| v as u8).collect(), shape)
+                    }
+                },
+            ))
         })
         .collect::<Result<_>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(entries.iter().map(|(n, e)| (n.as_str(), e)), Some(metadata))
-        .map_err(|e| bad(path, e))?;
+    let bytes =
+        safetensors::serialize(entries.iter().map(|(n, e)| (n.as_str(), e)), Some(metadata))
+            .map_err(|e| bad(path, e))?;
     crate::io::write_atomic(path, &bytes)
 }

@@ -9,10 +9,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     // The cause is in the message, not chained as a source, so `{:#}` does not repeat it.
     #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 
     #[error("{path}: invalid JSON: {cause}")]
-    Json { path: PathBuf, cause: serde_json::Error },
+    Json {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
 
     #[error("{path}: field `{field}`: {message}")]
     Config {
@@ -74,22 +80,35 @@ fn source_desc(files: &[PathBuf]) -> String {
         [one] => one.display().to_string(),
         many => format!(
             "the checkpoint ({})",
-            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), cause: source }
+        Error::Io {
+            path: path.into(),
+            cause: source,
+        }
     }
 
     pub fn config(path: impl Into<PathBuf>, field: &str, message: impl Into<String>) -> Self {
-        Error::Config { path: path.into(), field: field.to_string(), message: message.into() }
+        Error::Config {
+            path: path.into(),
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 
     pub fn tokenizer(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::Tokenizer { path: path.into(), message: message.to_string() }
+        Error::Tokenizer {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {

@@ -66,7 +66,9 @@ impl CausalLM for Gpt2LMHeadModel {
     }
 
     fn step(&self, input: DecoderInput, cache: &mut DecodeCache) -> Result<Tensor> {
-        let DecodeCache::Kv(cache) = cache else { return Err(Error::invalid("GPT-2 decodes with a key/value cache")) };
+        let DecodeCache::Kv(cache) = cache else {
+            return Err(Error::invalid("GPT-2 decodes with a key/value cache"));
+        };
         Ok(self.forward(input, None, Some(cache), Mode::Eval)?.logits)
     }
 
@@ -89,19 +91,25 @@ impl CausalLM for XlnetLMHeadModel {
     }
 
     fn step(&self, input: DecoderInput, cache: &mut DecodeCache) -> Result<Tensor> {
-        let DecodeCache::Mems(state) = cache else { return Err(Error::invalid("XLNet decodes with its memory")) };
+        let DecodeCache::Mems(state) = cache else {
+            return Err(Error::invalid("XLNet decodes with its memory"));
+        };
         // transformers drops the attention mask of XLNet's generation inputs, so padding
         // would be attended to: refuse it rather than differ.
         if let Some(m) = input.attention_mask
             && m.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()? < 1.0
         {
-            return Err(Error::invalid("XLNet generates one prompt per batch (it cannot mask padding): use a batch size of 1"));
+            return Err(Error::invalid(
+                "XLNet generates one prompt per batch (it cannot mask padding): use a batch size of 1",
+            ));
         }
         self.generation_step(input.input_ids, state)
     }
 
     fn loss(&self, _input_ids: &Tensor, _labels: &Tensor) -> Result<Tensor> {
-        Err(Error::invalid("XLNet has no left-to-right loss; perplexity needs a causal LM (gpt2)"))
+        Err(Error::invalid(
+            "XLNet has no left-to-right loss; perplexity needs a causal LM (gpt2)",
+        ))
     }
 
     fn max_positions(&self) -> usize {
@@ -118,11 +126,21 @@ pub fn load_causal_lm(
     let (model, generation): (Box<dyn CausalLM>, GenerationConfig) = match &pretrained.config {
         crate::config::ModelConfig::Gpt2(cfg) => (
             Box::new(Gpt2LMHeadModel::new(cfg, &store.root())?),
-            GenerationConfig::from_dir(&pretrained.dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id)?,
+            GenerationConfig::from_dir(
+                &pretrained.dir,
+                cfg.eos_token_ids(),
+                cfg.bos_token_id,
+                cfg.pad_token_id,
+            )?,
         ),
         crate::config::ModelConfig::Xlnet(cfg) => (
             Box::new(XlnetLMHeadModel::new(cfg, &store.root())?),
-            GenerationConfig::from_dir(&pretrained.dir, cfg.eos_token_ids(), cfg.bos_token_id, cfg.pad_token_id)?,
+            GenerationConfig::from_dir(
+                &pretrained.dir,
+                cfg.eos_token_ids(),
+                cfg.bos_token_id,
+                cfg.pad_token_id,
+            )?,
         ),
         other => {
             return Err(Error::invalid(format!(
@@ -139,12 +157,21 @@ pub fn load_causal_lm(
 
 /// Sliding-window perplexity, as the transformers documentation computes it: windows of
 /// `max_length` tokens advancing by `stride`, each scoring only the tokens it adds.
-pub fn perplexity(model: &dyn CausalLM, ids: &[u32], max_length: usize, stride: usize) -> Result<(f64, usize)> {
+pub fn perplexity(
+    model: &dyn CausalLM,
+    ids: &[u32],
+    max_length: usize,
+    stride: usize,
+) -> Result<(f64, usize)> {
     if ids.len() < 2 {
-        return Err(Error::invalid("perplexity needs a text of at least two tokens"));
+        return Err(Error::invalid(
+            "perplexity needs a text of at least two tokens",
+        ));
     }
     if stride == 0 || stride > max_length {
-        return Err(Error::invalid(format!("stride must be in 1..={max_length}, got {stride}")));
+        return Err(Error::invalid(format!(
+            "stride must be in 1..={max_length}, got {stride}"
+        )));
     }
     let device = Device::Cpu;
     let (mut nll_sum, mut counted, mut prev_end) = (0f64, 0usize, 0usize);
@@ -156,15 +183,28 @@ pub fn perplexity(model: &dyn CausalLM, ids: &[u32], max_length: usize, stride: 
         let labels: Vec<i64> = window
             .iter()
             .enumerate()
-            .map(|(i, &t)| if i + target_len < window.len() { -100 } else { i64::from(t) })
+            .map(|(i, &t)| {
+                if i + target_len < window.len() {
+                    -100
+                } else {
+                    i64::from(t)
+                }
+            })
             .collect();
         let n = window.len();
         let input = Tensor::from_vec(window.to_vec(), (1, n), &device)?;
         let labels_t = Tensor::from_vec(labels.clone(), (1, n), &device)?;
         // Weighted as the documentation does: valid labels minus one for the shift.
-        let scored = labels.iter().filter(|l| **l != -100).count().saturating_sub(1);
+        let scored = labels
+            .iter()
+            .filter(|l| **l != -100)
+            .count()
+            .saturating_sub(1);
         if scored > 0 {
-            let loss = model.loss(&input, &labels_t)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let loss = model
+                .loss(&input, &labels_t)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
             nll_sum += loss * scored as f64;
             counted += scored;
         }
@@ -256,13 +296,26 @@ impl Default for GenerationConfig {
 impl GenerationConfig {
     /// `dir/generation_config.json` when present (null fields take the defaults), else defaults;
     /// token ids the file lacks come from the model's config.
-    pub fn from_dir(dir: &Path, model_eos: Vec<u32>, model_bos: Option<u32>, model_pad: Option<u32>) -> Result<Self> {
+    pub fn from_dir(
+        dir: &Path,
+        model_eos: Vec<u32>,
+        model_bos: Option<u32>,
+        model_pad: Option<u32>,
+    ) -> Result<Self> {
         let path = dir.join(GENERATION_CONFIG);
         let mut cfg = if path.is_file() {
             let value: serde_json::Value = crate::io::read_json(&path)?;
             let fields: serde_json::Map<String, serde_json::Value> = match value {
-                serde_json::Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
-                _ => return Err(Error::config(&path, "(top level)", "expected a JSON object")),
+                serde_json::Value::Object(m) => {
+                    m.into_iter().filter(|(_, v)| !v.is_null()).collect()
+                }
+                _ => {
+                    return Err(Error::config(
+                        &path,
+                        "(top level)",
+                        "expected a JSON object",
+                    ));
+                }
             };
             crate::config::from_value(serde_json::Value::Object(fields), &path)?
         } else {
@@ -278,11 +331,16 @@ impl GenerationConfig {
 
     /// The padding id: the configured one, else the first EOS (as transformers falls back).
     pub fn pad_id(&self) -> u32 {
-        self.pad_token_id.or(self.eos_ids().first().copied()).unwrap_or(0)
+        self.pad_token_id
+            .or(self.eos_ids().first().copied())
+            .unwrap_or(0)
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     /// Checks the settings, naming the one that is wrong.
@@ -292,15 +350,22 @@ impl GenerationConfig {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(self.temperature > 0.0) && self.do_sample {
-            return bad(format!("temperature must be positive, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be positive, got {}",
+                self.temperature
+            ));
         }
         if self.num_beams == 0 {
             return bad("num_beams must be at least 1".into());
         }
         if self.num_beams > 1 && self.do_sample {
-            return bad("beam sampling is not supported; use --num-beams or --do-sample, not both".into());
+            return bad(
+                "beam sampling is not supported; use --num-beams or --do-sample, not both".into(),
+            );
         }
-        if self.num_return_sequences == 0 || (self.num_return_sequences > 1 && !self.do_sample && self.num_beams == 1) {
+        if self.num_return_sequences == 0
+            || (self.num_return_sequences > 1 && !self.do_sample && self.num_beams == 1)
+        {
             return bad("num_return_sequences > 1 needs sampling or beam search".into());
         }
         if self.num_beams > 1 && self.num_return_sequences > self.num_beams {
@@ -310,13 +375,17 @@ impl GenerationConfig {
             ));
         }
         if !(self.repetition_penalty > 0.0) {
-            return bad(format!("repetition_penalty must be positive, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetition_penalty must be positive, got {}",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
 
     fn new_token_limit(&self, prompt_len: usize) -> usize {
-        self.max_new_tokens.unwrap_or(self.max_length.saturating_sub(prompt_len))
+        self.max_new_tokens
+            .unwrap_or(self.max_length.saturating_sub(prompt_len))
     }
 }
 
@@ -371,7 +440,10 @@ fn banned_ngram_tokens(ids: &[u32], n: usize) -> Vec<u32> {
         return Vec::new();
     }
     let prefix = &ids[ids.len() + 1 - n..];
-    ids.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
+    ids.windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 /// Keeps the k highest scores (and any tied with the k-th), the rest to -inf.
@@ -383,7 +455,10 @@ pub fn top_k_filter(scores: &mut [f32], k: usize) {
     let mut sorted: Vec<f32> = scores.to_vec();
     sorted.sort_by(|a, b| b.total_cmp(a));
     let kth = sorted[k - 1];
-    scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
+    scores
+        .iter_mut()
+        .filter(|s| **s < kth)
+        .for_each(|s| *s = f32::NEG_INFINITY);
 }
 
 /// Nucleus filtering as transformers does it: in ascending order, tokens whose cumulative
@@ -433,10 +508,18 @@ impl Prefill {
     fn run(model: &dyn CausalLM, rows: &[&Vec<u32>], pad: u32) -> Result<Self> {
         let b = rows.len();
         let width = rows.iter().map(|p| p.len()).max().unwrap_or(0);
-        let (mut seqs, mut mask, mut positions) = (Vec::with_capacity(b), Vec::with_capacity(b * width), Vec::with_capacity(b * width));
+        let (mut seqs, mut mask, mut positions) = (
+            Vec::with_capacity(b),
+            Vec::with_capacity(b * width),
+            Vec::with_capacity(b * width),
+        );
         for p in rows {
             let n_pad = width - p.len();
-            seqs.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect::<Vec<u32>>());
+            seqs.push(
+                std::iter::repeat_n(pad, n_pad)
+                    .chain(p.iter().copied())
+                    .collect::<Vec<u32>>(),
+            );
             mask.extend(std::iter::repeat_n(0, n_pad).chain(std::iter::repeat_n(1, p.len())));
             positions.extend(std::iter::repeat_n(1u32, n_pad).chain(0..p.len() as u32));
         }
@@ -446,11 +529,22 @@ impl Prefill {
         let m = Tensor::from_vec(mask.clone(), (b, width), &device)?;
         let mut cache = model.new_cache();
         let logits = last_position(&model.step(
-            DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) },
+            DecoderInput {
+                input_ids: &ids,
+                attention_mask: Some(&m),
+                position_ids: Some(&pos),
+            },
             &mut cache,
         )?)?;
         let next_pos = rows.iter().map(|p| p.len() as u32).collect();
-        Ok(Prefill { seqs, mask, width, next_pos, cache, logits })
+        Ok(Prefill {
+            seqs,
+            mask,
+            width,
+            next_pos,
+            cache,
+            logits,
+        })
     }
 
     /// Feeds one token per row (rows already reordered to follow their beams).
@@ -469,7 +563,11 @@ impl Prefill {
         self.next_pos.iter_mut().for_each(|p| *p += 1);
         let m = Tensor::from_vec(self.mask.clone(), (b, self.width), &device)?;
         self.logits = last_position(&model.step(
-            DecoderInput { input_ids: &ids, attention_mask: Some(&m), position_ids: Some(&pos) },
+            DecoderInput {
+                input_ids: &ids,
+                attention_mask: Some(&m),
+                position_ids: Some(&pos),
+            },
             &mut self.cache,
         )?)?;
         Ok(())
@@ -478,10 +576,17 @@ impl Prefill {
     /// Keeps the rows `from[i]` as new row i: mask, positions, sequences and cache follow.
     fn reorder(&mut self, from: &[usize]) -> Result<()> {
         let w = self.width;
-        self.mask = from.iter().flat_map(|&r| self.mask[r * w..(r + 1) * w].to_vec()).collect();
+        self.mask = from
+            .iter()
+            .flat_map(|&r| self.mask[r * w..(r + 1) * w].to_vec())
+            .collect();
         self.next_pos = from.iter().map(|&r| self.next_pos[r]).collect();
         self.seqs = from.iter().map(|&r| self.seqs[r].clone()).collect();
-        let idx = Tensor::from_vec(from.iter().map(|&r| r as u32).collect::<Vec<_>>(), from.len(), &Device::Cpu)?;
+        let idx = Tensor::from_vec(
+            from.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            from.len(),
+            &Device::Cpu,
+        )?;
         self.cache.select_rows(&idx)
     }
 }
@@ -499,7 +604,9 @@ pub fn generate(
 ) -> Result<Vec<Generation>> {
     cfg.validate()?;
     if prompts.iter().any(|p| p.is_empty()) {
-        return Err(Error::invalid("an empty prompt: give at least one token (e.g. the BOS token)"));
+        return Err(Error::invalid(
+            "an empty prompt: give at least one token (e.g. the BOS token)",
+        ));
     }
     let prompt_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let limit = cfg.new_token_limit(prompt_len);
@@ -512,14 +619,21 @@ pub fn generate(
     if cfg.num_beams > 1 {
         return beam_search(model, prompts, cfg, limit, stop);
     }
-    let rows: Vec<&Vec<u32>> =
-        prompts.iter().flat_map(|p| std::iter::repeat_n(p, cfg.num_return_sequences)).collect();
+    let rows: Vec<&Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, cfg.num_return_sequences))
+        .collect();
     let b = rows.len();
     let eos = cfg.eos_ids();
     let pad = cfg.pad_id();
     let mut state = Prefill::run(model, &rows, pad)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut out: Vec<Generation> = (0..b).map(|_| Generation { token_ids: Vec::new(), finish_reason: "length" }).collect();
+    let mut out: Vec<Generation> = (0..b)
+        .map(|_| Generation {
+            token_ids: Vec::new(),
+            finish_reason: "length",
+        })
+        .collect();
     let mut done = vec![false; b];
     for step in 0..limit {
         let mut chosen = Vec::with_capacity(b);
@@ -531,7 +645,11 @@ pub fn generate(
                 continue;
             }
             process_logits(cfg, &state.seqs[row], step, scores);
-            let t = if cfg.do_sample { sample(scores, &mut rng)? } else { argmax(scores) };
+            let t = if cfg.do_sample {
+                sample(scores, &mut rng)?
+            } else {
+                argmax(scores)
+            };
             chosen.push(t);
             state.seqs[row].push(t);
             out[row].token_ids.push(t);
@@ -575,7 +693,10 @@ fn beam_search(
     let beams = cfg.num_beams;
     let eos = cfg.eos_ids();
     let keep = 2.max(1 + eos.len()) * beams;
-    let rows: Vec<&Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p, beams)).collect();
+    let rows: Vec<&Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, beams))
+        .collect();
     let mut state = Prefill::run(model, &rows, cfg.pad_id())?;
     let prompt_len = state.width;
     let max_length = prompt_len + limit;
@@ -583,10 +704,29 @@ fn beam_search(
 
     let n = prompts.len();
     let mut running: Vec<Vec<Hypothesis>> = (0..n)
-        .map(|_| (0..beams).map(|k| Hypothesis { tokens: Vec::new(), score: if k == 0 { 0.0 } else { NEG } }).collect())
+        .map(|_| {
+            (0..beams)
+                .map(|k| Hypothesis {
+                    tokens: Vec::new(),
+                    score: if k == 0 { 0.0 } else { NEG },
+                })
+                .collect()
+        })
         .collect();
-    let mut finished: Vec<Vec<(Hypothesis, bool)>> =
-        (0..n).map(|_| vec![(Hypothesis { tokens: Vec::new(), score: NEG }, false); beams]).collect();
+    let mut finished: Vec<Vec<(Hypothesis, bool)>> = (0..n)
+        .map(|_| {
+            vec![
+                (
+                    Hypothesis {
+                        tokens: Vec::new(),
+                        score: NEG
+                    },
+                    false
+                );
+                beams
+            ]
+        })
+        .collect();
     let mut improvable = vec![true; n];
     let mut cur_len = prompt_len;
     loop {
@@ -602,7 +742,12 @@ fn beam_search(
                 log_softmax_in_place(scores);
                 process_logits(cfg, &state.seqs[row], cur_len - prompt_len, scores);
                 let base = running[p][k].score;
-                cands.extend(scores.iter().enumerate().map(|(t, s)| (s + base, k, t as u32)));
+                cands.extend(
+                    scores
+                        .iter()
+                        .enumerate()
+                        .map(|(t, s)| (s + base, k, t as u32)),
+                );
             }
             let top = top_by_score(cands, keep);
             let hits: Vec<bool> = top
@@ -610,7 +755,9 @@ fn beam_search(
                 .map(|&(_, k, t)| {
                     let mut tokens = running[p][k].tokens.clone();
                     tokens.push(t);
-                    eos.contains(&t) || cur_len + 1 >= max_length || stop.is_some_and(|f| f(&tokens))
+                    eos.contains(&t)
+                        || cur_len + 1 >= max_length
+                        || stop.is_some_and(|f| f(&tokens))
                 })
                 .collect();
             all_hit &= hits.iter().all(|h| *h);
@@ -635,11 +782,18 @@ fn beam_search(
                 tokens.push(t);
                 merged.push((Hypothesis { tokens, score: s }, just_finished));
             }
-            let order = top_indices(&merged.iter().map(|(h, _)| h.score).collect::<Vec<_>>(), beams);
+            let order = top_indices(
+                &merged.iter().map(|(h, _)| h.score).collect::<Vec<_>>(),
+                beams,
+            );
             finished[p] = order.iter().map(|&i| merged[i].clone()).collect();
 
             // Running: the best num_beams continuations that did not stop.
-            let adjusted: Vec<f32> = top.iter().zip(&hits).map(|(c, h)| c.0 + if *h { NEG } else { 0.0 }).collect();
+            let adjusted: Vec<f32> = top
+                .iter()
+                .zip(&hits)
+                .map(|(c, h)| c.0 + if *h { NEG } else { 0.0 })
+                .collect();
             let chosen = top_indices(&adjusted, beams);
             running[p] = chosen
                 .iter()
@@ -649,7 +803,10 @@ fn beam_search(
                     tokens.push(t);
                     next_tokens.push(t);
                     sources.push(p * beams + k);
-                    Hypothesis { tokens, score: adjusted[i] }
+                    Hypothesis {
+                        tokens,
+                        score: adjusted[i],
+                    }
                 })
                 .collect();
         }
@@ -662,10 +819,14 @@ fn beam_search(
                 cur_len - prompt_len
             };
             let best_possible = running[p][0].score / (best_len as f32).powf(lp);
-            let worst = finished[p].iter().map(|(h, _)| h.score).fold(f32::INFINITY, f32::min);
+            let worst = finished[p]
+                .iter()
+                .map(|(h, _)| h.score)
+                .fold(f32::INFINITY, f32::min);
             let beatable = finished[p].iter().any(|(_, f)| !*f) || best_possible > worst;
             improvable[p] &= beatable;
-            let full = finished[p].iter().all(|(_, f)| *f) && cfg.early_stopping == EarlyStopping::Done;
+            let full =
+                finished[p].iter().all(|(_, f)| *f) && cfg.early_stopping == EarlyStopping::Done;
             any_open |= improvable[p] && !full;
         }
         if !any_open || all_hit {
@@ -680,8 +841,15 @@ fn beam_search(
     let mut out = Vec::with_capacity(n * cfg.num_return_sequences);
     for fin in finished {
         for (h, _) in fin.into_iter().take(cfg.num_return_sequences) {
-            let reason = if h.tokens.last().is_some_and(|t| eos.contains(t)) { "eos" } else { "length" };
-            out.push(Generation { token_ids: h.tokens, finish_reason: reason });
+            let reason = if h.tokens.last().is_some_and(|t| eos.contains(t)) {
+                "eos"
+            } else {
+                "length"
+            };
+            out.push(Generation {
+                token_ids: h.tokens,
+                finish_reason: reason,
+            });
         }
     }
     Ok(out)
@@ -696,7 +864,9 @@ fn log_softmax_in_place(scores: &mut [f32]) {
 /// The `k` best candidates, best first (ties: the earlier one).
 fn top_by_score(mut cands: Vec<(f32, usize, u32)>, k: usize) -> Vec<(f32, usize, u32)> {
     let k = k.min(cands.len());
-    cands.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    cands.select_nth_unstable_by(k.saturating_sub(1), |a, b| {
+        b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+    });
     cands.truncate(k);
     cands.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     cands
@@ -713,7 +883,11 @@ fn top_indices(scores: &[f32], k: usize) -> Vec<usize> {
 /// (batch, seq, vocab) -> the last position's scores per row, in f32 on the host.
 fn last_position(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let s = logits.dim(1)?;
-    Ok(logits.narrow(1, s - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    Ok(logits
+        .narrow(1, s - 1, 1)?
+        .squeeze(1)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
 }
 
 /// The first index of the maximum, as `torch.argmax`.
@@ -730,7 +904,9 @@ fn argmax(scores: &[f32]) -> u32 {
 fn sample(scores: &[f32], rng: &mut ChaCha8Rng) -> Result<u32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
-        return Err(Error::invalid("every token was filtered out; loosen top-k / top-p"));
+        return Err(Error::invalid(
+            "every token was filtered out; loosen top-k / top-p",
+        ));
     }
     let weights: Vec<f64> = scores.iter().map(|s| f64::from((s - max).exp())).collect();
     let total: f64 = weights.iter().sum();
@@ -751,7 +927,8 @@ pub fn stop_string_checker<'a>(
 ) -> impl Fn(&[u32]) -> bool + 'a {
     move |ids: &[u32]| {
         !stop_strings.is_empty()
-            && decode(ids).is_some_and(|text| stop_strings.iter().any(|s| text.contains(s.as_str())))
+            && decode(ids)
+                .is_some_and(|text| stop_strings.iter().any(|s| text.contains(s.as_str())))
     }
 }
 
@@ -763,7 +940,16 @@ mod tests {
     fn top_k_keeps_ties_and_top_p_keeps_the_best() {
         let mut s = vec![1.0, 3.0, 2.0, 3.0, 0.5];
         top_k_filter(&mut s, 2);
-        assert_eq!(s, vec![f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY]);
+        assert_eq!(
+            s,
+            vec![
+                f32::NEG_INFINITY,
+                3.0,
+                f32::NEG_INFINITY,
+                3.0,
+                f32::NEG_INFINITY
+            ]
+        );
         let mut s = vec![0.0, 10.0, 0.0];
         top_p_filter(&mut s, 0.5);
         assert_eq!(s, vec![f32::NEG_INFINITY, 10.0, f32::NEG_INFINITY]);
@@ -779,7 +965,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {
-        let cfg = GenerationConfig { repetition_penalty: 2.0, ..Default::default() };
+        let cfg = GenerationConfig {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         let mut s = vec![4.0, -4.0, 4.0];
         process_logits(&cfg, &[0, 1], 0, &mut s);
         assert_eq!(s, vec![2.0, -8.0, 4.0]);
@@ -797,10 +986,18 @@ mod tests {
         assert!(c.do_sample);
         assert_eq!((c.top_k, c.top_p, c.max_new_tokens), (50, 0.9, Some(30)));
         assert_eq!(c.early_stopping, EarlyStopping::Never);
-        assert_eq!((c.eos_ids(), c.bos_token_id, c.pad_id()), (vec![7], Some(1), 7));
+        assert_eq!(
+            (c.eos_ids(), c.bos_token_id, c.pad_id()),
+            (vec![7], Some(1), 7)
+        );
         std::fs::write(dir.path().join(GENERATION_CONFIG), r#"{"top_p": "high"}"#).unwrap();
-        let err = GenerationConfig::from_dir(dir.path(), vec![], None, None).unwrap_err().to_string();
-        assert!(err.contains("generation_config.json") && err.contains("`top_p`"), "{err}");
+        let err = GenerationConfig::from_dir(dir.path(), vec![], None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("generation_config.json") && err.contains("`top_p`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -808,7 +1005,9 @@ mod tests {
         let scores: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..20).map(|_| sample(&scores, &mut rng).unwrap()).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sample(&scores, &mut rng).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));

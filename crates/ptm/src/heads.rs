@@ -57,7 +57,11 @@ pub struct QuestionAnsweringOutput {
 pub fn cross_entropy_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let classes = logits.dim(D::Minus1)?;
     let rows = logits.elem_count() / classes;
-    cross_entropy(&logits.reshape((rows, classes))?, &labels.flatten_all()?, IGNORE_INDEX)
+    cross_entropy(
+        &logits.reshape((rows, classes))?,
+        &labels.flatten_all()?,
+        IGNORE_INDEX,
+    )
 }
 
 /// Next-token loss: logits at t against labels at t + 1 (-100 ignored), averaged over the
@@ -65,10 +69,15 @@ pub fn cross_entropy_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, s, _) = logits.dims3()?;
     if labels.dims() != [b, s] {
-        return Err(Error::invalid(format!("labels have shape {:?}, expected [{b}, {s}]", labels.dims())));
+        return Err(Error::invalid(format!(
+            "labels have shape {:?}, expected [{b}, {s}]",
+            labels.dims()
+        )));
     }
     if s < 2 {
-        return Err(Error::invalid("a causal-LM loss needs at least two positions"));
+        return Err(Error::invalid(
+            "a causal-LM loss needs at least two positions",
+        ));
     }
     cross_entropy_loss(&logits.narrow(1, 0, s - 1)?, &labels.narrow(1, 1, s - 1)?)
 }
@@ -122,7 +131,12 @@ pub fn question_answering_loss(
 ) -> Result<Tensor> {
     let seq = start_logits.dim(1)? as i64;
     let clamp = |p: &Tensor| -> Result<Vec<i64>> {
-        Ok(p.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?.into_iter().map(|v| v.clamp(0, seq)).collect())
+        Ok(p.to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|v| v.clamp(0, seq))
+            .collect())
     };
     let ce = |logits: &Tensor, pos: Vec<i64>| -> Result<Tensor> {
         let n = pos.len();
@@ -135,11 +149,20 @@ pub fn question_answering_loss(
 }
 
 /// A span head's output from its (batch, seq, 2) logits, with the loss when positions are given.
-pub fn question_answering_output(logits: &Tensor, positions: Option<(&Tensor, &Tensor)>) -> Result<QuestionAnsweringOutput> {
+pub fn question_answering_output(
+    logits: &Tensor,
+    positions: Option<(&Tensor, &Tensor)>,
+) -> Result<QuestionAnsweringOutput> {
     let start_logits = logits.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
     let end_logits = logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
-    let loss = positions.map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e)).transpose()?;
-    Ok(QuestionAnsweringOutput { loss, start_logits, end_logits })
+    let loss = positions
+        .map(|(s, e)| question_answering_loss(&start_logits, &end_logits, s, e))
+        .transpose()?;
+    Ok(QuestionAnsweringOutput {
+        loss,
+        start_logits,
+        end_logits,
+    })
 }
 
 /// How token states become one vector, as sentence-transformers' `Pooling` module does it.
@@ -159,11 +182,15 @@ pub enum Pooling {
 }
 
 impl Pooling {
-    pub const NAMES: &'static [&'static str] = &["cls", "mean", "max", "mean_sqrt_len", "last_token"];
+    pub const NAMES: &'static [&'static str] =
+        &["cls", "mean", "max", "mean_sqrt_len", "last_token"];
 
     pub fn parse(name: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
-            Error::invalid(format!("unknown pooling {name:?}; supported: {}", Self::NAMES.join(", ")))
+            Error::invalid(format!(
+                "unknown pooling {name:?}; supported: {}",
+                Self::NAMES.join(", ")
+            ))
         })
     }
 
@@ -176,7 +203,10 @@ impl Pooling {
         Ok(match self {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => hidden.broadcast_mul(&m)?.sum(1)?.broadcast_div(&counts)?,
-            Pooling::MeanSqrtLen => hidden.broadcast_mul(&m)?.sum(1)?.broadcast_div(&counts.sqrt()?)?,
+            Pooling::MeanSqrtLen => hidden
+                .broadcast_mul(&m)?
+                .sum(1)?
+                .broadcast_div(&counts.sqrt()?)?,
             Pooling::Max => {
                 // Padding positions get a very negative value so they never win the max.
                 let neg = ((m.ones_like()? - &m)? * -1e9)?;
@@ -184,9 +214,16 @@ impl Pooling {
             }
             Pooling::LastToken => {
                 let lengths = mask.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
-                let idx: Vec<u32> = lengths.iter().map(|l| (*l as u32).saturating_sub(1)).collect();
-                let idx = Tensor::from_vec(idx, (b, 1, 1), hidden.device())?.broadcast_as((b, 1, dim))?;
-                hidden.contiguous()?.gather(&idx.contiguous()?, 1)?.squeeze(1)?
+                let idx: Vec<u32> = lengths
+                    .iter()
+                    .map(|l| (*l as u32).saturating_sub(1))
+                    .collect();
+                let idx =
+                    Tensor::from_vec(idx, (b, 1, 1), hidden.device())?.broadcast_as((b, 1, dim))?;
+                hidden
+                    .contiguous()?
+                    .gather(&idx.contiguous()?, 1)?
+                    .squeeze(1)?
             }
         })
     }
@@ -195,7 +232,11 @@ impl Pooling {
 /// Divides each row by its L2 norm (sentence-transformers' `Normalize`, eps 1e-12 as in
 /// `torch.nn.functional.normalize`).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
     Ok(x.broadcast_div(&norm)?)
 }
 

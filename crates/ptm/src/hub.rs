@@ -44,7 +44,9 @@ fn is_repo_id(spec: &str) -> bool {
     let mut parts = spec.split('/');
     let ok = |s: Option<&str>| {
         s.is_some_and(|s| {
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
@@ -52,7 +54,11 @@ fn is_repo_id(spec: &str) -> bool {
 
 /// The hub cache directories, in the order `huggingface_hub` consults its variables.
 fn cache_roots() -> Vec<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = var("HF_HUB_CACHE") {
         return vec![p];
     }
@@ -60,7 +66,9 @@ fn cache_roots() -> Vec<PathBuf> {
         return vec![p.join("hub")];
     }
     let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")));
-    cache.map(|c| vec![c.join("huggingface").join("hub")]).unwrap_or_default()
+    cache
+        .map(|c| vec![c.join("huggingface").join("hub")])
+        .unwrap_or_default()
 }
 
 /// `root/models--org--name/snapshots/<rev>` where `<rev>` is what `refs/main` names, else the
@@ -79,7 +87,10 @@ fn snapshot_in(root: &Path, repo_id: &str) -> Option<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| {
-            let t = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+            let t = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
             (t, e.path())
         })
         .collect();
@@ -105,7 +116,10 @@ mod tests {
         std::fs::create_dir_all(repo.join("snapshots/bbb")).unwrap();
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "aaa\n").unwrap();
-        assert_eq!(snapshot_in(root.path(), "org/m"), Some(repo.join("snapshots/aaa")));
+        assert_eq!(
+            snapshot_in(root.path(), "org/m"),
+            Some(repo.join("snapshots/aaa"))
+        );
         assert_eq!(snapshot_in(root.path(), "org/other"), None);
     }
 }

@@ -53,7 +53,10 @@ pub fn read_to_string(path: &Path) -> Result<String> {
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), cause: source })
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        cause: source,
+    })
 }
 
 /// Creates `dir` (and parents), with the error naming it.

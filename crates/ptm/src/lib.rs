@@ -13,8 +13,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod finetune;
 mod error;
+pub mod finetune;
 pub mod generate;
 pub mod heads;
 pub mod hub;

@@ -48,7 +48,8 @@ impl SentenceTransformerConfig {
         if !modules_path.is_file() {
             return Ok(None);
         }
-        let modules: Vec<ModuleEntry> = crate::config::from_value(crate::io::read_json(&modules_path)?, &modules_path)?;
+        let modules: Vec<ModuleEntry> =
+            crate::config::from_value(crate::io::read_json(&modules_path)?, &modules_path)?;
         let mut cfg = SentenceTransformerConfig {
             transformer_dir: dir.to_path_buf(),
             pooling: vec![Pooling::Mean],
@@ -65,11 +66,15 @@ impl SentenceTransformerConfig {
                     has_transformer = true;
                     cfg.transformer_dir = module_dir.clone();
                     // Older releases keep sentence_bert_config.json in the module folder.
-                    let sb = [dir.join(SENTENCE_BERT_CONFIG), module_dir.join(SENTENCE_BERT_CONFIG)]
-                        .into_iter()
-                        .find(|p| p.is_file());
+                    let sb = [
+                        dir.join(SENTENCE_BERT_CONFIG),
+                        module_dir.join(SENTENCE_BERT_CONFIG),
+                    ]
+                    .into_iter()
+                    .find(|p| p.is_file());
                     if let Some(p) = sb {
-                        let sb: SentenceBertConfig = crate::config::from_value(crate::io::read_json(&p)?, &p)?;
+                        let sb: SentenceBertConfig =
+                            crate::config::from_value(crate::io::read_json(&p)?, &p)?;
                         cfg.max_seq_length = sb.max_seq_length;
                         cfg.do_lower_case = sb.do_lower_case;
                     }
@@ -89,7 +94,11 @@ impl SentenceTransformerConfig {
             }
         }
         if !has_transformer {
-            return Err(Error::config(&modules_path, "type", "no Transformer module listed"));
+            return Err(Error::config(
+                &modules_path,
+                "type",
+                "no Transformer module listed",
+            ));
         }
         Ok(Some(cfg))
     }
@@ -98,11 +107,18 @@ impl SentenceTransformerConfig {
 /// Writes the sentence-transformers files of a bi-encoder saved in `dir` itself (the
 /// Transformer module at the root): modules.json, the pooling config, sentence_bert_config.json
 /// and, with `normalize`, a Normalize module. Each file is written atomically.
-pub fn save_layout(dir: &Path, pooling: &[Pooling], normalize: bool, dim: usize, max_seq_length: usize) -> Result<()> {
-    let module = |idx: usize, path: &str, kind: &str| {
-        serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path, "type": format!("sentence_transformers.models.{kind}")})
-    };
-    let mut modules = vec![module(0, "", "Transformer"), module(1, "1_Pooling", "Pooling")];
+pub fn save_layout(
+    dir: &Path,
+    pooling: &[Pooling],
+    normalize: bool,
+    dim: usize,
+    max_seq_length: usize,
+) -> Result<()> {
+    let module = |idx: usize, path: &str, kind: &str| serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path, "type": format!("sentence_transformers.models.{kind}")});
+    let mut modules = vec![
+        module(0, "", "Transformer"),
+        module(1, "1_Pooling", "Pooling"),
+    ];
     if normalize {
         modules.push(module(2, "2_Normalize", "Normalize"));
         crate::io::create_dir_all(&dir.join("2_Normalize"))?;
@@ -141,9 +157,15 @@ impl ModelDir {
     pub fn open(spec: &str) -> Result<Self> {
         let root = crate::hub::resolve_model_dir(spec)?;
         let st = SentenceTransformerConfig::from_dir(&root)?;
-        let model_dir = st.as_ref().map_or(root.as_path(), |s| s.transformer_dir.as_path());
+        let model_dir = st
+            .as_ref()
+            .map_or(root.as_path(), |s| s.transformer_dir.as_path());
         let pretrained = crate::models::Pretrained::from_dir(model_dir)?;
-        Ok(ModelDir { root, sentence_transformers: st, pretrained })
+        Ok(ModelDir {
+            root,
+            sentence_transformers: st,
+            pretrained,
+        })
     }
 }
 
@@ -161,16 +183,30 @@ fn read_pooling(path: &Path) -> Result<Vec<Pooling>> {
             "mean" => Ok(Pooling::Mean),
             "mean_sqrt_len_tokens" => Ok(Pooling::MeanSqrtLen),
             "lasttoken" => Ok(Pooling::LastToken),
-            other => Err(Error::config(path, "pooling_mode", format!("mode {other:?} is not supported"))),
+            other => Err(Error::config(
+                path,
+                "pooling_mode",
+                format!("mode {other:?} is not supported"),
+            )),
         }
     };
     let modes = match map.get("pooling_mode") {
         Some(Value::String(s)) => vec![by_name(s)?],
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| Error::config(path, "pooling_mode", "expected names")).and_then(by_name))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| Error::config(path, "pooling_mode", "expected names"))
+                    .and_then(by_name)
+            })
             .collect::<Result<_>>()?,
-        Some(_) => return Err(Error::config(path, "pooling_mode", "expected a name or a list of names")),
+        Some(_) => {
+            return Err(Error::config(
+                path,
+                "pooling_mode",
+                "expected a name or a list of names",
+            ));
+        }
         None => {
             let flags = [
                 ("pooling_mode_cls_token", "cls"),
@@ -187,7 +223,11 @@ fn read_pooling(path: &Path) -> Result<Vec<Pooling>> {
                 .collect::<Result<_>>()?
         }
     };
-    Ok(if modes.is_empty() { vec![Pooling::Mean] } else { modes })
+    Ok(if modes.is_empty() {
+        vec![Pooling::Mean]
+    } else {
+        modes
+    })
 }
 
 #[cfg(test)]
@@ -203,13 +243,27 @@ mod tests {
     #[test]
     fn reads_the_minilm_layout() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "modules.json", r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+        write(
+            d.path(),
+            "modules.json",
+            r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
             {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
-            {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#);
-        write(d.path(), "1_Pooling/config.json", r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": false,
-            "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}"#);
-        write(d.path(), "sentence_bert_config.json", r#"{"max_seq_length": 256, "do_lower_case": false}"#);
-        let c = SentenceTransformerConfig::from_dir(d.path()).unwrap().unwrap();
+            {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+        );
+        write(
+            d.path(),
+            "1_Pooling/config.json",
+            r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": false,
+            "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}"#,
+        );
+        write(
+            d.path(),
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 256, "do_lower_case": false}"#,
+        );
+        let c = SentenceTransformerConfig::from_dir(d.path())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.pooling, vec![Pooling::Mean]);
         assert!(c.normalize);
         assert_eq!(c.max_seq_length, Some(256));
@@ -218,22 +272,45 @@ mod tests {
     #[test]
     fn new_style_pooling_and_unsupported_modules() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "modules.json", r#"[{"path":"","type":"sentence_transformers.models.Transformer"},
-            {"path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#);
-        write(d.path(), "1_Pooling/config.json", r#"{"pooling_mode": ["cls", "max"]}"#);
-        let c = SentenceTransformerConfig::from_dir(d.path()).unwrap().unwrap();
+        write(
+            d.path(),
+            "modules.json",
+            r#"[{"path":"","type":"sentence_transformers.models.Transformer"},
+            {"path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#,
+        );
+        write(
+            d.path(),
+            "1_Pooling/config.json",
+            r#"{"pooling_mode": ["cls", "max"]}"#,
+        );
+        let c = SentenceTransformerConfig::from_dir(d.path())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.pooling, vec![Pooling::Cls, Pooling::Max]);
         assert!(!c.normalize);
 
-        write(d.path(), "modules.json", r#"[{"path":"","type":"sentence_transformers.models.Transformer"},
-            {"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#);
-        let err = SentenceTransformerConfig::from_dir(d.path()).unwrap_err().to_string();
-        assert!(err.contains("Dense") && err.contains("not supported"), "{err}");
+        write(
+            d.path(),
+            "modules.json",
+            r#"[{"path":"","type":"sentence_transformers.models.Transformer"},
+            {"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#,
+        );
+        let err = SentenceTransformerConfig::from_dir(d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Dense") && err.contains("not supported"),
+            "{err}"
+        );
     }
 
     #[test]
     fn no_modules_json_means_plain_transformers_layout() {
         let d = tempfile::tempdir().unwrap();
-        assert!(SentenceTransformerConfig::from_dir(d.path()).unwrap().is_none());
+        assert!(
+            SentenceTransformerConfig::from_dir(d.path())
+                .unwrap()
+                .is_none()
+        );
     }
 }

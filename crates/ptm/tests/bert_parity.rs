@@ -16,9 +16,24 @@ const TOL: f32 = 1e-4;
 fn open(name: &str, trainable: bool) -> (BertConfig, ParamStore, Reference) {
     let dir = fixtures().join("bert").join(name);
     let p = Pretrained::from_dir(&dir).unwrap();
-    let ModelConfig::Bert(cfg) = p.config.clone() else { panic!("not a BERT config") };
-    let store = p.store(&StoreOptions { trainable, ..Default::default() }).unwrap();
-    (cfg, store, Reference::load(fixtures().join("bert").join(format!("{name}.ref.safetensors"))))
+    let ModelConfig::Bert(cfg) = p.config.clone() else {
+        panic!("not a BERT config")
+    };
+    let store = p
+        .store(&StoreOptions {
+            trainable,
+            ..Default::default()
+        })
+        .unwrap();
+    (
+        cfg,
+        store,
+        Reference::load(
+            fixtures()
+                .join("bert")
+                .join(format!("{name}.ref.safetensors")),
+        ),
+    )
 }
 
 /// Builds a model on a fixture, runs it, compares its outputs and loss, then checks that the
@@ -30,10 +45,19 @@ fn check<M>(
 ) {
     let (cfg, store, r) = open(name, true);
     let model = build(&cfg, &store.root()).unwrap();
-    assert!(store.newly_initialized().is_empty(), "{name}: {:?}", store.newly_initialized());
+    assert!(
+        store.newly_initialized().is_empty(),
+        "{name}: {:?}",
+        store.newly_initialized()
+    );
     let (loss, outputs) = run(&model, &r).unwrap();
     for (field, t) in &outputs {
-        assert_close(&format!("{name} {field}"), t, r.get(&format!("out.{field}")), TOL);
+        assert_close(
+            &format!("{name} {field}"),
+            t,
+            r.get(&format!("out.{field}")),
+            TOL,
+        );
     }
     assert_close(&format!("{name} loss"), &loss, r.get("out.loss"), TOL);
 
@@ -47,8 +71,19 @@ fn l(r: &Reference, k: &str) -> Tensor {
 #[test]
 fn pretraining_heads_and_gradients() {
     check("tiny-pretraining", BertForPreTraining::new, |m, r| {
-        let o = m.forward(&r.input(), Some(&l(r, "mlm")), Some(&l(r, "nsp")), Mode::Eval)?;
-        Ok((o.loss.unwrap(), vec![("prediction_logits", o.prediction_logits), ("seq_relationship_logits", o.seq_relationship_logits)]))
+        let o = m.forward(
+            &r.input(),
+            Some(&l(r, "mlm")),
+            Some(&l(r, "nsp")),
+            Mode::Eval,
+        )?;
+        Ok((
+            o.loss.unwrap(),
+            vec![
+                ("prediction_logits", o.prediction_logits),
+                ("seq_relationship_logits", o.seq_relationship_logits),
+            ],
+        ))
     });
 }
 
@@ -65,12 +100,19 @@ fn masked_lm() {
 #[test]
 fn training_losses_at_labelled_positions_only() {
     check("tiny-mlm", BertForMaskedLM::new, |m, r| {
-        Ok((m.masked_lm_loss(&r.input(), &l(r, "mlm"), Mode::Eval)?.unwrap(), vec![]))
+        Ok((
+            m.masked_lm_loss(&r.input(), &l(r, "mlm"), Mode::Eval)?
+                .unwrap(),
+            vec![],
+        ))
     });
     check("tiny-pretraining", BertForPreTraining::new, |m, r| {
         let (mlm, nsp_logits) = m.pretraining_losses(&r.input(), &l(r, "mlm"), Mode::Eval)?;
         let nsp = ptm::heads::cross_entropy_loss(&nsp_logits, &l(r, "nsp"))?;
-        Ok(((mlm.unwrap() + nsp)?, vec![("seq_relationship_logits", nsp_logits)]))
+        Ok((
+            (mlm.unwrap() + nsp)?,
+            vec![("seq_relationship_logits", nsp_logits)],
+        ))
     });
 }
 
@@ -92,26 +134,38 @@ fn next_sentence_prediction() {
 
 #[test]
 fn sequence_classification() {
-    check("tiny-seq-cls", BertForSequenceClassification::new, |m, r| {
-        let o = m.forward(&r.input(), Some(&l(r, "cls")), Mode::Eval)?;
-        Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
-    });
+    check(
+        "tiny-seq-cls",
+        BertForSequenceClassification::new,
+        |m, r| {
+            let o = m.forward(&r.input(), Some(&l(r, "cls")), Mode::Eval)?;
+            Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
+        },
+    );
 }
 
 #[test]
 fn sequence_regression() {
-    check("tiny-gelu-new-regression", BertForSequenceClassification::new, |m, r| {
-        let o = m.forward(&r.input(), Some(&l(r, "regression")), Mode::Eval)?;
-        Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
-    });
+    check(
+        "tiny-gelu-new-regression",
+        BertForSequenceClassification::new,
+        |m, r| {
+            let o = m.forward(&r.input(), Some(&l(r, "regression")), Mode::Eval)?;
+            Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
+        },
+    );
 }
 
 #[test]
 fn sequence_multi_label_relu() {
-    check("tiny-relu-multi-label", BertForSequenceClassification::new, |m, r| {
-        let o = m.forward(&r.input(), Some(&l(r, "multi")), Mode::Eval)?;
-        Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
-    });
+    check(
+        "tiny-relu-multi-label",
+        BertForSequenceClassification::new,
+        |m, r| {
+            let o = m.forward(&r.input(), Some(&l(r, "multi")), Mode::Eval)?;
+            Ok((o.loss.unwrap(), vec![("logits", o.logits)]))
+        },
+    );
 }
 
 #[test]
@@ -127,19 +181,35 @@ fn question_answering() {
     check("tiny-qa", BertForQuestionAnswering::new, |m, r| {
         let (s, e) = (l(r, "start"), l(r, "end"));
         let o = m.forward(&r.input(), Some((&s, &e)), Mode::Eval)?;
-        Ok((o.loss.unwrap(), vec![("start_logits", o.start_logits), ("end_logits", o.end_logits)]))
+        Ok((
+            o.loss.unwrap(),
+            vec![
+                ("start_logits", o.start_logits),
+                ("end_logits", o.end_logits),
+            ],
+        ))
     });
 }
 
 #[test]
 fn bare_encoder_with_pooler() {
-    check("tiny-base", |c, vb| BertModel::new(c, vb, true), |m, r| {
-        let o = m.forward(&r.input(), Mode::Eval)?;
-        let pooled = o.pooler_output.unwrap();
-        // The loss the reference script used for this one: mean(h²) + sum(pooled).
-        let loss = (o.last_hidden_state.sqr()?.mean_all()? + pooled.sum_all()?)?;
-        Ok((loss, vec![("last_hidden_state", o.last_hidden_state), ("pooler_output", pooled)]))
-    });
+    check(
+        "tiny-base",
+        |c, vb| BertModel::new(c, vb, true),
+        |m, r| {
+            let o = m.forward(&r.input(), Mode::Eval)?;
+            let pooled = o.pooler_output.unwrap();
+            // The loss the reference script used for this one: mean(h²) + sum(pooled).
+            let loss = (o.last_hidden_state.sqr()?.mean_all()? + pooled.sum_all()?)?;
+            Ok((
+                loss,
+                vec![
+                    ("last_hidden_state", o.last_hidden_state),
+                    ("pooler_output", pooled),
+                ],
+            ))
+        },
+    );
 }
 
 /// The same base weights stored bare, with the `bert.` prefix, sharded and as a PyTorch
@@ -147,18 +217,36 @@ fn bare_encoder_with_pooler() {
 #[test]
 fn every_checkpoint_layout_gives_the_same_encoder() {
     let r = Reference::load(fixtures().join("bert/tiny-base.ref.safetensors"));
-    for name in ["tiny-base", "tiny-pretraining", "tiny-base-sharded", "tiny-base-bin", "tiny-seq-cls"] {
+    for name in [
+        "tiny-base",
+        "tiny-pretraining",
+        "tiny-base-sharded",
+        "tiny-base-bin",
+        "tiny-seq-cls",
+    ] {
         let (cfg, store, _) = open_layout(name);
         let m = BertModel::new(&cfg, &store.root(), true).unwrap();
         let o = m.forward(&r.input(), Mode::Eval).unwrap();
-        assert_close(&format!("{name} last_hidden_state"), &o.last_hidden_state, r.get("out.last_hidden_state"), TOL);
-        assert_close(&format!("{name} pooler"), &o.pooler_output.unwrap(), r.get("out.pooler_output"), TOL);
+        assert_close(
+            &format!("{name} last_hidden_state"),
+            &o.last_hidden_state,
+            r.get("out.last_hidden_state"),
+            TOL,
+        );
+        assert_close(
+            &format!("{name} pooler"),
+            &o.pooler_output.unwrap(),
+            r.get("out.pooler_output"),
+            TOL,
+        );
     }
 }
 
 fn open_layout(name: &str) -> (BertConfig, ParamStore, ()) {
     let p = Pretrained::from_dir(&fixtures().join("bert").join(name)).unwrap();
-    let ModelConfig::Bert(cfg) = p.config.clone() else { panic!("not a BERT config") };
+    let ModelConfig::Bert(cfg) = p.config.clone() else {
+        panic!("not a BERT config")
+    };
     (cfg, p.store(&StoreOptions::default()).unwrap(), ())
 }
 
@@ -167,7 +255,10 @@ fn open_layout(name: &str) -> (BertConfig, ParamStore, ()) {
 fn missing_head_is_initialised_and_reported() {
     let (cfg, store, _) = open_layout("tiny-base");
     let m = BertForSequenceClassification::new(&cfg, &store.root()).unwrap();
-    assert_eq!(store.newly_initialized(), vec!["classifier.weight", "classifier.bias"]);
+    assert_eq!(
+        store.newly_initialized(),
+        vec!["classifier.weight", "classifier.bias"]
+    );
     let r = Reference::load(fixtures().join("bert/tiny-base.ref.safetensors"));
     let logits = m.forward(&r.input(), None, Mode::Eval).unwrap().logits;
     assert_eq!(logits.dims(), &[3, 3]);
@@ -186,6 +277,12 @@ fn train_mode_applies_seeded_dropout() {
     let c = run(Mode::Train(&r6));
     assert_close("eval", &eval, r.get("out.logits"), TOL);
     assert_close("same seed", &a, &b, 0.0);
-    assert!(common::max_abs_diff(&a, &eval) > 1e-3, "train mode changed nothing");
-    assert!(common::max_abs_diff(&a, &c) > 1e-3, "different seeds gave the same dropout");
+    assert!(
+        common::max_abs_diff(&a, &eval) > 1e-3,
+        "train mode changed nothing"
+    );
+    assert!(
+        common::max_abs_diff(&a, &c) > 1e-3,
+        "different seeds gave the same dropout"
+    );
 }

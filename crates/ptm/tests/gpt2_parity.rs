@@ -15,9 +15,24 @@ const TOL: f32 = 1e-4;
 
 fn open(name: &str, trainable: bool) -> (Gpt2Config, ParamStore, Reference) {
     let p = Pretrained::from_dir(&fixtures().join("gpt2").join(name)).unwrap();
-    let ModelConfig::Gpt2(cfg) = p.config.clone() else { panic!("not a GPT-2 config") };
-    let store = p.store(&StoreOptions { trainable, ..Default::default() }).unwrap();
-    (cfg, store, Reference::load(fixtures().join("gpt2").join(format!("{name}.ref.safetensors"))))
+    let ModelConfig::Gpt2(cfg) = p.config.clone() else {
+        panic!("not a GPT-2 config")
+    };
+    let store = p
+        .store(&StoreOptions {
+            trainable,
+            ..Default::default()
+        })
+        .unwrap();
+    (
+        cfg,
+        store,
+        Reference::load(
+            fixtures()
+                .join("gpt2")
+                .join(format!("{name}.ref.safetensors")),
+        ),
+    )
 }
 
 /// Rows of (batch, seq, n) at the positions the mask marks as tokens, stacked.
@@ -40,9 +55,22 @@ fn check_lm(name: &str) {
         let m = Gpt2LMHeadModel::new(&cfg, &store.root()).unwrap();
         let ids = r.u32(&format!("{side}.in.input_ids"));
         let mask = r.u32(&format!("{side}.in.attention_mask"));
-        let pos = r.0.get(&format!("{side}.in.position_ids")).map(|p| p.to_dtype(DType::U32).unwrap());
-        let input = DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: pos.as_ref() };
-        let o = m.forward(input, Some(r.get(&format!("{side}.label"))), None, Mode::Eval).unwrap();
+        let pos =
+            r.0.get(&format!("{side}.in.position_ids"))
+                .map(|p| p.to_dtype(DType::U32).unwrap());
+        let input = DecoderInput {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+            position_ids: pos.as_ref(),
+        };
+        let o = m
+            .forward(
+                input,
+                Some(r.get(&format!("{side}.label"))),
+                None,
+                Mode::Eval,
+            )
+            .unwrap();
         // Padding rows attend to nothing; their values are arbitrary on both sides.
         assert_close(
             &format!("{name} {side} logits"),
@@ -51,8 +79,19 @@ fn check_lm(name: &str) {
             TOL,
         );
         let loss = o.loss.unwrap();
-        assert_close(&format!("{name} {side} loss"), &loss, r.get(&format!("{side}.out.loss")), TOL);
-        check_gradients(&format!("{name} {side}"), &store, &loss, &r.grads(&format!("{side}.")), TOL);
+        assert_close(
+            &format!("{name} {side} loss"),
+            &loss,
+            r.get(&format!("{side}.out.loss")),
+            TOL,
+        );
+        check_gradients(
+            &format!("{name} {side}"),
+            &store,
+            &loss,
+            &r.grads(&format!("{side}.")),
+            TOL,
+        );
     }
 }
 
@@ -73,12 +112,34 @@ fn sequence_classification_on_the_last_token() {
         let m = Gpt2ForSequenceClassification::new(&cfg, &store.root()).unwrap();
         let ids = r.u32(&format!("{side}.in.input_ids"));
         let mask = r.u32(&format!("{side}.in.attention_mask"));
-        let input = DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: None };
-        let o = m.forward(input, Some(r.get(&format!("{side}.label"))), Mode::Eval).unwrap();
-        assert_close(&format!("seq-cls {side} logits"), &o.logits, r.get(&format!("{side}.out.logits")), TOL);
+        let input = DecoderInput {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+            position_ids: None,
+        };
+        let o = m
+            .forward(input, Some(r.get(&format!("{side}.label"))), Mode::Eval)
+            .unwrap();
+        assert_close(
+            &format!("seq-cls {side} logits"),
+            &o.logits,
+            r.get(&format!("{side}.out.logits")),
+            TOL,
+        );
         let loss = o.loss.unwrap();
-        assert_close(&format!("seq-cls {side} loss"), &loss, r.get(&format!("{side}.out.loss")), TOL);
-        check_gradients(&format!("tiny-seq-cls {side}"), &store, &loss, &r.grads(&format!("{side}.")), TOL);
+        assert_close(
+            &format!("seq-cls {side} loss"),
+            &loss,
+            r.get(&format!("{side}.out.loss")),
+            TOL,
+        );
+        check_gradients(
+            &format!("tiny-seq-cls {side}"),
+            &store,
+            &loss,
+            &r.grads(&format!("{side}.")),
+            TOL,
+        );
     }
 }
 
@@ -92,7 +153,16 @@ fn kv_cache_steps_equal_the_full_pass() {
     let mask = r.u32("left.in.attention_mask");
     let pos = r.u32("left.in.position_ids");
     let full = m
-        .forward(DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: Some(&pos) }, None, None, Mode::Eval)
+        .forward(
+            DecoderInput {
+                input_ids: &ids,
+                attention_mask: Some(&mask),
+                position_ids: Some(&pos),
+            },
+            None,
+            None,
+            Mode::Eval,
+        )
         .unwrap()
         .logits;
     let seq = ids.dim(1).unwrap();
@@ -104,16 +174,37 @@ fn kv_cache_steps_equal_the_full_pass() {
         let step_ids = ids.narrow(1, start, len).unwrap();
         let step_pos = pos.narrow(1, start, len).unwrap();
         let seen = mask.narrow(1, 0, start + len).unwrap();
-        let input = DecoderInput { input_ids: &step_ids, attention_mask: Some(&seen), position_ids: Some(&step_pos) };
-        steps.push(m.forward(input, None, Some(&mut cache), Mode::Eval).unwrap().logits);
+        let input = DecoderInput {
+            input_ids: &step_ids,
+            attention_mask: Some(&seen),
+            position_ids: Some(&step_pos),
+        };
+        steps.push(
+            m.forward(input, None, Some(&mut cache), Mode::Eval)
+                .unwrap()
+                .logits,
+        );
         start += len;
     }
     assert_eq!(cache.seq_len(), seq);
     let stepped = Tensor::cat(&steps, 1).unwrap();
-    assert_close("cached vs full", &real_positions(&stepped, &mask), &real_positions(&full, &mask), 1e-5);
+    assert_close(
+        "cached vs full",
+        &real_positions(&stepped, &mask),
+        &real_positions(&full, &mask),
+        1e-5,
+    );
     // And the next-token choice at the last position is the same.
-    let a = full.narrow(1, seq - 1, 1).unwrap().argmax(D::Minus1).unwrap();
-    let b = stepped.narrow(1, seq - 1, 1).unwrap().argmax(D::Minus1).unwrap();
+    let a = full
+        .narrow(1, seq - 1, 1)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap();
+    let b = stepped
+        .narrow(1, seq - 1, 1)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap();
     assert_eq!(a.to_vec2::<u32>().unwrap(), b.to_vec2::<u32>().unwrap());
 }
 
@@ -126,7 +217,11 @@ fn bare_model_from_a_prefixed_checkpoint() {
     assert!(store.newly_initialized().is_empty());
     let ids = r.u32("right.in.input_ids");
     let mask = r.u32("right.in.attention_mask");
-    let input = DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: None };
+    let input = DecoderInput {
+        input_ids: &ids,
+        attention_mask: Some(&mask),
+        position_ids: None,
+    };
     let h = bare.forward(input, None, Mode::Eval).unwrap();
     let (cfg2, store2, _) = open("tiny-lm", false);
     let lm = Gpt2LMHeadModel::new(&cfg2, &store2.root()).unwrap();

@@ -3,7 +3,10 @@
 
 mod common;
 
-use ptm::metrics::{ClassScores, classification_report, entities, entity_report, pearson, spearman, squad_exact_match, squad_f1};
+use ptm::metrics::{
+    ClassScores, classification_report, entities, entity_report, pearson, spearman,
+    squad_exact_match, squad_f1,
+};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -17,7 +20,11 @@ fn close(what: &str, got: f64, want: &Value) {
 }
 
 fn scores(what: &str, got: &ClassScores, want: &Value) {
-    close(&format!("{what} precision"), got.precision, &want["precision"]);
+    close(
+        &format!("{what} precision"),
+        got.precision,
+        &want["precision"],
+    );
     close(&format!("{what} recall"), got.recall, &want["recall"]);
     close(&format!("{what} f1"), got.f1, &want["f1-score"]);
     if let Some(s) = want.get("support").filter(|s| !s.is_null()) {
@@ -26,7 +33,11 @@ fn scores(what: &str, got: &ClassScores, want: &Value) {
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn tags(v: &Value) -> Vec<Vec<String>> {
@@ -45,7 +56,12 @@ fn classification_equals_scikit_learn() {
     scores("macro", &r.macro_avg, &f["macro_avg"]);
     scores("weighted", &r.weighted_avg, &f["weighted_avg"]);
     scores("micro", &r.micro_avg, &f["micro_avg"]);
-    let confusion: Vec<Vec<usize>> = f["confusion"].as_array().unwrap().iter().map(usizes).collect();
+    let confusion: Vec<Vec<usize>> = f["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(usizes)
+        .collect();
     assert_eq!(r.confusion, confusion);
 }
 
@@ -53,8 +69,12 @@ fn classification_equals_scikit_learn() {
 fn entities_equal_seqeval() {
     let f = &fixture()["entities"];
     let (gold, predicted) = (tags(&f["gold"]), tags(&f["predicted"]));
-    let first: Vec<(String, usize, usize)> = entities(&gold[0]).into_iter().map(|e| (e.kind, e.start, e.end)).collect();
-    let want: Vec<(String, usize, usize)> = serde_json::from_value(f["entities_of_first"].clone()).unwrap();
+    let first: Vec<(String, usize, usize)> = entities(&gold[0])
+        .into_iter()
+        .map(|e| (e.kind, e.start, e.end))
+        .collect();
+    let want: Vec<(String, usize, usize)> =
+        serde_json::from_value(f["entities_of_first"].clone()).unwrap();
     assert_eq!(first, want);
     let r = entity_report(&gold, &predicted);
     let types: Vec<&String> = r.per_type.keys().collect();
@@ -74,7 +94,10 @@ fn squad_equals_the_official_script() {
     for item in fixture()["squad"].as_array().unwrap() {
         let p = item["prediction"].as_str().unwrap();
         let golds: Vec<String> = serde_json::from_value(item["answers"].clone()).unwrap();
-        let em = golds.iter().map(|g| squad_exact_match(p, g)).fold(0.0, f64::max);
+        let em = golds
+            .iter()
+            .map(|g| squad_exact_match(p, g))
+            .fold(0.0, f64::max);
         let f1 = golds.iter().map(|g| squad_f1(p, g)).fold(0.0, f64::max);
         close(&format!("EM of {p:?}"), em, &item["exact_match"]);
         close(&format!("F1 of {p:?}"), f1, &item["f1"]);

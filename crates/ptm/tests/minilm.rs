@@ -15,8 +15,10 @@ struct Texts {
 }
 
 fn texts() -> Texts {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("minilm/texts.json")).unwrap(),
+    )
+    .unwrap();
     Texts {
         texts: serde_json::from_value(v["texts"].clone()).unwrap(),
         input_ids: serde_json::from_value(v["input_ids"].clone()).unwrap(),
@@ -35,8 +37,13 @@ fn embed(opts: EmbeddingOptions, texts: &[String]) -> Tensor {
 fn tokens_match_sentence_transformers() {
     let t = texts();
     assert!(t.texts.len() >= 20);
-    let e = SentenceEmbedder::load(minilm_dir().to_str().unwrap(), &EmbeddingOptions::default()).unwrap();
-    assert_eq!(e.max_length(), 256, "max_seq_length from sentence_bert_config.json");
+    let e = SentenceEmbedder::load(minilm_dir().to_str().unwrap(), &EmbeddingOptions::default())
+        .unwrap();
+    assert_eq!(
+        e.max_length(),
+        256,
+        "max_seq_length from sentence_bert_config.json"
+    );
     let refs: Vec<&str> = t.texts.iter().map(String::as_str).collect();
     let enc = e.tokenizer().encode_batch(&refs).unwrap();
     for ((text, got), want) in t.texts.iter().zip(&enc.encodings).zip(&t.input_ids) {
@@ -49,7 +56,13 @@ fn default_embeddings_match_sentence_transformers() {
     let t = texts();
     let r = Reference::load(fixtures().join("minilm/embeddings.safetensors"));
     // Small batches mix lengths differently from the reference's batches of 8.
-    let got = embed(EmbeddingOptions { batch_size: Some(5), ..Default::default() }, &t.texts);
+    let got = embed(
+        EmbeddingOptions {
+            batch_size: Some(5),
+            ..Default::default()
+        },
+        &t.texts,
+    );
     assert_close("normalised mean embeddings", &got, r.get("default"), 1e-4);
 }
 
@@ -57,8 +70,16 @@ fn default_embeddings_match_sentence_transformers() {
 fn every_pooling_matches() {
     let t = texts();
     let r = Reference::load(fixtures().join("minilm/embeddings.safetensors"));
-    for (pooling, name) in [(Pooling::Mean, "mean"), (Pooling::Cls, "cls"), (Pooling::Max, "max")] {
-        let opts = EmbeddingOptions { pooling: Some(vec![pooling]), normalize: Some(false), ..Default::default() };
+    for (pooling, name) in [
+        (Pooling::Mean, "mean"),
+        (Pooling::Cls, "cls"),
+        (Pooling::Max, "max"),
+    ] {
+        let opts = EmbeddingOptions {
+            pooling: Some(vec![pooling]),
+            normalize: Some(false),
+            ..Default::default()
+        };
         assert_close(name, &embed(opts, &t.texts), r.get(name), 1e-4);
     }
 }
@@ -69,7 +90,11 @@ fn every_pooling_matches() {
 fn wordpiece_from_vocab_txt_equals_tokenizer_json() {
     let src = minilm_dir();
     let dir = tempfile::tempdir().unwrap();
-    for f in ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+    for f in [
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
     let from_vocab = Tokenizer::from_dir(dir.path()).unwrap();

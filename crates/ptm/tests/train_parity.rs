@@ -18,7 +18,12 @@ use ptm::train::{AdamW, AdamWConfig, Schedule, ScheduleKind, clip_grad_norm, no_
 
 fn trainable(dir: &str) -> (Pretrained, ParamStore) {
     let p = Pretrained::from_dir(&fixtures().join(dir)).unwrap();
-    let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
+    let store = p
+        .store(&StoreOptions {
+            trainable: true,
+            ..Default::default()
+        })
+        .unwrap();
     (p, store)
 }
 
@@ -27,17 +32,27 @@ type Rows<'a> = &'a dyn Fn(&str) -> Option<Vec<usize>>;
 
 /// Runs the fixture's steps with `loss` and compares everything it recorded, in `rows`.
 fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor, rows: Rows) {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("train/{name}-adamw.json"))).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("train/{name}-adamw.json"))).unwrap(),
+    )
+    .unwrap();
     let want = Reference::load(fixtures().join(format!("train/{name}-adamw.safetensors")));
 
     // The same decay groups as transformers' Trainer.
     let no_decay: Vec<String> = serde_json::from_value(v["no_decay"].clone()).unwrap();
-    let mut ours: Vec<String> = store.params().iter().map(|p| p.name.clone()).filter(|n| no_weight_decay(n)).collect();
+    let mut ours: Vec<String> = store
+        .params()
+        .iter()
+        .map(|p| p.name.clone())
+        .filter(|n| no_weight_decay(n))
+        .collect();
     ours.sort();
     assert_eq!(ours, no_decay, "{name}: decay groups");
 
-    let config = AdamWConfig { weight_decay: v["weight_decay"].as_f64().unwrap(), ..Default::default() };
+    let config = AdamWConfig {
+        weight_decay: v["weight_decay"].as_f64().unwrap(),
+        ..Default::default()
+    };
     let mut opt = AdamW::new(store.params(), config).unwrap();
     let schedule = Schedule {
         kind: ScheduleKind::Linear,
@@ -50,13 +65,27 @@ fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor, rows: Rows) 
         let l = loss();
         let value = l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
         let want_loss = v["losses"][step].as_f64().unwrap();
-        assert!((value - want_loss).abs() < 1e-4, "{name} step {step}: loss {value} vs {want_loss}");
+        assert!(
+            (value - want_loss).abs() < 1e-4,
+            "{name} step {step}: loss {value} vs {want_loss}"
+        );
         let mut grads = l.backward().unwrap();
-        let norm = clip_grad_norm(&mut grads, &store.params(), v["max_grad_norm"].as_f64().unwrap()).unwrap();
+        let norm = clip_grad_norm(
+            &mut grads,
+            &store.params(),
+            v["max_grad_norm"].as_f64().unwrap(),
+        )
+        .unwrap();
         let want_norm = v["grad_norms"][step].as_f64().unwrap();
-        assert!((norm - want_norm).abs() / want_norm < 1e-4, "{name} step {step}: grad norm {norm} vs {want_norm}");
+        assert!(
+            (norm - want_norm).abs() / want_norm < 1e-4,
+            "{name} step {step}: grad norm {norm} vs {want_norm}"
+        );
         let lr = schedule.lr(step);
-        assert!((lr - v["lrs"][step].as_f64().unwrap()).abs() < 1e-12, "{name} step {step}: lr {lr}");
+        assert!(
+            (lr - v["lrs"][step].as_f64().unwrap()).abs() < 1e-12,
+            "{name} step {step}: lr {lr}"
+        );
         opt.step(&grads, lr).unwrap();
     }
     assert_eq!(opt.steps_taken(), steps);
@@ -74,15 +103,28 @@ fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor, rows: Rows) 
             // GPT-2 keeps the key bias as the middle third of c_attn.bias: same as above.
             let e = w.dim(0).unwrap() / 3;
             for start in [0, 2 * e] {
-                assert_close(&what, &param.tensor.narrow(0, start, e).unwrap(), &w.narrow(0, start, e).unwrap(), tol);
+                assert_close(
+                    &what,
+                    &param.tensor.narrow(0, start, e).unwrap(),
+                    &w.narrow(0, start, e).unwrap(),
+                    tol,
+                );
             }
             continue;
         }
         match rows(&param.name) {
             None => assert_close_but_few(&what, &param.tensor, w, tol, 0.01 * base_lr),
             Some(keep) => {
-                let idx = Tensor::from_vec(keep.iter().map(|&r| r as u32).collect::<Vec<_>>(), keep.len(), w.device()).unwrap();
-                let (got, want) = (param.tensor.index_select(&idx, 0).unwrap(), w.index_select(&idx, 0).unwrap());
+                let idx = Tensor::from_vec(
+                    keep.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                    keep.len(),
+                    w.device(),
+                )
+                .unwrap();
+                let (got, want) = (
+                    param.tensor.index_select(&idx, 0).unwrap(),
+                    w.index_select(&idx, 0).unwrap(),
+                );
                 assert_close_but_few(&what, &got, &want, tol, 0.01 * base_lr);
             }
         }
@@ -94,67 +136,127 @@ fn check(name: &str, store: &ParamStore, loss: &dyn Fn() -> Tensor, rows: Rows) 
 /// cancelling sum turns the last-bit differences of another summation order (fused kernels
 /// against PyTorch's) into a visible part of a step. A wrong gradient moves far more elements.
 fn assert_close_but_few(what: &str, got: &Tensor, want: &Tensor, tol: f32, outlier_tol: f32) {
-    let (a, b) = (got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let (a, b) = (
+        got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
     assert_eq!(a.len(), b.len(), "{what}: sizes");
     let diffs: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
     let worst = diffs.iter().copied().fold(0f32, f32::max);
     let over = diffs.iter().filter(|&&d| d > tol).count();
-    assert!(worst <= outlier_tol, "{what}: max abs diff {worst:e} > {outlier_tol:e}");
-    assert!(over * 1000 <= a.len(), "{what}: {over} of {} elements differ by more than {tol:e}", a.len());
+    assert!(
+        worst <= outlier_tol,
+        "{what}: max abs diff {worst:e} > {outlier_tol:e}"
+    );
+    assert!(
+        over * 1000 <= a.len(),
+        "{what}: {over} of {} elements differ by more than {tol:e}",
+        a.len()
+    );
 }
 
 #[test]
 fn ten_adamw_steps_on_bert_equal_pytorch() {
     let (p, store) = trainable("bert/tiny-pretraining");
-    let ModelConfig::Bert(cfg) = &p.config else { panic!("not BERT") };
+    let ModelConfig::Bert(cfg) = &p.config else {
+        panic!("not BERT")
+    };
     let model = BertForPreTraining::new(cfg, &store.root()).unwrap();
     let data = Reference::load(fixtures().join("bert/tiny-pretraining.ref.safetensors"));
     let input = data.input();
-    check("bert", &store, &|| {
-        let out = model.forward(&input, Some(data.get("label.mlm")), Some(data.get("label.nsp")), Mode::Eval).unwrap();
-        out.loss.unwrap()
-    }, &|_| None);
+    check(
+        "bert",
+        &store,
+        &|| {
+            let out = model
+                .forward(
+                    &input,
+                    Some(data.get("label.mlm")),
+                    Some(data.get("label.nsp")),
+                    Mode::Eval,
+                )
+                .unwrap();
+            out.loss.unwrap()
+        },
+        &|_| None,
+    );
 }
 
 #[test]
 fn ten_adamw_steps_on_gpt2_equal_pytorch() {
     let (p, store) = trainable("gpt2/tiny-lm");
-    let ModelConfig::Gpt2(cfg) = &p.config else { panic!("not GPT-2") };
+    let ModelConfig::Gpt2(cfg) = &p.config else {
+        panic!("not GPT-2")
+    };
     let model = Gpt2LMHeadModel::new(cfg, &store.root()).unwrap();
     let data = Reference::load(fixtures().join("gpt2/tiny-lm.ref.safetensors"));
-    let (ids, mask) = (data.u32("right.in.input_ids"), data.u32("right.in.attention_mask"));
-    check("gpt2", &store, &|| {
-        let input = DecoderInput { input_ids: &ids, attention_mask: Some(&mask), position_ids: None };
-        model.forward(input, Some(data.get("right.label")), None, Mode::Eval).unwrap().loss.unwrap()
-    }, &|_| None);
+    let (ids, mask) = (
+        data.u32("right.in.input_ids"),
+        data.u32("right.in.attention_mask"),
+    );
+    check(
+        "gpt2",
+        &store,
+        &|| {
+            let input = DecoderInput {
+                input_ids: &ids,
+                attention_mask: Some(&mask),
+                position_ids: None,
+            };
+            model
+                .forward(input, Some(data.get("right.label")), None, Mode::Eval)
+                .unwrap()
+                .loss
+                .unwrap()
+        },
+        &|_| None,
+    );
 }
 
 #[test]
 fn ten_adamw_steps_on_xlnet_plm_equal_pytorch() {
     let (p, store) = trainable("xlnet/bi");
-    let ModelConfig::Xlnet(cfg) = &p.config else { panic!("not XLNet") };
+    let ModelConfig::Xlnet(cfg) = &p.config else {
+        panic!("not XLNet")
+    };
     let model = XlnetLMHeadModel::new(cfg, &store.root()).unwrap();
     let data = Reference::load(fixtures().join("xlnet/bi.ref.safetensors"));
     let ids = data.u32("plm.input_ids");
-    check("xlnet", &store, &|| {
-        let input = XlnetInput {
-            input_ids: Some(&ids),
-            perm_mask: Some(data.get("plm.perm_mask")),
-            target_mapping: Some(data.get("plm.target_mapping")),
-            ..Default::default()
-        };
-        model.forward(input, Some(data.get("plm.labels")), Mode::Eval).unwrap().loss.unwrap()
-    }, &|name| {
-        // The slowest sinusoids of the relative encoding barely change over a few positions, so
-        // the rows of `r` they feed shift every score of a row alike, which softmax ignores:
-        // their gradients are rounding noise (1e-7 of the largest), which Adam scales up to
-        // steps of either sign. Compare the rows whose first gradient is at least 1e-2 of it.
-        if !name.ends_with("rel_attn.r") {
-            return None;
-        }
-        let g = data.get(&format!("grad.{name}")).abs().unwrap().max_keepdim(2).unwrap().max_keepdim(1).unwrap();
-        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let top = g.iter().copied().fold(0f32, f32::max);
-        Some((0..g.len()).filter(|&r| g[r] >= 1e-2 * top).collect())
-    });
+    check(
+        "xlnet",
+        &store,
+        &|| {
+            let input = XlnetInput {
+                input_ids: Some(&ids),
+                perm_mask: Some(data.get("plm.perm_mask")),
+                target_mapping: Some(data.get("plm.target_mapping")),
+                ..Default::default()
+            };
+            model
+                .forward(input, Some(data.get("plm.labels")), Mode::Eval)
+                .unwrap()
+                .loss
+                .unwrap()
+        },
+        &|name| {
+            // The slowest sinusoids of the relative encoding barely change over a few positions, so
+            // the rows of `r` they feed shift every score of a row alike, which softmax ignores:
+            // their gradients are rounding noise (1e-7 of the largest), which Adam scales up to
+            // steps of either sign. Compare the rows whose first gradient is at least 1e-2 of it.
+            if !name.ends_with("rel_attn.r") {
+                return None;
+            }
+            let g = data
+                .get(&format!("grad.{name}"))
+                .abs()
+                .unwrap()
+                .max_keepdim(2)
+                .unwrap()
+                .max_keepdim(1)
+                .unwrap();
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let top = g.iter().copied().fold(0f32, f32::max);
+            Some((0..g.len()).filter(|&r| g[r] >= 1e-2 * top).collect())
+        },
+    );
 }

@@ -37,12 +37,36 @@ pub struct Args {
 }
 
 const WORKLOADS: &[(&str, &str, &str)] = &[
-    ("encode-32x128", "MiniLM-L6 encoder, batch 32 x 128 tokens", "sentences/s"),
-    ("encode-1x16", "MiniLM-L6 encoder, batch 1 x 16 tokens", "ms/text"),
-    ("encode-mixed", "MiniLM-L6 encoder, 512 texts of 8-128 tokens, length-bucketed batches of 32", "sentences/s"),
-    ("train-bert-mlm", "small BERT MLM training step (256 hidden, 4 layers, vocab 30522), 16 x 128", "tokens/s"),
-    ("train-gpt2-clm", "small GPT-2 CLM training step (256 hidden, 4 layers, vocab 50257), 16 x 128", "tokens/s"),
-    ("decode-gpt2", "GPT-2 small (124M) greedy decoding, 32-token prompt, 32 new tokens", "tokens/s"),
+    (
+        "encode-32x128",
+        "MiniLM-L6 encoder, batch 32 x 128 tokens",
+        "sentences/s",
+    ),
+    (
+        "encode-1x16",
+        "MiniLM-L6 encoder, batch 1 x 16 tokens",
+        "ms/text",
+    ),
+    (
+        "encode-mixed",
+        "MiniLM-L6 encoder, 512 texts of 8-128 tokens, length-bucketed batches of 32",
+        "sentences/s",
+    ),
+    (
+        "train-bert-mlm",
+        "small BERT MLM training step (256 hidden, 4 layers, vocab 30522), 16 x 128",
+        "tokens/s",
+    ),
+    (
+        "train-gpt2-clm",
+        "small GPT-2 CLM training step (256 hidden, 4 layers, vocab 50257), 16 x 128",
+        "tokens/s",
+    ),
+    (
+        "decode-gpt2",
+        "GPT-2 small (124M) greedy decoding, 32-token prompt, 32 new tokens",
+        "tokens/s",
+    ),
 ];
 
 pub fn run(a: Args) -> Result<()> {
@@ -78,7 +102,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.format == Format::Json {
         let threads = rayon::current_num_threads();
         let dtype = a.dtype.dtype.to_string();
-        println!("{}", serde_json::to_string_pretty(&json!({"threads": threads, "dtype": dtype, "results": results}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"threads": threads, "dtype": dtype, "results": results})
+            )?
+        );
     }
     Ok(())
 }
@@ -87,8 +116,15 @@ pub fn run(a: Args) -> Result<()> {
 type Workload = Box<dyn FnMut() -> Result<f64>>;
 
 fn workload(name: &str, precision: Precision) -> Result<Workload> {
-    let inference = StoreOptions { precision, ..Default::default() };
-    let training = StoreOptions { trainable: true, precision, ..Default::default() };
+    let inference = StoreOptions {
+        precision,
+        ..Default::default()
+    };
+    let training = StoreOptions {
+        trainable: true,
+        precision,
+        ..Default::default()
+    };
     Ok(match name {
         "encode-32x128" => {
             let model = minilm(&inference)?;
@@ -101,7 +137,9 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
         }
         "encode-1x16" => {
             let model = minilm(&inference)?;
-            let inputs: Vec<EncoderInput> = (0..50).map(|i| encoder_input(&[16], 30522, i)).collect::<Result<_>>()?;
+            let inputs: Vec<EncoderInput> = (0..50)
+                .map(|i| encoder_input(&[16], 30522, i))
+                .collect::<Result<_>>()?;
             Box::new(move || {
                 let t = Instant::now();
                 for input in &inputs {
@@ -112,10 +150,15 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
         }
         "encode-mixed" => {
             let model = minilm(&inference)?;
-            let mut lengths: Vec<usize> = (0..512u64).map(|i| 8 + (mix(i, 7) % 121) as usize).collect();
+            let mut lengths: Vec<usize> = (0..512u64)
+                .map(|i| 8 + (mix(i, 7) % 121) as usize)
+                .collect();
             lengths.sort_unstable_by(|a, b| b.cmp(a));
-            let batches: Vec<EncoderInput> =
-                lengths.chunks(32).enumerate().map(|(i, l)| encoder_input(l, 30522, i as u64)).collect::<Result<_>>()?;
+            let batches: Vec<EncoderInput> = lengths
+                .chunks(32)
+                .enumerate()
+                .map(|(i, l)| encoder_input(l, 30522, i as u64))
+                .collect::<Result<_>>()?;
             Box::new(move || {
                 let t = Instant::now();
                 for input in &batches {
@@ -125,18 +168,30 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             })
         }
         "train-bert-mlm" => {
-            let cfg = bert(json!({"vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 4,
-                "num_attention_heads": 4, "intermediate_size": 1024}))?;
+            let cfg = bert(
+                json!({"vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "intermediate_size": 1024}),
+            )?;
             let store = ParamStore::new(None, &["bert"], &training);
             let model = BertForMaskedLM::new(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
             let input = encoder_input(&[128; 16], 30522, 3)?;
             // 15% of the positions carry a target, as the MLM collator chooses them.
-            let labels: Vec<i64> = (0..16 * 128u64).map(|i| if mix(i, 5) % 100 < 15 { (mix(i, 6) % 30522) as i64 } else { -100 }).collect();
+            let labels: Vec<i64> = (0..16 * 128u64)
+                .map(|i| {
+                    if mix(i, 5) % 100 < 15 {
+                        (mix(i, 6) % 30522) as i64
+                    } else {
+                        -100
+                    }
+                })
+                .collect();
             let labels = Tensor::from_vec(labels, (16, 128), &Device::Cpu)?;
             Box::new(move || {
                 let t = Instant::now();
-                let loss = model.masked_lm_loss(&input, &labels, Mode::Eval)?.context("no labelled position")?;
+                let loss = model
+                    .masked_lm_loss(&input, &labels, Mode::Eval)?
+                    .context("no labelled position")?;
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &store.params(), 1.0)?;
                 opt.step(&grads, 1e-4)?;
@@ -144,7 +199,9 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             })
         }
         "train-gpt2-clm" => {
-            let cfg = gpt2(json!({"vocab_size": 50257, "n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 512}))?;
+            let cfg = gpt2(
+                json!({"vocab_size": 50257, "n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 512}),
+            )?;
             let store = ParamStore::new(None, &["transformer"], &training);
             let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
@@ -152,8 +209,15 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             let labels = ids.to_dtype(DType::I64)?;
             Box::new(move || {
                 let t = Instant::now();
-                let input = DecoderInput { input_ids: &ids, attention_mask: None, position_ids: None };
-                let loss = model.forward(input, Some(&labels), None, Mode::Eval)?.loss.context("no loss")?;
+                let input = DecoderInput {
+                    input_ids: &ids,
+                    attention_mask: None,
+                    position_ids: None,
+                };
+                let loss = model
+                    .forward(input, Some(&labels), None, Mode::Eval)?
+                    .loss
+                    .context("no loss")?;
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &store.params(), 1.0)?;
                 opt.step(&grads, 1e-4)?;
@@ -161,14 +225,26 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             })
         }
         "decode-gpt2" => {
-            let cfg = gpt2(json!({"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}))?;
+            let cfg = gpt2(
+                json!({"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}),
+            )?;
             let store = ParamStore::new(None, &["transformer"], &inference);
             let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
             let prompt: Vec<u32> = (0..32u64).map(|i| (mix(i, 8) % 50257) as u32).collect();
-            let generation = GenerationConfig { max_new_tokens: Some(32), min_new_tokens: 32, ..Default::default() };
+            let generation = GenerationConfig {
+                max_new_tokens: Some(32),
+                min_new_tokens: 32,
+                ..Default::default()
+            };
             Box::new(move || {
                 let t = Instant::now();
-                let out = generate(&model, std::slice::from_ref(&prompt), &generation, None, &mut |_, _| {})?;
+                let out = generate(
+                    &model,
+                    std::slice::from_ref(&prompt),
+                    &generation,
+                    None,
+                    &mut |_, _| {},
+                )?;
                 let new_tokens = out.iter().map(|g| g.token_ids.len()).sum::<usize>();
                 Ok(new_tokens as f64 / t.elapsed().as_secs_f64())
             })
@@ -179,14 +255,20 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
 
 /// all-MiniLM-L6-v2's shape: 384 hidden, 6 layers, 12 heads, FFN 1536.
 fn minilm(opts: &StoreOptions) -> Result<BertModel> {
-    let cfg = bert(json!({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
-        "num_attention_heads": 12, "intermediate_size": 1536}))?;
+    let cfg = bert(
+        json!({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+        "num_attention_heads": 12, "intermediate_size": 1536}),
+    )?;
     let store = ParamStore::new(None, &["bert"], opts);
     Ok(BertModel::new(&cfg, &store.root(), false)?)
 }
 
 /// A config of `model_type` from its benchmark defaults (dropout off) and `fields`.
-fn config(model_type: &str, defaults: serde_json::Value, fields: serde_json::Value) -> Result<ModelConfig> {
+fn config(
+    model_type: &str,
+    defaults: serde_json::Value,
+    fields: serde_json::Value,
+) -> Result<ModelConfig> {
     let mut value = json!({"model_type": model_type});
     for extra in [defaults, fields] {
         if let (Some(map), serde_json::Value::Object(more)) = (value.as_object_mut(), extra) {
@@ -219,7 +301,11 @@ fn encoder_input(lengths: &[usize], vocab: u64, seed: u64) -> Result<EncoderInpu
     for (row, &l) in lengths.iter().enumerate() {
         for j in 0..len {
             let real = j < l;
-            ids.push(if real { (mix((row * len + j) as u64, seed) % vocab) as u32 } else { 0 });
+            ids.push(if real {
+                (mix((row * len + j) as u64, seed) % vocab) as u32
+            } else {
+                0
+            });
             mask.push(u32::from(real));
         }
     }
@@ -231,14 +317,18 @@ fn encoder_input(lengths: &[usize], vocab: u64, seed: u64) -> Result<EncoderInpu
 }
 
 fn random_ids(b: usize, len: usize, vocab: u64, seed: u64) -> Result<Tensor> {
-    let ids: Vec<u32> = (0..(b * len) as u64).map(|i| (mix(i, seed) % vocab) as u32).collect();
+    let ids: Vec<u32> = (0..(b * len) as u64)
+        .map(|i| (mix(i, seed) % vocab) as u32)
+        .collect();
     Ok(Tensor::from_vec(ids, (b, len), &Device::Cpu)?)
 }
 
 /// A well-mixed 64-bit hash of (i, seed) (splitmix64's finaliser): repeatable pseudo-random
 /// ids and lengths without a generator to thread through.
 fn mix(i: u64, seed: u64) -> u64 {
-    let mut z = i.wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = i
+        .wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -36,25 +36,50 @@ pub fn run(a: Args) -> Result<()> {
 /// saves it under `output` with its tokenizer and sentence-transformers files.
 pub fn save(paths: &Paths, opts: &StoreOptions) -> Result<()> {
     let (model, output) = (paths.model.as_str(), paths.output.as_path());
-    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(model)?;
+    let ModelDir {
+        root: dir,
+        sentence_transformers: st,
+        pretrained,
+    } = ModelDir::open(model)?;
     if same_dir(&dir, output) {
         bail!("--output must differ from the model directory");
     }
-    let (arch, store) =
-        load_architecture(&pretrained, opts).with_context(|| format!("loading {}", pretrained.dir.display()))?;
+    let (arch, store) = load_architecture(&pretrained, opts)
+        .with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
     let out_model = match &st {
-        Some(s) => output.join(s.transformer_dir.strip_prefix(&dir).unwrap_or(Path::new(""))),
+        Some(s) => output.join(
+            s.transformer_dir
+                .strip_prefix(&dir)
+                .unwrap_or(Path::new("")),
+        ),
         None => output.to_path_buf(),
     };
-    save_pretrained(&out_model, &pretrained.config, &arch, &store, tokenizer.as_ref())?;
-    copy_if_present(&pretrained.dir.join(GENERATION_CONFIG), &out_model.join(GENERATION_CONFIG))?;
+    save_pretrained(
+        &out_model,
+        &pretrained.config,
+        &arch,
+        &store,
+        tokenizer.as_ref(),
+    )?;
+    copy_if_present(
+        &pretrained.dir.join(GENERATION_CONFIG),
+        &out_model.join(GENERATION_CONFIG),
+    )?;
     if st.is_some() {
         copy_sentence_transformers_files(&dir, output)?;
     }
     let int8 = store.int8_linear_weights().len();
-    let how = if int8 > 0 { format!(", {int8} linear weights in int8") } else { String::new() };
-    eprintln!("saved {arch} ({} parameters{how}) to {}", store.num_parameters(), output.display());
+    let how = if int8 > 0 {
+        format!(", {int8} linear weights in int8")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "saved {arch} ({} parameters{how}) to {}",
+        store.num_parameters(),
+        output.display()
+    );
     Ok(())
 }
 
@@ -64,12 +89,20 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 /// The small JSON files that make a directory a sentence-transformers model.
 fn copy_sentence_transformers_files(from: &Path, to: &Path) -> Result<()> {
-    let mut files = vec![PathBuf::from(MODULES_JSON), PathBuf::from(SENTENCE_BERT_CONFIG)];
+    let mut files = vec![
+        PathBuf::from(MODULES_JSON),
+        PathBuf::from(SENTENCE_BERT_CONFIG),
+    ];
     for entry in std::fs::read_dir(from)?.flatten() {
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with("config_sentence_transformers") {
+        if name
+            .to_string_lossy()
+            .starts_with("config_sentence_transformers")
+        {
             files.push(PathBuf::from(name));
-        } else if entry.path().join("config.json").is_file() && name.to_string_lossy().contains("Pooling") {
+        } else if entry.path().join("config.json").is_file()
+            && name.to_string_lossy().contains("Pooling")
+        {
             files.push(PathBuf::from(name).join("config.json"));
         }
     }

@@ -68,7 +68,8 @@ pub fn run(a: Args) -> Result<()> {
         store: a.dtype.store(),
         ..Default::default()
     };
-    let embedder = SentenceEmbedder::load(&a.model, &opts).with_context(|| format!("loading {}", a.model))?;
+    let embedder =
+        SentenceEmbedder::load(&a.model, &opts).with_context(|| format!("loading {}", a.model))?;
     let mut source = TextSource::open(a.input.as_deref(), a.jsonl)?;
     let mut sink = Sink::open(a.output.as_deref())?;
     loop {

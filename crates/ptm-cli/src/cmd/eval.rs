@@ -34,7 +34,8 @@ pub fn run(a: Args) -> Result<()> {
         Format::Text => print!("{}", summary(&metrics)),
     }
     if let Some(path) = &a.output {
-        ptm::io::write_atomic(path, format!("{text}\n").as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        ptm::io::write_atomic(path, format!("{text}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
@@ -43,20 +44,39 @@ pub fn run(a: Args) -> Result<()> {
 fn summary(m: &serde_json::Value) -> String {
     let num = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
     let mut out = String::new();
-    for key in ["accuracy", "word_accuracy", "exact_match", "f1", "spearman", "pearson", "eval_loss"] {
+    for key in [
+        "accuracy",
+        "word_accuracy",
+        "exact_match",
+        "f1",
+        "spearman",
+        "pearson",
+        "eval_loss",
+    ] {
         if let Some(v) = m.get(key) {
             out += &format!("{key:<16} {}\n", num(v));
         }
     }
     for avg in ["macro_avg", "micro_avg"] {
         if let Some(v) = m.get(avg) {
-            out += &format!("{avg:<16} precision {} recall {} f1 {}\n", num(&v["precision"]), num(&v["recall"]), num(&v["f1"]));
+            out += &format!(
+                "{avg:<16} precision {} recall {} f1 {}\n",
+                num(&v["precision"]),
+                num(&v["recall"]),
+                num(&v["f1"])
+            );
         }
     }
     for group in ["per_class", "per_type"] {
         if let Some(serde_json::Value::Object(classes)) = m.get(group) {
             for (name, v) in classes {
-                out += &format!("  {name:<14} precision {} recall {} f1 {} support {}\n", num(&v["precision"]), num(&v["recall"]), num(&v["f1"]), v["support"]);
+                out += &format!(
+                    "  {name:<14} precision {} recall {} f1 {} support {}\n",
+                    num(&v["precision"]),
+                    num(&v["recall"]),
+                    num(&v["f1"]),
+                    v["support"]
+                );
             }
         }
     }
@@ -84,7 +104,14 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         }
         TaskModel::TokenCls(model, labels) => {
             let data = token_cls::load(&a.data, &tokenizer, o.max_length, &labels, true)?;
-            let (pred, loss) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels), None)?;
+            let (pred, loss) = token_cls::predict(
+                &model,
+                &data,
+                pad,
+                o.batch_size,
+                token_cls::outside_id(&labels),
+                None,
+            )?;
             let (report, accuracy) = token_cls::report(&data, &labels, &pred)?;
             let mut v = serde_json::to_value(&report)?;
             v["task"] = "token-cls".into();
@@ -102,7 +129,12 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         }
         TaskModel::Similarity(model, pooling) => {
             let data = similarity::load(&a.data, &tokenizer, o.max_length, true)?;
-            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size, None)?;
+            let cos = similarity::BiEncoder {
+                model: &model,
+                pooling,
+                pad,
+            }
+            .cosines(&data, o.batch_size, None)?;
             let (spearman, pearson) = similarity::correlations(&data, &cos)?;
             serde_json::json!({ "task": "similarity", "spearman": spearman, "pearson": pearson, "count": data.records.len() })
         }

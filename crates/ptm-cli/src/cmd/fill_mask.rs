@@ -27,7 +27,9 @@ pub fn run(a: Args) -> Result<()> {
     let predictions = pipe.predict(&a.text, a.top_k.max(1))?;
     match a.format {
         // transformers returns a list for one mask and a list of lists for several.
-        Format::Json if predictions.len() == 1 => println!("{}", serde_json::to_string(&predictions[0])?),
+        Format::Json if predictions.len() == 1 => {
+            println!("{}", serde_json::to_string(&predictions[0])?)
+        }
         Format::Json => println!("{}", serde_json::to_string(&predictions)?),
         Format::Text => {
             for (i, row) in predictions.iter().enumerate() {

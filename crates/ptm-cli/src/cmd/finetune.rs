@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
+use ptm::finetune::models::{
+    QaModel, SeqClsModel, TokenClsModel, check_tokenizer, similarity_encoder,
+};
 use ptm::finetune::similarity::{self, SimilarityLoss};
-use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, check_tokenizer, similarity_encoder};
 use ptm::finetune::{DataSet, LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
 use ptm::heads::Pooling;
-use ptm::sentence_transformers::ModelDir;
 use ptm::models::{Pretrained, base_prefix, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
+use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
 use ptm::train::{BestModel, Evaluator, ModelSpec, Objective};
 
@@ -69,17 +71,30 @@ pub struct Args {
     train: TrainOptions,
 }
 
-const DEFAULTS: Defaults = Defaults { lr: 5e-5, epochs: 3, eval_each_epoch: true, eval_at_start: false };
+const DEFAULTS: Defaults = Defaults {
+    lr: 5e-5,
+    epochs: 3,
+    eval_each_epoch: true,
+    eval_at_start: false,
+};
 
 pub fn run(a: Args) -> Result<()> {
     let task = Task::parse(&a.task)?;
     let pretrained = Pretrained::open(&a.model)?;
     let tokenizer = pretrained.tokenizer()?;
-    if !matches!(pretrained.config, ModelConfig::Bert(_) | ModelConfig::Xlnet(_)) {
-        bail!("fine-tuning supports bert and xlnet models; {} is a {} model", a.model, pretrained.config.model_type());
+    if !matches!(
+        pretrained.config,
+        ModelConfig::Bert(_) | ModelConfig::Xlnet(_)
+    ) {
+        bail!(
+            "fine-tuning supports bert and xlnet models; {} is a {} model",
+            a.model,
+            pretrained.config.model_type()
+        );
     }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
-    check_tokenizer(&pretrained.config, &tokenizer).with_context(|| format!("{}", pretrained.dir.display()))?;
+    check_tokenizer(&pretrained.config, &tokenizer)
+        .with_context(|| format!("{}", pretrained.dir.display()))?;
     match task {
         Task::SeqCls => seq_cls_run(&a, &pretrained, &tokenizer),
         Task::TokenCls => token_cls_run(&a, &pretrained, &tokenizer),
@@ -90,18 +105,38 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The weights training starts from: a resumed checkpoint, random, or the pretrained model.
 fn store(a: &Args, pretrained: &Pretrained, config: &ModelConfig) -> Result<ParamStore> {
-    let opts = StoreOptions { trainable: true, seed: a.train.seed, precision: a.train.dtype, ..Default::default() };
+    let opts = StoreOptions {
+        trainable: true,
+        seed: a.train.seed,
+        precision: a.train.dtype,
+        ..Default::default()
+    };
     Ok(match (a.train.resume_dir()?, a.from_scratch) {
-        (Some(dir), _) => Pretrained { dir, config: config.clone() }.store(&opts)?,
+        (Some(dir), _) => Pretrained {
+            dir,
+            config: config.clone(),
+        }
+        .store(&opts)?,
         (None, true) => ParamStore::new(None, &[base_prefix(config)], &opts),
-        (None, false) => Pretrained { dir: pretrained.dir.clone(), config: config.clone() }.store(&opts)?,
+        (None, false) => Pretrained {
+            dir: pretrained.dir.clone(),
+            config: config.clone(),
+        }
+        .store(&opts)?,
     })
 }
 
 fn best(a: &Args, default_metric: &str) -> Option<BestModel> {
     a.eval.as_ref()?;
-    let metric = a.metric.clone().unwrap_or_else(|| default_metric.to_string());
-    Some(BestModel { greater_is_better: !metric.contains("loss"), metric, patience: a.early_stopping })
+    let metric = a
+        .metric
+        .clone()
+        .unwrap_or_else(|| default_metric.to_string());
+    Some(BestModel {
+        greater_is_better: !metric.contains("loss"),
+        metric,
+        patience: a.early_stopping,
+    })
 }
 
 /// A seeded random share of `n` indices, in their original order.
@@ -118,14 +153,25 @@ fn sample(n: usize, fraction: Option<f64>, seed: u64) -> Result<Option<Vec<usize
 
 /// The label set: --labels, labels.txt beside the training file, or the training data's.
 fn label_set(a: &Args, from_data: fn(&Path) -> ptm::Result<LabelSet>) -> Result<LabelSet> {
-    Ok(match a.labels.as_ref().map(PathBuf::as_path).or(labels_beside(&a.train_file).as_deref()) {
-        Some(f) => LabelSet::from_file(f)?,
-        None => from_data(&a.train_file)?,
-    })
+    Ok(
+        match a
+            .labels
+            .as_ref()
+            .map(PathBuf::as_path)
+            .or(labels_beside(&a.train_file).as_deref())
+        {
+            Some(f) => LabelSet::from_file(f)?,
+            None => from_data(&a.train_file)?,
+        },
+    )
 }
 
 /// The pretrained config turned into the fine-tuned model's: its head and labels.
-fn task_config(pretrained: &Pretrained, architecture: &str, labels: Option<&LabelSet>) -> ModelConfig {
+fn task_config(
+    pretrained: &Pretrained,
+    architecture: &str,
+    labels: Option<&LabelSet>,
+) -> ModelConfig {
     let mut config = pretrained.config.clone();
     let common = config.common_mut();
     if let Some(labels) = labels {
@@ -137,7 +183,10 @@ fn task_config(pretrained: &Pretrained, architecture: &str, labels: Option<&Labe
 
 /// The training data (a `--train-fraction` of it) and the evaluation data, read by `load(path,
 /// is_eval)`.
-fn data<D: DataSet>(a: &Args, load: impl Fn(&Path, bool) -> ptm::Result<D>) -> Result<(D, Option<D>)> {
+fn data<D: DataSet>(
+    a: &Args,
+    load: impl Fn(&Path, bool) -> ptm::Result<D>,
+) -> Result<(D, Option<D>)> {
     let mut train = load(&a.train_file, false)?;
     if let Some(keep) = sample(train.num_records(), a.train_fraction, a.train.seed)? {
         train = train.select(&keep);
@@ -159,8 +208,19 @@ fn train_and_report(
     default_metric: &str,
 ) -> Result<()> {
     report_load(store, architecture);
-    let spec = ModelSpec { config, architecture, store, tokenizer: Some(tokenizer) };
-    let outcome = a.train.run(objective, evaluator, &spec, &DEFAULTS, best(a, default_metric))?;
+    let spec = ModelSpec {
+        config,
+        architecture,
+        store,
+        tokenizer: Some(tokenizer),
+    };
+    let outcome = a.train.run(
+        objective,
+        evaluator,
+        &spec,
+        &DEFAULTS,
+        best(a, default_metric),
+    )?;
     print_best(&outcome, &a.train.output)
 }
 
@@ -169,55 +229,112 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
     let arch = SeqClsModel::architecture(&pretrained.config)?;
     let mut config = task_config(pretrained, arch, Some(&labels));
     config.common_mut().problem_type = Some(ProblemType::SingleLabelClassification);
-    let (train_data, eval_data) = data(a, |f, _| seq_cls::load(f, tokenizer, a.max_length, &labels, true))?;
+    let (train_data, eval_data) = data(a, |f, _| {
+        seq_cls::load(f, tokenizer, a.max_length, &labels, true)
+    })?;
     let class_weights = match a.class_weights.as_deref() {
         None => None,
-        Some("balanced") => Some(seq_cls::balanced_class_weights(&train_data.labels, labels.names.len())),
+        Some("balanced") => Some(seq_cls::balanced_class_weights(
+            &train_data.labels,
+            labels.names.len(),
+        )),
         Some(list) => Some(
             list.split(',')
-                .map(|w| w.trim().parse::<f32>().with_context(|| format!("--class-weights: {w:?} is not a number")))
+                .map(|w| {
+                    w.trim()
+                        .parse::<f32>()
+                        .with_context(|| format!("--class-weights: {w:?} is not a number"))
+                })
                 .collect::<Result<Vec<f32>>>()?,
         ),
     };
     if let Some(w) = &class_weights {
-        anyhow::ensure!(w.len() == labels.names.len(), "--class-weights has {} weights for {} labels {:?}", w.len(), labels.names.len(), labels.names);
+        anyhow::ensure!(
+            w.len() == labels.names.len(),
+            "--class-weights has {} weights for {} labels {:?}",
+            w.len(),
+            labels.names.len(),
+            labels.names
+        );
     }
     let store = store(a, pretrained, &config)?;
     let model = SeqClsModel::new(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
-    let objective = seq_cls::SeqClsObjective { model: &model, data: &train_data, pad, class_weights };
-    let evaluator = eval_data
-        .as_ref()
-        .map(|data| seq_cls::SeqClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.eval_batch_size(2) });
+    let objective = seq_cls::SeqClsObjective {
+        model: &model,
+        data: &train_data,
+        pad,
+        class_weights,
+    };
+    let evaluator = eval_data.as_ref().map(|data| seq_cls::SeqClsEvaluator {
+        model: &model,
+        data,
+        labels: &labels,
+        pad,
+        batch_size: a.train.eval_batch_size(2),
+    });
     eprintln!("labels: {}", labels.names.join(", "));
-    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "accuracy")
+    train_and_report(
+        a,
+        &config,
+        arch,
+        &store,
+        tokenizer,
+        &objective,
+        evaluator.as_ref().map(|e| e as &dyn Evaluator),
+        "accuracy",
+    )
 }
 
 fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, token_cls::labels_from_data)?;
     let arch = TokenClsModel::architecture(&pretrained.config)?;
     let config = task_config(pretrained, arch, Some(&labels));
-    let (train_data, eval_data) = data(a, |f, _| token_cls::load(f, tokenizer, a.max_length, &labels, true))?;
+    let (train_data, eval_data) = data(a, |f, _| {
+        token_cls::load(f, tokenizer, a.max_length, &labels, true)
+    })?;
     let store = store(a, pretrained, &config)?;
     let model = TokenClsModel::new(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
-    let objective = token_cls::TokenClsObjective { model: &model, data: &train_data, pad };
-    let evaluator = eval_data
-        .as_ref()
-        .map(|data| token_cls::TokenClsEvaluator { model: &model, data, labels: &labels, pad, batch_size: a.train.eval_batch_size(2) });
+    let objective = token_cls::TokenClsObjective {
+        model: &model,
+        data: &train_data,
+        pad,
+    };
+    let evaluator = eval_data.as_ref().map(|data| token_cls::TokenClsEvaluator {
+        model: &model,
+        data,
+        labels: &labels,
+        pad,
+        batch_size: a.train.eval_batch_size(2),
+    });
     eprintln!("tags: {}", labels.names.join(", "));
-    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
+    train_and_report(
+        a,
+        &config,
+        arch,
+        &store,
+        tokenizer,
+        &objective,
+        evaluator.as_ref().map(|e| e as &dyn Evaluator),
+        "f1",
+    )
 }
 
 fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let arch = QaModel::architecture(&pretrained.config)?;
     let config = task_config(pretrained, arch, None);
     let stride = a.doc_stride.unwrap_or(a.max_length / 3);
-    let (train_data, eval_data) = data(a, |f, _| qa::load(f, tokenizer, a.max_length, stride, true))?;
+    let (train_data, eval_data) =
+        data(a, |f, _| qa::load(f, tokenizer, a.max_length, stride, true))?;
     let store = store(a, pretrained, &config)?;
     let model = QaModel::new(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
-    let objective = qa::QaObjective { model: &model, data: &train_data, pad };
+    let objective = qa::QaObjective {
+        model: &model,
+        data: &train_data,
+        pad,
+    };
     let evaluator = eval_data.as_ref().map(|data| qa::QaEvaluator {
         model: &model,
         data,
@@ -225,18 +342,35 @@ fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()
         batch_size: a.train.eval_batch_size(2),
         max_answer_tokens: a.max_answer_tokens,
     });
-    eprintln!("{} questions in {} windows", train_data.records.len(), train_data.windows.len());
-    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "f1")
+    eprintln!(
+        "{} questions in {} windows",
+        train_data.records.len(),
+        train_data.windows.len()
+    );
+    train_and_report(
+        a,
+        &config,
+        arch,
+        &store,
+        tokenizer,
+        &objective,
+        evaluator.as_ref().map(|e| e as &dyn Evaluator),
+        "f1",
+    )
 }
 
 fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let st = ModelDir::open(&a.model)?.sentence_transformers;
-    let pooling = st.as_ref().map_or_else(|| vec![Pooling::Mean], |s| s.pooling.clone());
+    let pooling = st
+        .as_ref()
+        .map_or_else(|| vec![Pooling::Mean], |s| s.pooling.clone());
     let normalize = st.as_ref().is_some_and(|s| s.normalize);
     let arch = base_architecture(&pretrained.config);
     let config = task_config(pretrained, arch, None);
     // Training pairs need scores only for the cosine loss; evaluation pairs always.
-    let (train_data, eval_data) = data(a, |f, is_eval| similarity::load(f, tokenizer, a.max_length, is_eval))?;
+    let (train_data, eval_data) = data(a, |f, is_eval| {
+        similarity::load(f, tokenizer, a.max_length, is_eval)
+    })?;
     let loss = match a.similarity_loss.as_deref() {
         Some("cosine") => SimilarityLoss::Cosine,
         Some("mnrl") => SimilarityLoss::MultipleNegatives,
@@ -245,22 +379,57 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
         Some(other) => bail!("unknown --similarity-loss {other:?}; supported: cosine, mnrl"),
     };
     if loss == SimilarityLoss::Cosine && !train_data.has_scores() {
-        bail!("--similarity-loss cosine needs a \"score\" on every training pair in {}", a.train_file.display());
+        bail!(
+            "--similarity-loss cosine needs a \"score\" on every training pair in {}",
+            a.train_file.display()
+        );
     }
     let store = store(a, pretrained, &config)?;
     let model = similarity_encoder(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
-    let encoder = || similarity::BiEncoder { model: &model, pooling: pooling.clone(), pad };
-    let objective = similarity::SimilarityObjective { encoder: encoder(), data: &train_data, loss };
-    let evaluator = eval_data.as_ref().map(|data| similarity::SimilarityEvaluator { encoder: encoder(), data, batch_size: a.train.eval_batch_size(2) });
-    eprintln!("{} pairs, {loss:?} loss, pooling {pooling:?}", train_data.records.len());
-    train_and_report(a, &config, arch, &store, tokenizer, &objective, evaluator.as_ref().map(|e| e as &dyn Evaluator), "spearman")?;
+    let encoder = || similarity::BiEncoder {
+        model: &model,
+        pooling: pooling.clone(),
+        pad,
+    };
+    let objective = similarity::SimilarityObjective {
+        encoder: encoder(),
+        data: &train_data,
+        loss,
+    };
+    let evaluator = eval_data
+        .as_ref()
+        .map(|data| similarity::SimilarityEvaluator {
+            encoder: encoder(),
+            data,
+            batch_size: a.train.eval_batch_size(2),
+        });
+    eprintln!(
+        "{} pairs, {loss:?} loss, pooling {pooling:?}",
+        train_data.records.len()
+    );
+    train_and_report(
+        a,
+        &config,
+        arch,
+        &store,
+        tokenizer,
+        &objective,
+        evaluator.as_ref().map(|e| e as &dyn Evaluator),
+        "spearman",
+    )?;
     if !super::train_options::is_lead() {
         return Ok(());
     }
     // The output is a sentence-transformers model too.
     let width = config.dims().hidden_size * pooling.len();
-    ptm::sentence_transformers::save_layout(&a.train.output, &pooling, normalize, width, a.max_length)?;
+    ptm::sentence_transformers::save_layout(
+        &a.train.output,
+        &pooling,
+        normalize,
+        width,
+        a.max_length,
+    )?;
     Ok(())
 }
 
@@ -277,10 +446,21 @@ fn print_best(outcome: &ptm::train::TrainOutcome, output: &Path) -> Result<()> {
     if !super::train_options::is_lead() {
         return Ok(());
     }
-    let Some(best) = &outcome.best else { return Ok(()) };
-    let Some(record) = outcome.evals.iter().find(|r| r.step == best.step) else { return Ok(()) };
-    let shown: Vec<String> = record.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    println!("{}", serde_json::json!({ "step": record.step, "model": output, "metrics": record.metrics }));
+    let Some(best) = &outcome.best else {
+        return Ok(());
+    };
+    let Some(record) = outcome.evals.iter().find(|r| r.step == best.step) else {
+        return Ok(());
+    };
+    let shown: Vec<String> = record
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({ "step": record.step, "model": output, "metrics": record.metrics })
+    );
     eprintln!("kept step {}: {}", record.step, shown.join(", "));
     Ok(())
 }

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ptm::generate::{GenerationConfig, generate, load_causal_lm, prompt_prefix, stop_string_checker};
+use ptm::generate::{
+    GenerationConfig, generate, load_causal_lm, prompt_prefix, stop_string_checker,
+};
 use ptm::models::Pretrained;
 use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
 
@@ -86,13 +88,25 @@ pub fn run(a: Args) -> Result<()> {
     apply_flags(&a, &mut cfg);
     cfg.validate()?;
     let stop = stop_string_checker(&cfg.stop_strings, |ids| tokenizer.decode(ids, true).ok());
-    let max_prompt = model.max_positions().saturating_sub(cfg.max_new_tokens.unwrap_or(0));
-    let prefix = a.prefix.clone().or_else(|| prompt_prefix(&pretrained.config).map(str::to_string)).unwrap_or_default();
+    let max_prompt = model
+        .max_positions()
+        .saturating_sub(cfg.max_new_tokens.unwrap_or(0));
+    let prefix = a
+        .prefix
+        .clone()
+        .or_else(|| prompt_prefix(&pretrained.config).map(str::to_string))
+        .unwrap_or_default();
     // XLNet predicts from its memory one row at a time; it cannot mask padding.
-    let batch_size = if matches!(pretrained.config, ptm::config::ModelConfig::Xlnet(_)) { 1 } else { a.batch_size };
+    let batch_size = if matches!(pretrained.config, ptm::config::ModelConfig::Xlnet(_)) {
+        1
+    } else {
+        a.batch_size
+    };
     // Prompts go in without special tokens, as transformers' text-generation pipeline does.
     let encode = |text: &str| -> Result<Vec<u32>> {
-        let ids = tokenizer.encode_plain(&[&format!("{prefix}{text}")])?.remove(0);
+        let ids = tokenizer
+            .encode_plain(&[&format!("{prefix}{text}")])?
+            .remove(0);
         if ids.len() > max_prompt {
             if !a.truncate_left {
                 bail!(
@@ -111,15 +125,28 @@ pub fn run(a: Args) -> Result<()> {
         let ids = encode(text)?;
         if ids.is_empty() {
             // An empty prompt starts from BOS, as transformers does.
-            return cfg.bos_token_id.map(|b| vec![b]).context("empty prompt and the model has no BOS token");
+            return cfg
+                .bos_token_id
+                .map(|b| vec![b])
+                .context("empty prompt and the model has no BOS token");
         }
         Ok(ids)
     };
 
     if let Some(path) = &a.input {
-        return run_file(path, batch_size, &tokenizer, &*model, &cfg, &stop, &prompt_ids);
+        return run_file(
+            path,
+            batch_size,
+            &tokenizer,
+            &*model,
+            &cfg,
+            &stop,
+            &prompt_ids,
+        );
     }
-    let Some(prompt) = &a.prompt else { bail!("give a PROMPT or --input FILE") };
+    let Some(prompt) = &a.prompt else {
+        bail!("give a PROMPT or --input FILE")
+    };
     let ids = prompt_ids(prompt)?;
     match a.format {
         // One sequence, token by token; beams are only known at the end.
@@ -135,10 +162,13 @@ pub fn run(a: Args) -> Result<()> {
             generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, t| {
                 stamps.push(start.elapsed().as_secs_f64());
                 if failed.is_none() {
-                    match stream.push(t).map_err(anyhow::Error::from).and_then(|piece| {
-                        write!(out, "{piece}")?;
-                        Ok(out.flush()?)
-                    }) {
+                    match stream
+                        .push(t)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|piece| {
+                            write!(out, "{piece}")?;
+                            Ok(out.flush()?)
+                        }) {
                         Ok(()) => {}
                         Err(e) => failed = Some(e),
                     }
@@ -159,7 +189,10 @@ pub fn run(a: Args) -> Result<()> {
         }
         Format::Json => {
             for g in generate(&*model, &[ids], &cfg, Some(&stop), &mut |_, _| {})? {
-                println!("{}", result_json(prompt, &g.token_ids, g.finish_reason, &tokenizer)?);
+                println!(
+                    "{}",
+                    result_json(prompt, &g.token_ids, g.finish_reason, &tokenizer)?
+                );
             }
         }
     }
@@ -171,7 +204,11 @@ pub fn run(a: Args) -> Result<()> {
 fn timing_json(prompt_tokens: usize, stamps: &[f64]) -> serde_json::Value {
     let first = stamps.first().copied().unwrap_or(0.0);
     let last = stamps.last().copied().unwrap_or(0.0);
-    let decode = if stamps.len() > 1 { (last - first) / (stamps.len() - 1) as f64 } else { 0.0 };
+    let decode = if stamps.len() > 1 {
+        (last - first) / (stamps.len() - 1) as f64
+    } else {
+        0.0
+    };
     serde_json::json!({
         "prompt_tokens": prompt_tokens,
         "new_tokens": stamps.len(),
@@ -223,7 +260,12 @@ fn apply_flags(a: &Args, cfg: &mut GenerationConfig) {
 
 /// transformers' text-generation output (`generated_text` is prompt + continuation), with the
 /// new token ids and why generation stopped.
-fn result_json(prompt: &str, new_ids: &[u32], finish: &str, tokenizer: &Tokenizer) -> Result<String> {
+fn result_json(
+    prompt: &str,
+    new_ids: &[u32],
+    finish: &str,
+    tokenizer: &Tokenizer,
+) -> Result<String> {
     let text = format!("{prompt}{}", tokenizer.decode(new_ids, true)?);
     Ok(serde_json::json!({ "generated_text": text, "token_ids": new_ids, "finish_reason": finish }).to_string())
 }
@@ -243,7 +285,8 @@ fn run_file(
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let line = std::str::from_utf8(line).map_err(|_| anyhow::anyhow!("{}:{}: not valid UTF-8", path.display(), i + 1))?;
+        let line = std::str::from_utf8(line)
+            .map_err(|_| anyhow::anyhow!("{}:{}: not valid UTF-8", path.display(), i + 1))?;
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
         let Some(p) = v.get("prompt").and_then(|p| p.as_str()) else {
@@ -253,12 +296,24 @@ fn run_file(
     }
     let mut out = std::io::stdout().lock();
     for chunk in prompts.chunks(batch_size.max(1)) {
-        let ids = chunk.iter().map(|p| prompt_ids(p)).collect::<Result<Vec<_>>>()?;
+        let ids = chunk
+            .iter()
+            .map(|p| prompt_ids(p))
+            .collect::<Result<Vec<_>>>()?;
         let results = generate(model, &ids, cfg, Some(stop), &mut |_, _| {})?;
         // num_return_sequences results per prompt, prompt by prompt.
         let per = results.len() / chunk.len().max(1);
         for (i, g) in results.iter().enumerate() {
-            writeln!(out, "{}", result_json(&chunk[i / per.max(1)], &g.token_ids, g.finish_reason, tokenizer)?)?;
+            writeln!(
+                out,
+                "{}",
+                result_json(
+                    &chunk[i / per.max(1)],
+                    &g.token_ids,
+                    g.finish_reason,
+                    tokenizer
+                )?
+            )?;
         }
     }
     Ok(())

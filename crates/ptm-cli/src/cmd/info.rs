@@ -19,7 +19,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let ModelDir { root: dir, sentence_transformers: st, pretrained } = ModelDir::open(&a.model)?;
+    let ModelDir {
+        root: dir,
+        sentence_transformers: st,
+        pretrained,
+    } = ModelDir::open(&a.model)?;
     let (arch, store) = load_architecture(&pretrained, &StoreOptions::default())
         .with_context(|| format!("loading {}", pretrained.dir.display()))?;
     let tokenizer = pretrained.tokenizer().ok();
@@ -43,9 +47,12 @@ pub fn run(a: Args) -> Result<()> {
         info["tokenizer_vocab_size"] = json!(t.vocab_size());
     }
     if let Some(s) = &st {
-        let pooling: Vec<_> = s.pooling.iter().map(|p| serde_json::to_value(p).unwrap_or_default()).collect();
-        info["sentence_transformers"] =
-            json!({ "pooling": pooling, "normalize": s.normalize, "max_seq_length": s.max_seq_length });
+        let pooling: Vec<_> = s
+            .pooling
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_default())
+            .collect();
+        info["sentence_transformers"] = json!({ "pooling": pooling, "normalize": s.normalize, "max_seq_length": s.max_seq_length });
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&info)?),

@@ -2,8 +2,8 @@ pub mod bench;
 pub mod convert;
 pub mod embed;
 pub mod eval;
-pub mod finetune;
 pub mod fill_mask;
+pub mod finetune;
 pub mod generate;
 pub mod info;
 pub mod perplexity;
@@ -27,7 +27,10 @@ pub struct DtypeArg {
 
 impl DtypeArg {
     pub fn store(&self) -> ptm::nn::StoreOptions {
-        ptm::nn::StoreOptions { precision: self.dtype, ..Default::default() }
+        ptm::nn::StoreOptions {
+            precision: self.dtype,
+            ..Default::default()
+        }
     }
 }
 

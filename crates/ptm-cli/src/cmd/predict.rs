@@ -46,20 +46,46 @@ pub fn run(a: Args) -> Result<()> {
         }
         TaskModel::TokenCls(model, labels) => {
             let data = token_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
-            let (pred, _) = token_cls::predict(&model, &data, pad, o.batch_size, token_cls::outside_id(&labels), None)?;
-            (0..data.records.len()).map(|i| with_id(tagged(&data, i, &pred[i], &labels), data.records[i].id.clone())).collect()
+            let (pred, _) = token_cls::predict(
+                &model,
+                &data,
+                pad,
+                o.batch_size,
+                token_cls::outside_id(&labels),
+                None,
+            )?;
+            (0..data.records.len())
+                .map(|i| {
+                    with_id(
+                        tagged(&data, i, &pred[i], &labels),
+                        data.records[i].id.clone(),
+                    )
+                })
+                .collect()
         }
         TaskModel::Qa(model) => {
             let data = qa::load(&a.input, &tokenizer, o.max_length, o.doc_stride(), false)?;
             let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
             let ids = data.records.iter().map(|r| r.id.clone());
-            answers.into_iter().zip(ids).map(|(answer, id)| Ok(with_id(serde_json::to_value(answer)?, id))).collect::<Result<_>>()?
+            answers
+                .into_iter()
+                .zip(ids)
+                .map(|(answer, id)| Ok(with_id(serde_json::to_value(answer)?, id)))
+                .collect::<Result<_>>()?
         }
         TaskModel::Similarity(model, pooling) => {
             let data = similarity::load(&a.input, &tokenizer, o.max_length, false)?;
-            let cos = similarity::BiEncoder { model: &model, pooling, pad }.cosines(&data, o.batch_size, None)?;
+            let cos = similarity::BiEncoder {
+                model: &model,
+                pooling,
+                pad,
+            }
+            .cosines(&data, o.batch_size, None)?;
             let ids = data.records.iter().map(|r| r.id.clone());
-            cos.into_iter().zip(ids).map(|(c, id)| with_id(serde_json::json!({ "cosine": c }), id)).collect()
+            cos.into_iter()
+                .zip(ids)
+                .map(|(c, id)| with_id(serde_json::json!({ "cosine": c }), id))
+                .collect()
         }
     };
     let mut sink = Sink::open(a.output.as_deref())?;
@@ -78,14 +104,23 @@ fn with_id(mut v: serde_json::Value, id: Option<serde_json::Value>) -> serde_jso
 }
 
 /// A record's tags and its entities with character spans in its text.
-fn tagged(data: &TokenClsData, i: usize, pred: &[(usize, f32)], labels: &LabelSet) -> serde_json::Value {
-    let tags: Vec<&str> = pred.iter().map(|&(t, _)| labels.names[t].as_str()).collect();
+fn tagged(
+    data: &TokenClsData,
+    i: usize,
+    pred: &[(usize, f32)],
+    labels: &LabelSet,
+) -> serde_json::Value {
+    let tags: Vec<&str> = pred
+        .iter()
+        .map(|&(t, _)| labels.names[t].as_str())
+        .collect();
     let chars: Vec<char> = data.texts[i].chars().collect();
     let entities: Vec<serde_json::Value> = ptm::metrics::entities(&tags)
         .into_iter()
         .map(|e| {
             let (start, end) = (data.word_spans[i][e.start].0, data.word_spans[i][e.end].1);
-            let score = pred[e.start..=e.end].iter().map(|p| p.1).sum::<f32>() / (e.end - e.start + 1) as f32;
+            let score = pred[e.start..=e.end].iter().map(|p| p.1).sum::<f32>()
+                / (e.end - e.start + 1) as f32;
             serde_json::json!({
                 "type": e.kind,
                 "text": chars[start..end].iter().collect::<String>(),

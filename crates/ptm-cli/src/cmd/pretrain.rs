@@ -9,13 +9,13 @@ use ptm::config::ModelConfig;
 use ptm::data::{Blocks, TokenizedCorpus};
 use ptm::models::bert::{BertForMaskedLM, BertForPreTraining};
 use ptm::models::gpt2::Gpt2LMHeadModel;
+use ptm::models::xlnet::XlnetLMHeadModel;
 use ptm::models::{Pretrained, base_prefix};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::objectives::clm::CausalLmObjective;
 use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::objectives::nsp::{PreTrainingObjective, nsp_pairs};
 use ptm::objectives::plm::{PermutationLmObjective, PlmConfig};
-use ptm::models::xlnet::XlnetLMHeadModel;
 use ptm::tokenizer::Tokenizer;
 use ptm::train::{Evaluator, LossEvaluator, ModelSpec, Objective};
 
@@ -58,44 +58,75 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let resume_dir = a.train.resume_dir()?;
     // Where weights, config and tokenizer come from.
-    let (config, tokenizer, weights_dir): (ModelConfig, Tokenizer, Option<PathBuf>) = match (&resume_dir, &a.init_from, &a.config) {
-        (Some(dir), _, given) => {
-            let p = Pretrained::from_dir(dir)?;
-            if let Some(file) = given {
-                same_model(&p.config, &ModelConfig::from_file(file)?, dir, file)?;
+    let (config, tokenizer, weights_dir): (ModelConfig, Tokenizer, Option<PathBuf>) =
+        match (&resume_dir, &a.init_from, &a.config) {
+            (Some(dir), _, given) => {
+                let p = Pretrained::from_dir(dir)?;
+                if let Some(file) = given {
+                    same_model(&p.config, &ModelConfig::from_file(file)?, dir, file)?;
+                }
+                (p.config.clone(), p.tokenizer()?, Some(dir.clone()))
             }
-            (p.config.clone(), p.tokenizer()?, Some(dir.clone()))
-        }
-        (None, Some(spec), _) => {
-            let p = Pretrained::open(spec)?;
-            (p.config.clone(), p.tokenizer()?, Some(p.dir.clone()))
-        }
-        (None, None, Some(cfg)) => {
-            let tok_dir = a.tokenizer.as_deref().context("--config needs --tokenizer DIR")?;
-            (ModelConfig::from_file(cfg)?, Tokenizer::from_dir(tok_dir)?, None)
-        }
-        (None, None, None) => bail!("give --config CONFIG.json --tokenizer DIR, --init-from DIR or --resume DIR"),
-    };
+            (None, Some(spec), _) => {
+                let p = Pretrained::open(spec)?;
+                (p.config.clone(), p.tokenizer()?, Some(p.dir.clone()))
+            }
+            (None, None, Some(cfg)) => {
+                let tok_dir = a
+                    .tokenizer
+                    .as_deref()
+                    .context("--config needs --tokenizer DIR")?;
+                (
+                    ModelConfig::from_file(cfg)?,
+                    Tokenizer::from_dir(tok_dir)?,
+                    None,
+                )
+            }
+            (None, None, None) => {
+                bail!("give --config CONFIG.json --tokenizer DIR, --init-from DIR or --resume DIR")
+            }
+        };
     let dims = config.dims();
     tokenizer.check_fits(dims.vocab_size)?;
     if a.seq_len > dims.max_positions {
-        bail!("--seq-len {} exceeds the model's {} positions", a.seq_len, dims.max_positions);
+        bail!(
+            "--seq-len {} exceeds the model's {} positions",
+            a.seq_len,
+            dims.max_positions
+        );
     }
     let objective_name = a.objective.as_str();
     match (objective_name, &config) {
-        ("mlm" | "mlm+nsp", ModelConfig::Bert(_)) | ("clm", ModelConfig::Gpt2(_)) | ("plm", ModelConfig::Xlnet(_)) => {}
+        ("mlm" | "mlm+nsp", ModelConfig::Bert(_))
+        | ("clm", ModelConfig::Gpt2(_))
+        | ("plm", ModelConfig::Xlnet(_)) => {}
         ("mlm" | "mlm+nsp" | "clm" | "plm", c) => {
-            bail!("--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2; plm: xlnet)", c.model_type())
+            bail!(
+                "--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2; plm: xlnet)",
+                c.model_type()
+            )
         }
         (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm, plm"),
     }
-    let store_opts = StoreOptions { trainable: true, seed: a.train.seed, precision: a.train.dtype, ..Default::default() };
+    let store_opts = StoreOptions {
+        trainable: true,
+        seed: a.train.seed,
+        precision: a.train.dtype,
+        ..Default::default()
+    };
     let store = match &weights_dir {
-        Some(dir) => Pretrained { dir: dir.clone(), config: config.clone() }.store(&store_opts)?,
+        Some(dir) => Pretrained {
+            dir: dir.clone(),
+            config: config.clone(),
+        }
+        .store(&store_opts)?,
         None => ParamStore::new(None, &[base_prefix(&config)], &store_opts),
     };
 
-    let cache = a.data_cache.clone().unwrap_or_else(|| a.train.output.join("tokenized"));
+    let cache = a
+        .data_cache
+        .clone()
+        .unwrap_or_else(|| a.train.output.join("tokenized"));
     // Rank 0 tokenizes; the other ranks of a data-parallel run then read its cache.
     let train_corpus = lead_first(|| tokenized(&a.train_files, &tokenizer, &cache.join("train")))?;
     let eval_corpus = a
@@ -103,23 +134,61 @@ pub fn run(a: Args) -> Result<()> {
         .as_ref()
         .map(|f| lead_first(|| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))))
         .transpose()?;
-    let run = |objective: &dyn Objective, eval: Option<&dyn Objective>, architecture: &str| -> Result<()> {
-        let spec = ModelSpec { config: &config, architecture, store: &store, tokenizer: Some(&tokenizer) };
-        let eval = eval.map(|objective| LossEvaluator { objective, batch_size: a.train.eval_batch_size(1) });
-        let defaults = Defaults { lr: 5e-4, epochs: 1, eval_each_epoch: false, eval_at_start: true };
-        let outcome = a.train.run(objective, eval.as_ref().map(|e| e as &dyn Evaluator), &spec, &defaults, None)?;
-        if let (true, Some(first), Some(last)) = (is_lead(), outcome.evals.first(), outcome.evals.last()) {
-            let loss = |r: &ptm::train::EvalRecord| r.metrics.get("eval_loss").copied().unwrap_or(f64::NAN);
-            eprintln!("held-out loss {:.4} (step {}) -> {:.4} (step {})", loss(first), first.step, loss(last), last.step);
+    let run = |objective: &dyn Objective,
+               eval: Option<&dyn Objective>,
+               architecture: &str|
+     -> Result<()> {
+        let spec = ModelSpec {
+            config: &config,
+            architecture,
+            store: &store,
+            tokenizer: Some(&tokenizer),
+        };
+        let eval = eval.map(|objective| LossEvaluator {
+            objective,
+            batch_size: a.train.eval_batch_size(1),
+        });
+        let defaults = Defaults {
+            lr: 5e-4,
+            epochs: 1,
+            eval_each_epoch: false,
+            eval_at_start: true,
+        };
+        let outcome = a.train.run(
+            objective,
+            eval.as_ref().map(|e| e as &dyn Evaluator),
+            &spec,
+            &defaults,
+            None,
+        )?;
+        if let (true, Some(first), Some(last)) =
+            (is_lead(), outcome.evals.first(), outcome.evals.last())
+        {
+            let loss = |r: &ptm::train::EvalRecord| {
+                r.metrics.get("eval_loss").copied().unwrap_or(f64::NAN)
+            };
+            eprintln!(
+                "held-out loss {:.4} (step {}) -> {:.4} (step {})",
+                loss(first),
+                first.step,
+                loss(last),
+                last.step
+            );
         }
         Ok(())
     };
 
     match &config {
         ModelConfig::Bert(cfg) => {
-            let mask = tokenizer.special_id(|s| &s.mask).context("the tokenizer has no mask token")?;
-            let cls = tokenizer.special_id(|s| &s.cls).context("the tokenizer has no [CLS] token")?;
-            let sep = tokenizer.special_id(|s| &s.sep).context("the tokenizer has no [SEP] token")?;
+            let mask = tokenizer
+                .special_id(|s| &s.mask)
+                .context("the tokenizer has no mask token")?;
+            let cls = tokenizer
+                .special_id(|s| &s.cls)
+                .context("the tokenizer has no [CLS] token")?;
+            let sep = tokenizer
+                .special_id(|s| &s.sep)
+                .context("the tokenizer has no [SEP] token")?;
             let collator = MlmCollator {
                 config: MlmConfig::new(mask, dims.vocab_size as u32),
                 special_ids: special_ids(&tokenizer),
@@ -127,41 +196,88 @@ pub fn run(a: Args) -> Result<()> {
                 seed: a.train.seed,
             };
             collator.config.validate()?;
-            anyhow::ensure!(a.seq_len > 4, "--seq-len must leave room for [CLS], [SEP] and text");
+            anyhow::ensure!(
+                a.seq_len > 4,
+                "--seq-len must leave room for [CLS], [SEP] and text"
+            );
             if objective_name == "mlm+nsp" {
-                anyhow::ensure!(cfg.type_vocab_size >= 2, "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {})", cfg.type_vocab_size);
+                anyhow::ensure!(
+                    cfg.type_vocab_size >= 2,
+                    "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {})",
+                    cfg.type_vocab_size
+                );
                 let model = BertForPreTraining::new(cfg, &store.root())?;
                 let objective = |corpus| -> Result<PreTrainingObjective> {
                     let pairs = nsp_pairs(corpus, a.seq_len, a.train.seed)?;
-                    Ok(PreTrainingObjective { model: &model, corpus, pairs, collator: collator.clone(), cls_id: cls, sep_id: sep })
+                    Ok(PreTrainingObjective {
+                        model: &model,
+                        corpus,
+                        pairs,
+                        collator: collator.clone(),
+                        cls_id: cls,
+                        sep_id: sep,
+                    })
                 };
                 let train_obj = objective(&train_corpus)?;
                 let eval_obj = eval_corpus.as_ref().map(&objective).transpose()?;
-                run(&train_obj, eval_obj.as_ref().map(|o| o as &dyn Objective), BertForPreTraining::ARCHITECTURE)
+                run(
+                    &train_obj,
+                    eval_obj.as_ref().map(|o| o as &dyn Objective),
+                    BertForPreTraining::ARCHITECTURE,
+                )
             } else {
                 let model = BertForMaskedLM::new(cfg, &store.root())?;
                 let train_blocks = Blocks::new(&train_corpus, a.seq_len - 2, Some((cls, sep)))?;
-                let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len - 2, Some((cls, sep)))).transpose()?;
-                let objective = |examples| MaskedLmObjective { model: &model, examples, collator: collator.clone() };
+                let eval_blocks = eval_corpus
+                    .as_ref()
+                    .map(|c| Blocks::new(c, a.seq_len - 2, Some((cls, sep))))
+                    .transpose()?;
+                let objective = |examples| MaskedLmObjective {
+                    model: &model,
+                    examples,
+                    collator: collator.clone(),
+                };
                 let eval_obj = eval_blocks.as_ref().map(|b| objective(b));
-                run(&objective(&train_blocks), eval_obj.as_ref().map(|o| o as &dyn Objective), BertForMaskedLM::ARCHITECTURE)
+                run(
+                    &objective(&train_blocks),
+                    eval_obj.as_ref().map(|o| o as &dyn Objective),
+                    BertForMaskedLM::ARCHITECTURE,
+                )
             }
         }
         ModelConfig::Gpt2(cfg) => {
             let model = Gpt2LMHeadModel::new(cfg, &store.root())?;
             let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
-            let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len, None)).transpose()?;
-            let eval_obj = eval_blocks.as_ref().map(|b| CausalLmObjective { model: &model, blocks: b });
-            let objective = CausalLmObjective { model: &model, blocks: &train_blocks };
-            run(&objective, eval_obj.as_ref().map(|o| o as &dyn Objective), Gpt2LMHeadModel::ARCHITECTURE)
+            let eval_blocks = eval_corpus
+                .as_ref()
+                .map(|c| Blocks::new(c, a.seq_len, None))
+                .transpose()?;
+            let eval_obj = eval_blocks.as_ref().map(|b| CausalLmObjective {
+                model: &model,
+                blocks: b,
+            });
+            let objective = CausalLmObjective {
+                model: &model,
+                blocks: &train_blocks,
+            };
+            run(
+                &objective,
+                eval_obj.as_ref().map(|o| o as &dyn Objective),
+                Gpt2LMHeadModel::ARCHITECTURE,
+            )
         }
         ModelConfig::Xlnet(cfg) => {
-            let mask = tokenizer.special_id(|s| &s.mask).context("the tokenizer has no mask token, which permutation LM needs")?;
+            let mask = tokenizer
+                .special_id(|s| &s.mask)
+                .context("the tokenizer has no mask token, which permutation LM needs")?;
             let config = PlmConfig::new(mask);
             config.validate(a.seq_len).context("--seq-len")?;
             let model = XlnetLMHeadModel::new(cfg, &store.root())?;
             let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
-            let eval_blocks = eval_corpus.as_ref().map(|c| Blocks::new(c, a.seq_len, None)).transpose()?;
+            let eval_blocks = eval_corpus
+                .as_ref()
+                .map(|c| Blocks::new(c, a.seq_len, None))
+                .transpose()?;
             let objective = |blocks| PermutationLmObjective {
                 model: &model,
                 blocks,
@@ -170,16 +286,27 @@ pub fn run(a: Args) -> Result<()> {
                 seed: a.train.seed,
             };
             let eval_obj = eval_blocks.as_ref().map(|b| objective(b));
-            run(&objective(&train_blocks), eval_obj.as_ref().map(|o| o as &dyn Objective), XlnetLMHeadModel::ARCHITECTURE)
+            run(
+                &objective(&train_blocks),
+                eval_obj.as_ref().map(|o| o as &dyn Objective),
+                XlnetLMHeadModel::ARCHITECTURE,
+            )
         }
     }
 }
 
 /// A checkpoint resumes only as the model it is: a `--config` given with `--resume` must agree
 /// with the checkpoint's config, field by field (mem_len, sizes, dropout, ...).
-fn same_model(checkpoint: &ModelConfig, given: &ModelConfig, dir: &Path, file: &Path) -> Result<()> {
+fn same_model(
+    checkpoint: &ModelConfig,
+    given: &ModelConfig,
+    dir: &Path,
+    file: &Path,
+) -> Result<()> {
     let fields = |c: &ModelConfig| -> Result<serde_json::Map<String, serde_json::Value>> {
-        let serde_json::Value::Object(mut m) = c.to_json()? else { bail!("a config is not a JSON object") };
+        let serde_json::Value::Object(mut m) = c.to_json()? else {
+            bail!("a config is not a JSON object")
+        };
         m.remove("architectures");
         Ok(m)
     };
@@ -190,10 +317,21 @@ fn same_model(checkpoint: &ModelConfig, given: &ModelConfig, dir: &Path, file: &
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{k}: {} in the checkpoint, {} in {}", show(a.get(k)), show(b.get(k)), file.display()))
+        .map(|k| {
+            format!(
+                "{k}: {} in the checkpoint, {} in {}",
+                show(a.get(k)),
+                show(b.get(k)),
+                file.display()
+            )
+        })
         .collect();
     if !differ.is_empty() {
-        bail!("--resume {} is another model than --config describes ({}); resume without --config", dir.display(), differ.join("; "));
+        bail!(
+            "--resume {} is another model than --config describes ({}); resume without --config",
+            dir.display(),
+            differ.join("; ")
+        );
     }
     Ok(())
 }
@@ -222,7 +360,11 @@ fn tokenized(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<Tok
         "{} documents, {} tokens {} {} ({:.1} s)",
         corpus.num_documents(),
         corpus.num_tokens(),
-        if corpus.built { "tokenized into" } else { "reused from" },
+        if corpus.built {
+            "tokenized into"
+        } else {
+            "reused from"
+        },
         dir.display(),
         started.elapsed().as_secs_f64()
     );

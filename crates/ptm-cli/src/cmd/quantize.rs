@@ -21,5 +21,11 @@ pub fn run(a: Args) -> Result<()> {
     if !a.int8 {
         bail!("say which quantization: --int8 (dynamic int8 linear layers) is the one ptm has");
     }
-    super::convert::save(&a.paths, &StoreOptions { precision: Precision::Int8, ..Default::default() })
+    super::convert::save(
+        &a.paths,
+        &StoreOptions {
+            precision: Precision::Int8,
+            ..Default::default()
+        },
+    )
 }

@@ -23,13 +23,25 @@ pub fn run(a: Args) -> Result<()> {
     if a.texts.len() < 2 {
         bail!("give at least two texts to compare");
     }
-    let embedder = SentenceEmbedder::load(&a.model, &EmbeddingOptions { store: a.dtype.store(), ..Default::default() })
-        .with_context(|| format!("loading {}", a.model))?;
+    let embedder = SentenceEmbedder::load(
+        &a.model,
+        &EmbeddingOptions {
+            store: a.dtype.store(),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading {}", a.model))?;
     let refs: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     let e = embedder.embed(&refs)?;
-    let sim: Vec<Vec<f32>> = e.iter().map(|x| e.iter().map(|y| cosine_similarity(x, y)).collect()).collect();
+    let sim: Vec<Vec<f32>> = e
+        .iter()
+        .map(|x| e.iter().map(|y| cosine_similarity(x, y)).collect())
+        .collect();
     match a.format {
-        Format::Json => println!("{}", serde_json::json!({ "texts": a.texts, "similarity": sim })),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "texts": a.texts, "similarity": sim })
+        ),
         Format::Text => {
             for (i, t) in a.texts.iter().enumerate() {
                 println!("[{i}] {t}");

@@ -2,11 +2,11 @@
 //! and prediction share.
 
 use anyhow::{Context, Result, bail};
+use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
 use ptm::finetune::{LabelSet, Task};
 use ptm::heads::Pooling;
-use ptm::models::Pretrained;
-use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
 use ptm::models::EncoderModel;
+use ptm::models::Pretrained;
 use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
 
@@ -46,12 +46,31 @@ pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)
     let tokenizer = pretrained.tokenizer()?;
     let store = pretrained.store(&dtype.store())?;
     let cfg = &pretrained.config;
-    if !matches!(cfg, ptm::config::ModelConfig::Bert(_) | ptm::config::ModelConfig::Xlnet(_)) {
-        bail!("{}: fine-tuned tasks support bert and xlnet models, not {}", pretrained.dir.display(), cfg.model_type())
+    if !matches!(
+        cfg,
+        ptm::config::ModelConfig::Bert(_) | ptm::config::ModelConfig::Xlnet(_)
+    ) {
+        bail!(
+            "{}: fine-tuned tasks support bert and xlnet models, not {}",
+            pretrained.dir.display(),
+            cfg.model_type()
+        )
     }
-    let arch = cfg.common().architectures.first().cloned().unwrap_or_else(|| "BertModel".into());
-    let task = Task::of_architecture(&arch).with_context(|| format!("{}: {arch} is not a fine-tuned task model", pretrained.dir.display()))?;
-    let labels = || LabelSet { names: pretrained.config.common().id2label.clone() };
+    let arch = cfg
+        .common()
+        .architectures
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "BertModel".into());
+    let task = Task::of_architecture(&arch).with_context(|| {
+        format!(
+            "{}: {arch} is not a fine-tuned task model",
+            pretrained.dir.display()
+        )
+    })?;
+    let labels = || LabelSet {
+        names: pretrained.config.common().id2label.clone(),
+    };
     let root = store.root();
     let model = match task {
         Task::SeqCls => TaskModel::SeqCls(SeqClsModel::new(cfg, &root)?, labels()),
@@ -59,7 +78,10 @@ pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)
         Task::Qa => TaskModel::Qa(QaModel::new(cfg, &root)?),
         Task::Similarity => {
             let st = ModelDir::open(spec)?.sentence_transformers;
-            TaskModel::Similarity(similarity_encoder(cfg, &root)?, st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling))
+            TaskModel::Similarity(
+                similarity_encoder(cfg, &root)?,
+                st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling),
+            )
         }
     };
     if !matches!(model, TaskModel::Similarity(..)) {

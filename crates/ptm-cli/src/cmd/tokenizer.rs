@@ -43,7 +43,8 @@ pub fn run(c: Command) -> Result<()> {
     anyhow::ensure!(!docs.is_empty(), "the corpus has no text");
     let tok = train_tokenizer(kind, a.vocab_size, !a.cased, docs.into_iter())?;
     ptm::io::create_dir_all(&a.output)?;
-    tok.save(&a.output).with_context(|| format!("saving to {}", a.output.display()))?;
+    tok.save(&a.output)
+        .with_context(|| format!("saving to {}", a.output.display()))?;
     eprintln!(
         "trained a {} tokenizer of {} tokens on {} documents ({} lines skipped) into {}",
         a.kind,

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
 use ptm::train::distributed::Collective;
-use ptm::train::{AdamWConfig, BestModel, Evaluator, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs, TrainOutcome, train};
+use ptm::train::{
+    AdamWConfig, BestModel, Evaluator, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs,
+    TrainOutcome, train,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainOptions {
@@ -122,7 +125,12 @@ impl TrainOptions {
         Ok(self.resume.as_deref().map(resolve_resume).transpose()?)
     }
 
-    fn train_args(&self, num_examples: usize, defaults: &Defaults, best: Option<BestModel>) -> Result<TrainArgs> {
+    fn train_args(
+        &self,
+        num_examples: usize,
+        defaults: &Defaults,
+        best: Option<BestModel>,
+    ) -> Result<TrainArgs> {
         // Examples per optimizer step, over all the processes of a data-parallel run.
         let per_step = self.batch_size * self.grad_accum.max(1) * world().map_or(1, |w| w.size());
         let steps_per_epoch = (num_examples / per_step.max(1)).max(1);
@@ -147,14 +155,26 @@ impl TrainOptions {
             max_steps,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
-            schedule: Schedule { kind, base_lr: lr, warmup_steps, total_steps: max_steps },
-            optimizer: AdamWConfig { weight_decay: self.weight_decay, ..Default::default() },
+            schedule: Schedule {
+                kind,
+                base_lr: lr,
+                warmup_steps,
+                total_steps: max_steps,
+            },
+            optimizer: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
             max_grad_norm: Some(self.max_grad_norm),
             seed: self.seed,
             save_every: self.save_every,
             keep_last: self.keep_last,
             log_every: self.log_every,
-            eval_every: self.eval_every.unwrap_or(if defaults.eval_each_epoch { steps_per_epoch } else { 0 }),
+            eval_every: self.eval_every.unwrap_or(if defaults.eval_each_epoch {
+                steps_per_epoch
+            } else {
+                0
+            }),
             eval_at_start: defaults.eval_at_start,
             best,
             world: world(),
@@ -172,23 +192,43 @@ impl TrainOptions {
     ) -> Result<TrainOutcome> {
         let n = objective.num_examples();
         let args = self.train_args(n, defaults, best)?;
-        let checkpoint = self.resume_dir()?.as_deref().map(load_checkpoint).transpose()?;
+        let checkpoint = self
+            .resume_dir()?
+            .as_deref()
+            .map(load_checkpoint)
+            .transpose()?;
         let lead = is_lead();
-        let progress = if lead { indicatif::ProgressBar::new(args.max_steps as u64) } else { indicatif::ProgressBar::hidden() };
+        let progress = if lead {
+            indicatif::ProgressBar::new(args.max_steps as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         progress.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps, {msg} [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let mut on_log = |r: &ptm::train::LogRecord| {
             progress.set_position(r.step as u64);
-            progress.set_message(format!("loss {:.4}, lr {:.2e}, {:.0} tokens/s", r.loss, r.lr, r.tokens_per_s));
+            progress.set_message(format!(
+                "loss {:.4}, lr {:.2e}, {:.0} tokens/s",
+                r.loss, r.lr, r.tokens_per_s
+            ));
         };
         let ranks = args.world.map_or(1, |w| w.size());
         if lead {
             let per_rank = args.batch_size * args.grad_accum.max(1);
             match ranks {
-                1 => eprintln!("{n} training examples, {} steps of {per_rank}", args.max_steps),
-                r => eprintln!("{n} training examples, {} steps of {} ({r} processes x {per_rank})", args.max_steps, per_rank * r),
+                1 => eprintln!(
+                    "{n} training examples, {} steps of {per_rank}",
+                    args.max_steps
+                ),
+                r => eprintln!(
+                    "{n} training examples, {} steps of {} ({r} processes x {per_rank})",
+                    args.max_steps,
+                    per_rank * r
+                ),
             }
         }
         let outcome = train(objective, eval, spec, &args, checkpoint, &mut on_log)?;
@@ -205,17 +245,38 @@ impl TrainOptions {
             );
         }
         if !outcome.evals.is_empty() {
-            let shared = if ranks > 1 { format!(", shared by {ranks} processes") } else { String::new() };
-            eprintln!("evaluation: {} runs in {:.1} s{shared}", outcome.evals.len(), outcome.eval_secs);
+            let shared = if ranks > 1 {
+                format!(", shared by {ranks} processes")
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "evaluation: {} runs in {:.1} s{shared}",
+                outcome.evals.len(),
+                outcome.eval_secs
+            );
         }
         if let (Some(first), Some(last)) = (outcome.losses.first(), outcome.losses.last()) {
-            eprintln!("training loss {first:.4} -> {last:.4} over {} steps; model saved to {}", outcome.losses.len(), self.output.display());
+            eprintln!(
+                "training loss {first:.4} -> {last:.4} over {} steps; model saved to {}",
+                outcome.losses.len(),
+                self.output.display()
+            );
         }
         if outcome.stopped_early {
-            eprintln!("stopped early: no improvement in {} evaluations", args.best.as_ref().and_then(|b| b.patience).unwrap_or(0));
+            eprintln!(
+                "stopped early: no improvement in {} evaluations",
+                args.best.as_ref().and_then(|b| b.patience).unwrap_or(0)
+            );
         }
         if let Some(b) = &outcome.best {
-            eprintln!("best {} {:.4} at step {} (the model in {})", b.metric, b.value, b.step, self.output.display());
+            eprintln!(
+                "best {} {:.4} at step {} (the model in {})",
+                b.metric,
+                b.value,
+                b.step,
+                self.output.display()
+            );
         }
         Ok(outcome)
     }

@@ -13,12 +13,19 @@ pub fn tiny(name: &str) -> String {
 }
 
 pub fn ptm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ptm")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ptm"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 pub fn ok(args: &[&str]) -> String {
     let o = ptm(args);
-    assert!(o.status.success(), "ptm {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ptm {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -26,11 +33,20 @@ pub fn ok(args: &[&str]) -> String {
 pub fn fails(args: &[&str]) -> String {
     let o = ptm(args);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "ptm {args:?}: status {:?}, stderr {err}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "ptm {args:?}: status {:?}, stderr {err}",
+        o.status
+    );
     assert!(!err.contains("panicked"), "{err}");
     err
 }
 
 pub fn data(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data").join(path).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data")
+        .join(path)
+        .display()
+        .to_string()
 }

@@ -68,7 +68,9 @@ impl BertConfig {
         // `null` means "use the default" for the non-optional fields, as in transformers.
         let fields: Map<String, Value> = map
             .iter()
-            .filter(|(k, v)| !v.is_null() || matches!(k.as_str(), "pad_token_id" | "classifier_dropout"))
+            .filter(|(k, v)| {
+                !v.is_null() || matches!(k.as_str(), "pad_token_id" | "classifier_dropout")
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut cfg: BertConfig = from_value(Value::Object(fields), path)?;
@@ -104,7 +106,10 @@ impl BertConfig {
         }
         for (field, p) in [
             ("hidden_dropout_prob", Some(self.hidden_dropout_prob)),
-            ("attention_probs_dropout_prob", Some(self.attention_probs_dropout_prob)),
+            (
+                "attention_probs_dropout_prob",
+                Some(self.attention_probs_dropout_prob),
+            ),
             ("classifier_dropout", self.classifier_dropout),
         ] {
             if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
@@ -118,7 +123,10 @@ impl BertConfig {
             return Err(Error::config(
                 path,
                 "pad_token_id",
-                format!("{pad} is outside the vocabulary (vocab_size {})", self.vocab_size),
+                format!(
+                    "{pad} is outside the vocabulary (vocab_size {})",
+                    self.vocab_size
+                ),
             ));
         }
         if self.position_embedding_type != "absolute" {
@@ -168,7 +176,10 @@ mod tests {
     #[test]
     fn defaults_are_transformers_defaults() {
         let c = parse(json!({"model_type": "bert"})).unwrap();
-        assert_eq!((c.hidden_size, c.num_hidden_layers, c.intermediate_size), (768, 12, 3072));
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.intermediate_size),
+            (768, 12, 3072)
+        );
         assert_eq!(c.hidden_act, Activation::Gelu);
         assert_eq!(c.layer_norm_eps, 1e-12);
         assert_eq!(c.pad_token_id, Some(0));
@@ -177,21 +188,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let err = parse(json!({"hidden_size": "big"})).unwrap_err().to_string();
+        let err = parse(json!({"hidden_size": "big"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`hidden_size`"), "{err}");
-        let err = parse(json!({"hidden_act": "swishy"})).unwrap_err().to_string();
-        assert!(err.contains("`hidden_act`") && err.contains("gelu_new"), "{err}");
-        let err = parse(json!({"hidden_size": 30, "num_attention_heads": 4})).unwrap_err().to_string();
+        let err = parse(json!({"hidden_act": "swishy"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`hidden_act`") && err.contains("gelu_new"),
+            "{err}"
+        );
+        let err = parse(json!({"hidden_size": 30, "num_attention_heads": 4}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a multiple"), "{err}");
-        let err = parse(json!({"position_embedding_type": "relative_key"})).unwrap_err().to_string();
+        let err = parse(json!({"position_embedding_type": "relative_key"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("position_embedding_type"), "{err}");
     }
 
     #[test]
     fn unknown_keys_survive_a_round_trip() {
-        let c = parse(json!({"model_type": "bert", "gradient_checkpointing": false,
+        let c = parse(
+            json!({"model_type": "bert", "gradient_checkpointing": false,
                              "transformers_version": "4.8.2", "hidden_size": 64,
-                             "num_attention_heads": 4}))
+                             "num_attention_heads": 4}),
+        )
         .unwrap();
         let v = c.to_json().unwrap();
         assert_eq!(v["gradient_checkpointing"], json!(false));

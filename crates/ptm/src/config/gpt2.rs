@@ -100,7 +100,13 @@ impl Gpt2Config {
         let common = CommonConfig::from_map(&map, path)?;
         let mut fields: Map<String, Value> = map
             .iter()
-            .filter(|(k, v)| !v.is_null() || matches!(k.as_str(), "n_inner" | "pad_token_id" | "bos_token_id" | "eos_token_id"))
+            .filter(|(k, v)| {
+                !v.is_null()
+                    || matches!(
+                        k.as_str(),
+                        "n_inner" | "pad_token_id" | "bos_token_id" | "eos_token_id"
+                    )
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (alias, name) in ALIASES {
@@ -130,16 +136,27 @@ impl Gpt2Config {
             return Err(Error::config(
                 path,
                 "n_head",
-                format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head),
+                format!(
+                    "n_embd {} is not a multiple of n_head {}",
+                    self.n_embd, self.n_head
+                ),
             ));
         }
-        for (field, p) in [("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)] {
+        for (field, p) in [
+            ("resid_pdrop", self.resid_pdrop),
+            ("embd_pdrop", self.embd_pdrop),
+            ("attn_pdrop", self.attn_pdrop),
+        ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::config(path, field, format!("{p} is not in [0, 1)")));
             }
         }
         if self.add_cross_attention {
-            return Err(Error::config(path, "add_cross_attention", "GPT-2 with cross-attention is not supported"));
+            return Err(Error::config(
+                path,
+                "add_cross_attention",
+                "GPT-2 with cross-attention is not supported",
+            ));
         }
         Ok(())
     }
@@ -153,7 +170,10 @@ impl Gpt2Config {
     }
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn to_json(&self) -> Result<Value> {
@@ -174,20 +194,31 @@ mod tests {
     #[test]
     fn defaults_and_aliases() {
         let c = parse(json!({"model_type": "gpt2"})).unwrap();
-        assert_eq!((c.n_embd, c.n_layer, c.n_head, c.n_positions), (768, 12, 12, 1024));
+        assert_eq!(
+            (c.n_embd, c.n_layer, c.n_head, c.n_positions),
+            (768, 12, 12, 1024)
+        );
         assert_eq!(c.inner_dim(), 3072);
         assert_eq!(c.activation_function, Activation::GeluNew);
         assert_eq!(c.eos_token_ids(), vec![50256]);
-        let c = parse(json!({"hidden_size": 64, "num_attention_heads": 4, "eos_token_id": [1, 2]})).unwrap();
+        let c = parse(json!({"hidden_size": 64, "num_attention_heads": 4, "eos_token_id": [1, 2]}))
+            .unwrap();
         assert_eq!((c.n_embd, c.n_head), (64, 4));
         assert_eq!(c.eos_token_ids(), vec![1, 2]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let err = parse(json!({"n_embd": 30, "n_head": 4})).unwrap_err().to_string();
-        assert!(err.contains("n_head") && err.contains("not a multiple"), "{err}");
-        let err = parse(json!({"activation_function": "gelu_newest"})).unwrap_err().to_string();
+        let err = parse(json!({"n_embd": 30, "n_head": 4}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("n_head") && err.contains("not a multiple"),
+            "{err}"
+        );
+        let err = parse(json!({"activation_function": "gelu_newest"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`activation_function`"), "{err}");
     }
 }

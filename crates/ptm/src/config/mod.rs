@@ -154,8 +154,10 @@ pub struct ModelDims {
 }
 
 pub(crate) fn save_json(value: &Value, path: &Path) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|source| Error::Json { path: path.to_path_buf(), cause: source })?;
+    let mut text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        cause: source,
+    })?;
     text.push('\n');
     crate::io::write_atomic(path, text.as_bytes())
 }
@@ -226,20 +228,28 @@ impl CommonConfig {
         let keys = ["architectures", "id2label", "num_labels", "problem_type"];
         let sub: Map<String, Value> = keys
             .iter()
-            .filter_map(|k| map.get(*k).filter(|v| !v.is_null()).map(|v| (k.to_string(), v.clone())))
+            .filter_map(|k| {
+                map.get(*k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
             .collect();
         let raw: RawCommon = from_value(Value::Object(sub), path)?;
         let id2label = match (raw.id2label, raw.num_labels) {
             (Some(m), _) => {
                 let mut labels = vec![None; m.len()];
                 for (k, v) in m {
-                    let i: usize = k.parse().ok().filter(|i| *i < labels.len()).ok_or_else(|| {
-                        Error::config(
-                            path,
-                            "id2label",
-                            format!("key {k:?} is not an index in 0..{}", labels.len()),
-                        )
-                    })?;
+                    let i: usize =
+                        k.parse()
+                            .ok()
+                            .filter(|i| *i < labels.len())
+                            .ok_or_else(|| {
+                                Error::config(
+                                    path,
+                                    "id2label",
+                                    format!("key {k:?} is not an index in 0..{}", labels.len()),
+                                )
+                            })?;
                     labels[i] = Some(v);
                 }
                 labels.into_iter().map(|l| l.unwrap_or_default()).collect()
@@ -255,7 +265,9 @@ impl CommonConfig {
                     return Err(Error::config(
                         path,
                         "quantization_config.quant_method",
-                        format!("{other:?} is not supported (ptm reads f32/bf16/f16 weights and its own {INT8_QUANT_METHOD:?})"),
+                        format!(
+                            "{other:?} is not supported (ptm reads f32/bf16/f16 weights and its own {INT8_QUANT_METHOD:?})"
+                        ),
                     ));
                 }
             },
@@ -274,13 +286,20 @@ impl CommonConfig {
     }
 
     pub fn label2id(&self) -> BTreeMap<String, usize> {
-        self.id2label.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect()
+        self.id2label
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect()
     }
 
     /// Writes these fields into a config map.
     pub(crate) fn write_into(&self, map: &mut Map<String, Value>) {
         if !self.architectures.is_empty() {
-            map.insert("architectures".into(), serde_json::json!(self.architectures));
+            map.insert(
+                "architectures".into(),
+                serde_json::json!(self.architectures),
+            );
         }
         let id2label: Map<String, Value> = self
             .id2label
@@ -296,7 +315,10 @@ impl CommonConfig {
             None => map.remove("problem_type"),
         };
         match self.int8_weights {
-            true => map.insert("quantization_config".into(), serde_json::json!({"quant_method": INT8_QUANT_METHOD})),
+            true => map.insert(
+                "quantization_config".into(),
+                serde_json::json!({"quant_method": INT8_QUANT_METHOD}),
+            ),
             false => map.remove("quantization_config"),
         };
     }
@@ -334,8 +356,13 @@ mod tests {
 
     #[test]
     fn unknown_model_type_is_named_with_the_supported_list() {
-        let err = parse(json!({"model_type": "gpt7"})).unwrap_err().to_string();
-        assert!(err.contains("\"gpt7\"") && err.contains("supported: bert, gpt2"), "{err}");
+        let err = parse(json!({"model_type": "gpt7"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"gpt7\"") && err.contains("supported: bert, gpt2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -348,7 +375,10 @@ mod tests {
     fn labels_from_id2label_or_num_labels() {
         let c = parse(json!({"model_type": "bert", "num_labels": 3})).unwrap();
         assert_eq!(c.common().id2label, vec!["LABEL_0", "LABEL_1", "LABEL_2"]);
-        let c = parse(json!({"model_type": "gpt2", "id2label": {"1": "pos", "0": "neg"}, "num_labels": 5})).unwrap();
+        let c = parse(
+            json!({"model_type": "gpt2", "id2label": {"1": "pos", "0": "neg"}, "num_labels": 5}),
+        )
+        .unwrap();
         assert_eq!(c.common().id2label, vec!["neg", "pos"]);
         let err = parse(json!({"model_type": "bert", "id2label": {"0": "a", "2": "b"}}))
             .unwrap_err()

@@ -117,7 +117,15 @@ const ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Fields that may be null in config.json (null means "none", not "the default").
-const NULLABLE: &[&str] = &["d_head", "mem_len", "reuse_len", "summary_activation", "pad_token_id", "bos_token_id", "eos_token_id"];
+const NULLABLE: &[&str] = &[
+    "d_head",
+    "mem_len",
+    "reuse_len",
+    "summary_activation",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+];
 
 impl XlnetConfig {
     pub(crate) fn from_map(map: Map<String, Value>, path: &Path) -> Result<Self> {
@@ -140,22 +148,52 @@ impl XlnetConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
-        for (field, v) in [("vocab_size", self.vocab_size), ("d_model", self.d_model), ("n_head", self.n_head), ("d_inner", self.d_inner)] {
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_head", self.n_head),
+            ("d_inner", self.d_inner),
+        ] {
             if v == 0 {
                 return Err(Error::config(path, field, "must be at least 1"));
             }
         }
         if self.d_model % self.n_head != 0 {
-            return Err(Error::config(path, "n_head", format!("d_model {} is not a multiple of n_head {}", self.d_model, self.n_head)));
+            return Err(Error::config(
+                path,
+                "n_head",
+                format!(
+                    "d_model {} is not a multiple of n_head {}",
+                    self.d_model, self.n_head
+                ),
+            ));
         }
         if let Some(d) = self.d_head.filter(|&d| d != self.d_model / self.n_head) {
-            return Err(Error::config(path, "d_head", format!("{d} is not d_model / n_head = {}", self.d_model / self.n_head)));
+            return Err(Error::config(
+                path,
+                "d_head",
+                format!(
+                    "{d} is not d_model / n_head = {}",
+                    self.d_model / self.n_head
+                ),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(path, "dropout", format!("{} is not in [0, 1)", self.dropout)));
+            return Err(Error::config(
+                path,
+                "dropout",
+                format!("{} is not in [0, 1)", self.dropout),
+            ));
         }
         if self.summary_type != "last" {
-            return Err(Error::config(path, "summary_type", format!("{:?} is not supported (XLNet uses \"last\")", self.summary_type)));
+            return Err(Error::config(
+                path,
+                "summary_type",
+                format!(
+                    "{:?} is not supported (XLNet uses \"last\")",
+                    self.summary_type
+                ),
+            ));
         }
         Ok(())
     }
@@ -165,7 +203,10 @@ impl XlnetConfig {
     }
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn to_json(&self) -> Result<Value> {
@@ -186,20 +227,38 @@ mod tests {
     #[test]
     fn defaults_and_aliases() {
         let c = parse(json!({"model_type": "xlnet"})).unwrap();
-        assert_eq!((c.d_model, c.n_layer, c.n_head, c.d_inner, c.head_dim()), (1024, 24, 16, 4096, 64));
-        assert_eq!((c.attn_type, c.mem_len, c.clamp_len), (AttnType::Bi, Some(512), -1));
+        assert_eq!(
+            (c.d_model, c.n_layer, c.n_head, c.d_inner, c.head_dim()),
+            (1024, 24, 16, 4096, 64)
+        );
+        assert_eq!(
+            (c.attn_type, c.mem_len, c.clamp_len),
+            (AttnType::Bi, Some(512), -1)
+        );
         assert_eq!(c.ff_activation, Activation::Gelu);
         let c = parse(json!({"n_token": 100, "hidden_size": 32, "num_attention_heads": 4, "mem_len": null, "attn_type": "uni"})).unwrap();
-        assert_eq!((c.vocab_size, c.d_model, c.n_head, c.mem_len, c.attn_type), (100, 32, 4, None, AttnType::Uni));
+        assert_eq!(
+            (c.vocab_size, c.d_model, c.n_head, c.mem_len, c.attn_type),
+            (100, 32, 4, None, AttnType::Uni)
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
-        let err = parse(json!({"d_model": 30, "n_head": 4})).unwrap_err().to_string();
-        assert!(err.contains("n_head") && err.contains("not a multiple"), "{err}");
-        let err = parse(json!({"d_model": 32, "n_head": 4, "d_head": 4})).unwrap_err().to_string();
+        let err = parse(json!({"d_model": 30, "n_head": 4}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("n_head") && err.contains("not a multiple"),
+            "{err}"
+        );
+        let err = parse(json!({"d_model": 32, "n_head": 4, "d_head": 4}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("d_head"), "{err}");
-        let err = parse(json!({"attn_type": "sideways"})).unwrap_err().to_string();
+        let err = parse(json!({"attn_type": "sideways"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`attn_type`"), "{err}");
     }
 }

@@ -18,7 +18,10 @@ pub struct CorpusReport {
 
 /// Calls `on_document` with every document of `paths` (files, or folders read recursively in
 /// name order; `.jsonl` files by line, others as text), in order.
-pub fn read_corpus(paths: &[PathBuf], mut on_document: impl FnMut(String) -> Result<()>) -> Result<CorpusReport> {
+pub fn read_corpus(
+    paths: &[PathBuf],
+    mut on_document: impl FnMut(String) -> Result<()>,
+) -> Result<CorpusReport> {
     let mut report = CorpusReport::default();
     for file in corpus_files(paths)? {
         report.files += 1;
@@ -47,7 +50,10 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     entries.sort();
     for e in entries {
@@ -77,7 +83,11 @@ fn read_file(
     };
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(file, e))? == 0 {
+        if reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(file, e))?
+            == 0
+        {
             break;
         }
         line_no += 1;
@@ -92,14 +102,20 @@ fn read_file(
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| Error::invalid(format!("{}:{line_no}: invalid JSON: {e}", file.display())))?;
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                Error::invalid(format!("{}:{line_no}: invalid JSON: {e}", file.display()))
+            })?;
             match v.get("text") {
                 Some(serde_json::Value::String(t)) => {
                     doc.push_str(t);
                     emit(&mut doc, report)?;
                 }
-                _ => return Err(Error::invalid(format!("{}:{line_no}: no string \"text\" field", file.display()))),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{}:{line_no}: no string \"text\" field",
+                        file.display()
+                    )));
+                }
             }
         } else if line.trim().is_empty() {
             emit(&mut doc, report)?;
@@ -122,8 +138,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("b");
         std::fs::create_dir(&sub).unwrap();
-        std::fs::write(dir.path().join("a.txt"), b"first doc line 1\nline 2\n\n\nsecond doc\n\xff\xfe broken\nstill second\n").unwrap();
-        std::fs::write(sub.join("c.jsonl"), "{\"text\": \"third\"}\n\n{\"text\": \"fourth\", \"id\": 2}\n").unwrap();
+        std::fs::write(
+            dir.path().join("a.txt"),
+            b"first doc line 1\nline 2\n\n\nsecond doc\n\xff\xfe broken\nstill second\n",
+        )
+        .unwrap();
+        std::fs::write(
+            sub.join("c.jsonl"),
+            "{\"text\": \"third\"}\n\n{\"text\": \"fourth\", \"id\": 2}\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join(".hidden"), "ignored").unwrap();
         let mut docs = Vec::new();
         let report = read_corpus(&[dir.path().to_path_buf()], |d| {
@@ -131,7 +155,15 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(docs, vec!["first doc line 1\nline 2", "second doc\nstill second", "third", "fourth"]);
+        assert_eq!(
+            docs,
+            vec![
+                "first doc line 1\nline 2",
+                "second doc\nstill second",
+                "third",
+                "fourth"
+            ]
+        );
         assert_eq!((report.files, report.documents), (2, 4));
         assert_eq!(report.skipped_lines, vec![(dir.path().join("a.txt"), 6)]);
     }
@@ -142,8 +174,13 @@ mod tests {
         let f = dir.path().join("x.jsonl");
         std::fs::write(&f, "{\"text\": \"ok\"}\n{\"txt\": 1}\n").unwrap();
         let err = read_corpus(&[f], |_| Ok(())).unwrap_err().to_string();
-        assert!(err.contains("x.jsonl:2") && err.contains("\"text\""), "{err}");
-        let err = read_corpus(&[dir.path().join("missing.txt")], |_| Ok(())).unwrap_err().to_string();
+        assert!(
+            err.contains("x.jsonl:2") && err.contains("\"text\""),
+            "{err}"
+        );
+        let err = read_corpus(&[dir.path().join("missing.txt")], |_| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.txt"), "{err}");
     }
 }

@@ -94,7 +94,10 @@ impl TokenizedCorpus {
         let tokenizer_hash = hash_hex(&tokenizer.to_json(false)?);
         if dir.join(INDEX).is_file() {
             if let Ok(index) = crate::io::read_json::<Index>(&dir.join(INDEX)) {
-                if index.format == FORMAT && index.tokenizer_hash == tokenizer_hash && index.sources == sources {
+                if index.format == FORMAT
+                    && index.tokenizer_hash == tokenizer_hash
+                    && index.sources == sources
+                {
                     return Self::open_index(dir, index, false);
                 }
             }
@@ -105,7 +108,11 @@ impl TokenizedCorpus {
 
     fn open_index(dir: &Path, index: Index, built: bool) -> Result<Self> {
         if index.format != FORMAT {
-            return Err(Error::invalid(format!("{}: format {} (this ptm reads {FORMAT})", dir.join(INDEX).display(), index.format)));
+            return Err(Error::invalid(format!(
+                "{}: format {} (this ptm reads {FORMAT})",
+                dir.join(INDEX).display(),
+                index.format
+            )));
         }
         let mut shards = Vec::new();
         let mut first_document = Vec::new();
@@ -116,7 +123,11 @@ impl TokenizedCorpus {
                 let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
                 let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
                 if len != width * count {
-                    return Err(Error::invalid(format!("{}: {len} bytes, the index says {}", path.display(), width * count)));
+                    return Err(Error::invalid(format!(
+                        "{}: {len} bytes, the index says {}",
+                        path.display(),
+                        width * count
+                    )));
                 }
                 // SAFETY: read-only map of a file only ptm writes, and only under a temp name.
                 unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))
@@ -131,9 +142,18 @@ impl TokenizedCorpus {
             });
         }
         if documents == 0 {
-            return Err(Error::invalid(format!("the corpus in {} has no text", dir.display())));
+            return Err(Error::invalid(format!(
+                "the corpus in {} has no text",
+                dir.display()
+            )));
         }
-        Ok(TokenizedCorpus { dir: dir.to_path_buf(), shards, first_document, skipped_lines: index.skipped_lines, built })
+        Ok(TokenizedCorpus {
+            dir: dir.to_path_buf(),
+            shards,
+            first_document,
+            skipped_lines: index.skipped_lines,
+            built,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -155,8 +175,12 @@ impl TokenizedCorpus {
 
     /// The ids of a span.
     pub fn ids(&self, span: Span) -> Vec<u32> {
-        let bytes = &self.shards[span.shard as usize].tokens[span.start as usize * 4..span.end as usize * 4];
-        bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        let bytes = &self.shards[span.shard as usize].tokens
+            [span.start as usize * 4..span.end as usize * 4];
+        bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     /// The sentences of document `doc` (counted over the whole corpus), in order.
@@ -164,12 +188,20 @@ impl TokenizedCorpus {
         let shard_no = self.first_document.partition_point(|&f| f <= doc) - 1;
         let shard = &self.shards[shard_no];
         let local = doc - self.first_document[shard_no];
-        let first_sentence = if local == 0 { 0 } else { read_u64(&shard.document_ends, local - 1) };
+        let first_sentence = if local == 0 {
+            0
+        } else {
+            read_u64(&shard.document_ends, local - 1)
+        };
         let last_sentence = read_u64(&shard.document_ends, local);
         (first_sentence..last_sentence)
             .map(|s| Span {
                 shard: shard_no as u32,
-                start: if s == 0 { 0 } else { read_u64(&shard.sentence_ends, s as usize - 1) },
+                start: if s == 0 {
+                    0
+                } else {
+                    read_u64(&shard.sentence_ends, s as usize - 1)
+                },
                 end: read_u64(&shard.sentence_ends, s as usize),
             })
             .collect()
@@ -203,7 +235,11 @@ fn sources(files: &[PathBuf]) -> Result<Vec<Source>> {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            Ok(Source { path: std::path::absolute(&path).unwrap_or(path), bytes: meta.len(), modified_ns })
+            Ok(Source {
+                path: std::path::absolute(&path).unwrap_or(path),
+                bytes: meta.len(),
+                modified_ns,
+            })
         })
         .collect()
 }
@@ -223,7 +259,22 @@ pub fn split_sentences(doc: &str) -> Vec<&str> {
         }
         let mut end = i + c.len_utf8();
         while let Some(&(j, d)) = chars.peek() {
-            if matches!(d, '.' | '!' | '?' | '。' | '！' | '？' | '"' | '\'' | ')' | ']' | '’' | '”' | '」' | '』') {
+            if matches!(
+                d,
+                '.' | '!'
+                    | '?'
+                    | '。'
+                    | '！'
+                    | '？'
+                    | '"'
+                    | '\''
+                    | ')'
+                    | ']'
+                    | '’'
+                    | '”'
+                    | '」'
+                    | '』'
+            ) {
                 end = j + d.len_utf8();
                 chars.next();
             } else {
@@ -258,22 +309,38 @@ impl ShardWriter {
             let name = format!("shard-{:05}", self.done.len());
             let open = |ext: &str| -> Result<BufWriter<std::fs::File>> {
                 let path = self.dir.join(format!("{name}.{ext}"));
-                Ok(BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?))
+                Ok(BufWriter::new(
+                    std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?,
+                ))
             };
             let files = [open("tokens")?, open("sentences")?, open("documents")?];
-            self.current = Some((ShardInfo { name, tokens: 0, sentences: 0, documents: 0 }, files));
+            self.current = Some((
+                ShardInfo {
+                    name,
+                    tokens: 0,
+                    sentences: 0,
+                    documents: 0,
+                },
+                files,
+            ));
         }
-        let Some((info, [tokens, sentence_ends, document_ends])) = &mut self.current else { unreachable!("opened above") };
+        let Some((info, [tokens, sentence_ends, document_ends])) = &mut self.current else {
+            unreachable!("opened above")
+        };
         let io = |e| Error::io(&self.dir, e);
         for s in sentences.iter().filter(|s| !s.is_empty()) {
             for id in s {
                 tokens.write_all(&id.to_le_bytes()).map_err(io)?;
             }
             info.tokens += s.len() as u64;
-            sentence_ends.write_all(&info.tokens.to_le_bytes()).map_err(io)?;
+            sentence_ends
+                .write_all(&info.tokens.to_le_bytes())
+                .map_err(io)?;
             info.sentences += 1;
         }
-        document_ends.write_all(&info.sentences.to_le_bytes()).map_err(io)?;
+        document_ends
+            .write_all(&info.sentences.to_le_bytes())
+            .map_err(io)?;
         info.documents += 1;
         if info.tokens >= SHARD_TOKENS {
             self.finish_shard()?;
@@ -284,7 +351,9 @@ impl ShardWriter {
     fn finish_shard(&mut self) -> Result<()> {
         if let Some((info, files)) = self.current.take() {
             for f in files {
-                let file = f.into_inner().map_err(|e| Error::io(&self.dir, e.into_error()))?;
+                let file = f
+                    .into_inner()
+                    .map_err(|e| Error::io(&self.dir, e.into_error()))?;
                 file.sync_all().map_err(|e| Error::io(&self.dir, e))?;
             }
             self.done.push(info);
@@ -293,10 +362,20 @@ impl ShardWriter {
     }
 }
 
-fn build(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path, sources: Vec<Source>, tokenizer_hash: String) -> Result<Index> {
+fn build(
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    dir: &Path,
+    sources: Vec<Source>,
+    tokenizer_hash: String,
+) -> Result<Index> {
     let mut index = None;
     crate::io::write_dir_atomically(dir, |tmp| {
-        let mut writer = ShardWriter { dir: tmp.to_path_buf(), done: Vec::new(), current: None };
+        let mut writer = ShardWriter {
+            dir: tmp.to_path_buf(),
+            done: Vec::new(),
+            current: None,
+        };
         let mut pending: Vec<String> = Vec::new();
         let mut pending_bytes = 0;
         let flush = |pending: &mut Vec<String>, writer: &mut ShardWriter| -> Result<()> {
@@ -323,16 +402,26 @@ fn build(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path, sources: Vec<Sour
         writer.finish_shard()?;
         if writer.done.is_empty() {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            return Err(Error::invalid(format!("the corpus {} has no text", names.join(", "))));
+            return Err(Error::invalid(format!(
+                "the corpus {} has no text",
+                names.join(", ")
+            )));
         }
         let built = Index {
             format: FORMAT,
             tokenizer_hash,
             sources,
             shards: writer.done,
-            skipped_lines: report.skipped_lines.iter().map(|(f, l)| format!("{}:{l}", f.display())).collect(),
+            skipped_lines: report
+                .skipped_lines
+                .iter()
+                .map(|(f, l)| format!("{}:{l}", f.display()))
+                .collect(),
         };
-        let json = serde_json::to_string_pretty(&built).map_err(|source| Error::Json { path: tmp.join(INDEX), cause: source })?;
+        let json = serde_json::to_string_pretty(&built).map_err(|source| Error::Json {
+            path: tmp.join(INDEX),
+            cause: source,
+        })?;
         crate::io::write_atomic(&tmp.join(INDEX), json.as_bytes())?;
         index = Some(built);
         Ok(())
@@ -379,7 +468,13 @@ impl<'a> Blocks<'a> {
             first.push(total);
             total += tokens as usize / len;
         }
-        Ok(Blocks { corpus, len, wrap, first, total })
+        Ok(Blocks {
+            corpus,
+            len,
+            wrap,
+            first,
+            total,
+        })
     }
 }
 
@@ -391,9 +486,16 @@ impl Examples for Blocks<'_> {
     fn example(&self, i: usize) -> Vec<u32> {
         let shard = self.first.partition_point(|&f| f <= i) - 1;
         let start = ((i - self.first[shard]) * self.len) as u64;
-        let ids = self.corpus.ids(Span { shard: shard as u32, start, end: start + self.len as u64 });
+        let ids = self.corpus.ids(Span {
+            shard: shard as u32,
+            start,
+            end: start + self.len as u64,
+        });
         match self.wrap {
-            Some((cls, sep)) => std::iter::once(cls).chain(ids).chain(std::iter::once(sep)).collect(),
+            Some((cls, sep)) => std::iter::once(cls)
+                .chain(ids)
+                .chain(std::iter::once(sep))
+                .collect(),
             None => ids,
         }
     }
@@ -408,9 +510,21 @@ mod tests {
         let doc = "Mr. Darcy said \"No.\" Then he left! Is it? Yes 3.5 times…  End";
         let s = split_sentences(doc);
         assert_eq!(s.concat(), doc);
-        assert_eq!(s, ["Mr.", " Darcy said \"No.\"", " Then he left!", " Is it?", " Yes 3.5 times…  End"]);
+        assert_eq!(
+            s,
+            [
+                "Mr.",
+                " Darcy said \"No.\"",
+                " Then he left!",
+                " Is it?",
+                " Yes 3.5 times…  End"
+            ]
+        );
         let zh = "床前明月光。疑是地上霜！举头望明月";
-        assert_eq!(split_sentences(zh), ["床前明月光。", "疑是地上霜！", "举头望明月"]);
+        assert_eq!(
+            split_sentences(zh),
+            ["床前明月光。", "疑是地上霜！", "举头望明月"]
+        );
         assert!(split_sentences("").is_empty());
     }
 
@@ -418,7 +532,11 @@ mod tests {
     fn shards_round_trip_and_are_reused() {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("a.txt");
-        std::fs::write(&text, "One two. Three four five.\n\nSix seven eight nine.\n\n \n\nten eleven\n").unwrap();
+        std::fs::write(
+            &text,
+            "One two. Three four five.\n\nSix seven eight nine.\n\n \n\nten eleven\n",
+        )
+        .unwrap();
         let tok = crate::tokenizer::Tokenizer::from_dir(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer"),
         )
@@ -427,7 +545,13 @@ mod tests {
         let c = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).unwrap();
         assert!(c.built);
         assert_eq!(c.num_documents(), 3);
-        let whole = tok.encode_plain(&["One two. Three four five.", "Six seven eight nine.", "ten eleven"]).unwrap();
+        let whole = tok
+            .encode_plain(&[
+                "One two. Three four five.",
+                "Six seven eight nine.",
+                "ten eleven",
+            ])
+            .unwrap();
         assert_eq!(c.num_tokens(), whole.iter().map(Vec::len).sum::<usize>());
         for (d, ids) in whole.iter().enumerate() {
             let got: Vec<u32> = c.document(d).into_iter().flat_map(|s| c.ids(s)).collect();
@@ -439,13 +563,23 @@ mod tests {
         let all: Vec<u32> = whole.concat();
         assert_eq!(blocks.example(1), [&[2][..], &all[3..6], &[3]].concat());
         drop(c);
-        assert!(!TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).unwrap().built);
+        assert!(
+            !TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache)
+                .unwrap()
+                .built
+        );
         // A changed source is tokenized again.
         std::fs::write(&text, "Something else entirely, and longer.\n").unwrap();
         let c = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).unwrap();
         assert!(c.built && c.num_documents() == 1);
         std::fs::write(&text, "\n\n").unwrap();
-        let err = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).err().unwrap().to_string();
-        assert!(err.contains("has no text") && err.contains("a.txt"), "{err}");
+        let err = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("has no text") && err.contains("a.txt"),
+            "{err}"
+        );
     }
 }

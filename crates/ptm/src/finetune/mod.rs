@@ -31,7 +31,9 @@ impl Task {
             "token-cls" => Ok(Task::TokenCls),
             "qa" => Ok(Task::Qa),
             "similarity" => Ok(Task::Similarity),
-            other => Err(Error::invalid(format!("unknown task {other:?}; supported: seq-cls, token-cls, qa, similarity"))),
+            other => Err(Error::invalid(format!(
+                "unknown task {other:?}; supported: seq-cls, token-cls, qa, similarity"
+            ))),
         }
     }
 
@@ -40,7 +42,11 @@ impl Task {
         match architecture {
             a if a.ends_with("ForSequenceClassification") => Some(Task::SeqCls),
             a if a.ends_with("ForTokenClassification") => Some(Task::TokenCls),
-            a if a.ends_with("ForQuestionAnswering") || a.ends_with("ForQuestionAnsweringSimple") => Some(Task::Qa),
+            a if a.ends_with("ForQuestionAnswering")
+                || a.ends_with("ForQuestionAnsweringSimple") =>
+            {
+                Some(Task::Qa)
+            }
             a if a.ends_with("Model") => Some(Task::Similarity),
             _ => None,
         }
@@ -59,7 +65,11 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
         let de = &mut serde_json::Deserializer::from_str(line);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let at = if field == "." { String::new() } else { format!(" (field {field})") };
+            let at = if field == "." {
+                String::new()
+            } else {
+                format!(" (field {field})")
+            };
             Error::invalid(format!("{}:{}: {}{at}", path.display(), i + 1, e.inner()))
         })?;
         out.push((i + 1, value));
@@ -100,7 +110,10 @@ pub fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
 pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 /// Label names, from a `labels.txt` (one per line) or from the data.
@@ -111,8 +124,12 @@ pub struct LabelSet {
 
 impl LabelSet {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let names: Vec<String> =
-            crate::io::read_to_string(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let names: Vec<String> = crate::io::read_to_string(path)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
         if names.is_empty() {
             return Err(Error::invalid(format!("{}: no labels", path.display())));
         }

@@ -7,8 +7,13 @@ use candle_core::{Device, Tensor};
 use crate::config::{BertConfig, ModelConfig, XlnetConfig};
 use crate::error::{Error, Result};
 use crate::heads::QuestionAnsweringOutput;
-use crate::models::bert::{BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification};
-use crate::models::xlnet::{XlnetForQuestionAnsweringSimple, XlnetForSequenceClassification, XlnetForTokenClassification, XlnetInput};
+use crate::models::bert::{
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+};
+use crate::models::xlnet::{
+    XlnetForQuestionAnsweringSimple, XlnetForSequenceClassification, XlnetForTokenClassification,
+    XlnetInput,
+};
 use crate::models::{EncoderInput, EncoderModel};
 use crate::nn::{Mode, ParamBuilder};
 use crate::tokenizer::Tokenizer;
@@ -23,7 +28,10 @@ fn by_family<T>(
     match config {
         ModelConfig::Bert(c) => bert(c),
         ModelConfig::Xlnet(c) => xlnet(c),
-        other => Err(Error::invalid(format!("{task} supports bert and xlnet models, not {}", other.model_type()))),
+        other => Err(Error::invalid(format!(
+            "{task} supports bert and xlnet models, not {}",
+            other.model_type()
+        ))),
     }
 }
 
@@ -44,17 +52,41 @@ pub enum SeqClsModel {
 
 impl SeqClsModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        by_family(config, "sequence classification", |_| Ok(BertForSequenceClassification::ARCHITECTURE), |_| Ok(XlnetForSequenceClassification::ARCHITECTURE))
+        by_family(
+            config,
+            "sequence classification",
+            |_| Ok(BertForSequenceClassification::ARCHITECTURE),
+            |_| Ok(XlnetForSequenceClassification::ARCHITECTURE),
+        )
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        by_family(config, "sequence classification", |c| Ok(SeqClsModel::Bert(BertForSequenceClassification::new(c, vb)?)), |c| Ok(SeqClsModel::Xlnet(XlnetForSequenceClassification::new(c, vb)?)))
+        by_family(
+            config,
+            "sequence classification",
+            |c| {
+                Ok(SeqClsModel::Bert(BertForSequenceClassification::new(
+                    c, vb,
+                )?))
+            },
+            |c| {
+                Ok(SeqClsModel::Xlnet(XlnetForSequenceClassification::new(
+                    c, vb,
+                )?))
+            },
+        )
     }
 
     /// Where the parameters live.
     pub fn device(&self) -> Device {
         match self {
-            SeqClsModel::Bert(m) => m.bert.embeddings().word_embeddings().weight().device().clone(),
+            SeqClsModel::Bert(m) => m
+                .bert
+                .embeddings()
+                .word_embeddings()
+                .weight()
+                .device()
+                .clone(),
             SeqClsModel::Xlnet(m) => m.transformer.word_embedding().weight().device().clone(),
         }
     }
@@ -76,17 +108,37 @@ pub enum TokenClsModel {
 
 impl TokenClsModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        by_family(config, "token classification", |_| Ok(BertForTokenClassification::ARCHITECTURE), |_| Ok(XlnetForTokenClassification::ARCHITECTURE))
+        by_family(
+            config,
+            "token classification",
+            |_| Ok(BertForTokenClassification::ARCHITECTURE),
+            |_| Ok(XlnetForTokenClassification::ARCHITECTURE),
+        )
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        by_family(config, "token classification", |c| Ok(TokenClsModel::Bert(BertForTokenClassification::new(c, vb)?)), |c| Ok(TokenClsModel::Xlnet(XlnetForTokenClassification::new(c, vb)?)))
+        by_family(
+            config,
+            "token classification",
+            |c| Ok(TokenClsModel::Bert(BertForTokenClassification::new(c, vb)?)),
+            |c| {
+                Ok(TokenClsModel::Xlnet(XlnetForTokenClassification::new(
+                    c, vb,
+                )?))
+            },
+        )
     }
 
     /// Where the parameters live.
     pub fn device(&self) -> Device {
         match self {
-            TokenClsModel::Bert(m) => m.bert.embeddings().word_embeddings().weight().device().clone(),
+            TokenClsModel::Bert(m) => m
+                .bert
+                .embeddings()
+                .word_embeddings()
+                .weight()
+                .device()
+                .clone(),
             TokenClsModel::Xlnet(m) => m.transformer.word_embedding().weight().device().clone(),
         }
     }
@@ -108,23 +160,44 @@ pub enum QaModel {
 
 impl QaModel {
     pub fn architecture(config: &ModelConfig) -> Result<&'static str> {
-        by_family(config, "question answering", |_| Ok(BertForQuestionAnswering::ARCHITECTURE), |_| Ok(XlnetForQuestionAnsweringSimple::ARCHITECTURE))
+        by_family(
+            config,
+            "question answering",
+            |_| Ok(BertForQuestionAnswering::ARCHITECTURE),
+            |_| Ok(XlnetForQuestionAnsweringSimple::ARCHITECTURE),
+        )
     }
 
     pub fn new(config: &ModelConfig, vb: &ParamBuilder) -> Result<Self> {
-        by_family(config, "question answering", |c| Ok(QaModel::Bert(BertForQuestionAnswering::new(c, vb)?)), |c| Ok(QaModel::Xlnet(XlnetForQuestionAnsweringSimple::new(c, vb)?)))
+        by_family(
+            config,
+            "question answering",
+            |c| Ok(QaModel::Bert(BertForQuestionAnswering::new(c, vb)?)),
+            |c| Ok(QaModel::Xlnet(XlnetForQuestionAnsweringSimple::new(c, vb)?)),
+        )
     }
 
     /// Where the parameters live.
     pub fn device(&self) -> Device {
         match self {
-            QaModel::Bert(m) => m.bert.embeddings().word_embeddings().weight().device().clone(),
+            QaModel::Bert(m) => m
+                .bert
+                .embeddings()
+                .word_embeddings()
+                .weight()
+                .device()
+                .clone(),
             QaModel::Xlnet(m) => m.transformer.word_embedding().weight().device().clone(),
         }
     }
 
     /// Start and end logits, with the loss when `positions` (start, end) are given.
-    pub fn forward(&self, input: &EncoderInput, positions: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<QuestionAnsweringOutput> {
+    pub fn forward(
+        &self,
+        input: &EncoderInput,
+        positions: Option<(&Tensor, &Tensor)>,
+        mode: Mode,
+    ) -> Result<QuestionAnsweringOutput> {
         match self {
             QaModel::Bert(m) => m.forward(input, positions, mode),
             QaModel::Xlnet(m) => m.forward(xlnet_input(input), positions, mode),
@@ -137,8 +210,16 @@ pub fn similarity_encoder(config: &ModelConfig, vb: &ParamBuilder) -> Result<Enc
     by_family(
         config,
         "similarity",
-        |c| Ok(EncoderModel::Bert(crate::models::bert::BertModel::new(c, vb, true)?)),
-        |c| Ok(EncoderModel::Xlnet(crate::models::xlnet::XlnetModel::new(c, vb)?)),
+        |c| {
+            Ok(EncoderModel::Bert(crate::models::bert::BertModel::new(
+                c, vb, true,
+            )?))
+        },
+        |c| {
+            Ok(EncoderModel::Xlnet(crate::models::xlnet::XlnetModel::new(
+                c, vb,
+            )?))
+        },
     )
 }
 
@@ -149,7 +230,11 @@ pub fn check_tokenizer(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()
         return Ok(());
     }
     let cls = tokenizer.special_id(|s| &s.cls);
-    let last = tokenizer.encode_batch(&["a"])?.encodings.first().and_then(|e| e.get_ids().last().copied());
+    let last = tokenizer
+        .encode_batch(&["a"])?
+        .encodings
+        .first()
+        .and_then(|e| e.get_ids().last().copied());
     match cls {
         Some(id) if last == Some(id) => Ok(()),
         _ => Err(Error::invalid(format!(

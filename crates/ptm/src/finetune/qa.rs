@@ -12,11 +12,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
+use super::models::QaModel;
 use super::{length_batches, line_error, pick, read_jsonl};
-use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{SquadScores, squad_scores};
-use super::models::QaModel;
+use crate::models::EncoderInput;
 use crate::nn::Mode;
 use crate::tokenizer::{PadSpec, Tokenizer};
 use crate::train::distributed::{Collective, gather_batches};
@@ -60,7 +60,10 @@ pub struct QaData {
 
 /// The byte offset of character `c` in `s` (its length at the end).
 fn byte_of_char(s: &str, c: usize) -> Option<usize> {
-    s.char_indices().map(|(b, _)| b).chain(std::iter::once(s.len())).nth(c)
+    s.char_indices()
+        .map(|(b, _)| b)
+        .chain(std::iter::once(s.len()))
+        .nth(c)
 }
 
 /// The character offset of byte `b` in `s`.
@@ -70,12 +73,23 @@ fn char_of_byte(s: &str, b: usize) -> usize {
 
 /// Reads and windows `path`. Every answer must sit at its `answer_start`; with
 /// `require_answers` every record needs one.
-pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, doc_stride: usize, require_answers: bool) -> Result<QaData> {
+pub fn load(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    doc_stride: usize,
+    require_answers: bool,
+) -> Result<QaData> {
     if doc_stride >= max_length {
-        return Err(Error::invalid(format!("the doc stride {doc_stride} must be below the maximum length {max_length}")));
+        return Err(Error::invalid(format!(
+            "the doc stride {doc_stride} must be below the maximum length {max_length}"
+        )));
     }
     let rows: Vec<(usize, QaRecord)> = read_jsonl(path)?;
-    let mut data = QaData { records: Vec::new(), windows: Vec::new() };
+    let mut data = QaData {
+        records: Vec::new(),
+        windows: Vec::new(),
+    };
     for (line, r) in rows {
         if r.context.trim().is_empty() || r.question.trim().is_empty() {
             return Err(line_error(path, line, "empty \"context\" or \"question\""));
@@ -86,7 +100,15 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, doc_stride: u
             None => None,
             Some(a) => {
                 if a.text.is_empty() || a.text.len() != a.answer_start.len() {
-                    return Err(line_error(path, line, format!("{} answer texts and {} answer_start values", a.text.len(), a.answer_start.len())));
+                    return Err(line_error(
+                        path,
+                        line,
+                        format!(
+                            "{} answer texts and {} answer_start values",
+                            a.text.len(),
+                            a.answer_start.len()
+                        ),
+                    ));
                 }
                 for (text, &start) in a.text.iter().zip(&a.answer_start) {
                     let found = byte_of_char(&r.context, start)
@@ -96,7 +118,10 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, doc_stride: u
                         return Err(line_error(
                             path,
                             line,
-                            format!("answer {text:?} is not at answer_start {start} (the context has {:?} there)", found.unwrap_or("")),
+                            format!(
+                                "answer {text:?} is not at answer_start {start} (the context has {:?} there)",
+                                found.unwrap_or("")
+                            ),
                         ));
                     }
                 }
@@ -107,7 +132,11 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, doc_stride: u
         let example = data.records.len();
         for encoding in tokenizer.encode_windows(&r.question, &r.context, max_length, doc_stride)? {
             let positions = target.map(|t| answer_tokens(&encoding, t));
-            data.windows.push(Window { example, encoding, positions });
+            data.windows.push(Window {
+                example,
+                encoding,
+                positions,
+            });
         }
         data.records.push(r);
     }
@@ -125,7 +154,11 @@ fn context_range(e: &Encoding) -> Option<(usize, usize)> {
 /// Where a window's classification token is, the target when the answer is not inside: first
 /// for BERT's `[CLS] q [SEP] c [SEP]`, last for XLNet's `q <sep> c <sep> <cls>` (segment 2).
 fn cls_index(e: &Encoding) -> usize {
-    if e.get_type_ids().last() == Some(&2) { e.len() - 1 } else { 0 }
+    if e.get_type_ids().last() == Some(&2) {
+        e.len() - 1
+    } else {
+        0
+    }
 }
 
 /// The answer's first and last token in a window, or the classification token twice when it
@@ -133,12 +166,21 @@ fn cls_index(e: &Encoding) -> usize {
 fn answer_tokens(e: &Encoding, (start, end): (usize, usize)) -> (usize, usize) {
     let offsets = e.get_offsets();
     let cls = (cls_index(e), cls_index(e));
-    let Some((first, last)) = context_range(e) else { return cls };
+    let Some((first, last)) = context_range(e) else {
+        return cls;
+    };
     if !(offsets[first].0 <= start && offsets[last].1 >= end) {
         return cls;
     }
-    let s = (first..=last).take_while(|&t| offsets[t].0 <= start).last().unwrap_or(first);
-    let e_tok = (first..=last).rev().take_while(|&t| offsets[t].1 >= end).last().unwrap_or(last);
+    let s = (first..=last)
+        .take_while(|&t| offsets[t].0 <= start)
+        .last()
+        .unwrap_or(first);
+    let e_tok = (first..=last)
+        .rev()
+        .take_while(|&t| offsets[t].1 >= end)
+        .last()
+        .unwrap_or(last);
     (s, e_tok)
 }
 
@@ -150,9 +192,20 @@ impl super::DataSet for QaData {
     fn select(self, indices: &[usize]) -> Self {
         let mut windows = Vec::new();
         for (new, &old) in indices.iter().enumerate() {
-            windows.extend(self.windows.iter().filter(|w| w.example == old).map(|w| Window { example: new, ..w.clone() }));
+            windows.extend(
+                self.windows
+                    .iter()
+                    .filter(|w| w.example == old)
+                    .map(|w| Window {
+                        example: new,
+                        ..w.clone()
+                    }),
+            );
         }
-        QaData { records: pick(&self.records, indices), windows }
+        QaData {
+            records: pick(&self.records, indices),
+            windows,
+        }
     }
 }
 
@@ -168,18 +221,29 @@ impl crate::train::Objective for QaObjective<'_> {
         self.data.windows.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
+    fn loss(
+        &self,
+        examples: &[usize],
+        _epoch: usize,
+        mode: Mode,
+    ) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let windows: Vec<&Window> = examples.iter().map(|&i| &self.data.windows[i]).collect();
         let encodings: Vec<&Encoding> = windows.iter().map(|w| &w.encoding).collect();
         let input = EncoderInput::from_encodings(&encodings, self.pad.on_right(), &device)?;
-        let (starts, ends): (Vec<i64>, Vec<i64>) =
-            windows.iter().map(|w| w.positions.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
+        let (starts, ends): (Vec<i64>, Vec<i64>) = windows
+            .iter()
+            .map(|w| w.positions.map_or((0, 0), |(s, e)| (s as i64, e as i64)))
+            .unzip();
         let starts = Tensor::from_vec(starts, examples.len(), &device)?;
         let ends = Tensor::from_vec(ends, examples.len(), &device)?;
         let out = self.model.forward(&input, Some((&starts, &ends)), mode)?;
         let loss = out.loss.ok_or_else(|| Error::invalid("no loss"))?;
-        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: encodings.iter().map(|e| e.len()).sum() })
+        Ok(crate::train::LossTerms {
+            loss,
+            count: examples.len(),
+            tokens: encodings.iter().map(|e| e.len()).sum(),
+        })
     }
 }
 
@@ -208,13 +272,25 @@ pub fn predict(
     let batches = length_batches(&lengths, batch_size);
     // Per batch: its candidates as (question, score, byte start, byte end).
     let flat = gather_batches(world, batches.len(), |b| {
-        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.windows[i].encoding).collect();
-        let out = model.forward(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, None, Mode::Eval)?;
-        let (starts, ends) = (out.start_logits.to_vec2::<f32>()?, out.end_logits.to_vec2::<f32>()?);
+        let encodings: Vec<&Encoding> = batches[b]
+            .iter()
+            .map(|&i| &data.windows[i].encoding)
+            .collect();
+        let out = model.forward(
+            &EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?,
+            None,
+            Mode::Eval,
+        )?;
+        let (starts, ends) = (
+            out.start_logits.to_vec2::<f32>()?,
+            out.end_logits.to_vec2::<f32>()?,
+        );
         let mut found = Vec::new();
         for ((&w, s), e) in batches[b].iter().zip(&starts).zip(&ends) {
             let window = &data.windows[w];
-            let Some((first, last)) = context_range(&window.encoding) else { continue };
+            let Some((first, last)) = context_range(&window.encoding) else {
+                continue;
+            };
             let offsets = window.encoding.get_offsets();
             let top = |logits: &[f32]| {
                 let mut idx: Vec<usize> = (first..=last).collect();
@@ -225,7 +301,12 @@ pub fn predict(
             for &i in &top(s) {
                 for &j in &top(e) {
                     if j >= i && j - i < max_answer_tokens {
-                        found.extend([window.example as f64, f64::from(s[i] + e[j]), offsets[i].0 as f64, offsets[j].1 as f64]);
+                        found.extend([
+                            window.example as f64,
+                            f64::from(s[i] + e[j]),
+                            offsets[i].0 as f64,
+                            offsets[j].1 as f64,
+                        ]);
                     }
                 }
             }
@@ -243,10 +324,20 @@ pub fn predict(
         .zip(candidates)
         .map(|(r, c)| {
             let Some(&(best, b, e)) = c.iter().max_by(|x, y| x.0.total_cmp(&y.0)) else {
-                return Answer { answer: String::new(), start: 0, end: 0, score: 0.0 };
+                return Answer {
+                    answer: String::new(),
+                    start: 0,
+                    end: 0,
+                    score: 0.0,
+                };
             };
             let total: f32 = c.iter().map(|x| (x.0 - best).exp()).sum();
-            Answer { answer: r.context[b..e].to_string(), start: char_of_byte(&r.context, b), end: char_of_byte(&r.context, e), score: 1.0 / total }
+            Answer {
+                answer: r.context[b..e].to_string(),
+                start: char_of_byte(&r.context, b),
+                end: char_of_byte(&r.context, e),
+                score: 1.0 / total,
+            }
         })
         .collect())
 }
@@ -258,7 +349,10 @@ pub fn report(data: &QaData, answers: &[Answer]) -> Result<SquadScores> {
         .iter()
         .zip(answers)
         .map(|(r, a)| {
-            let gold = r.answers.as_ref().ok_or_else(|| Error::invalid("evaluation needs answers on every record"))?;
+            let gold = r
+                .answers
+                .as_ref()
+                .ok_or_else(|| Error::invalid("evaluation needs answers on every record"))?;
             Ok((a.answer.clone(), gold.text.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -275,9 +369,19 @@ pub struct QaEvaluator<'a> {
 
 impl crate::train::Evaluator for QaEvaluator<'_> {
     fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
-        let answers = predict(self.model, self.data, self.pad, self.batch_size, self.max_answer_tokens, world)?;
+        let answers = predict(
+            self.model,
+            self.data,
+            self.pad,
+            self.batch_size,
+            self.max_answer_tokens,
+            world,
+        )?;
         let s = report(self.data, &answers)?;
-        Ok(BTreeMap::from([("exact_match".to_string(), s.exact_match), ("f1".to_string(), s.f1)]))
+        Ok(BTreeMap::from([
+            ("exact_match".to_string(), s.exact_match),
+            ("f1".to_string(), s.f1),
+        ]))
     }
 }
 
@@ -287,7 +391,10 @@ mod tests {
 
     #[test]
     fn windows_hold_the_answer_tokens_or_point_at_cls() {
-        let tok = Tokenizer::from_dir(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer")).unwrap();
+        let tok = Tokenizer::from_dir(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer"),
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("qa.jsonl");
         let filler = "she walked on and said nothing more of it . ".repeat(12);
@@ -313,6 +420,9 @@ mod tests {
         let bad = serde_json::json!({"context": "abc", "question": "q", "answers": {"text": ["bc"], "answer_start": [0]}});
         std::fs::write(&f, format!("{bad}\n")).unwrap();
         let err = load(&f, &tok, 48, 16, true).err().unwrap().to_string();
-        assert!(err.contains("qa.jsonl:1") && err.contains("not at answer_start 0"), "{err}");
+        assert!(
+            err.contains("qa.jsonl:1") && err.contains("not at answer_start 0"),
+            "{err}"
+        );
     }
 }

@@ -10,11 +10,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
+use super::models::SeqClsModel;
 use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
-use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, classification_report};
-use super::models::SeqClsModel;
+use crate::models::EncoderInput;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, weighted_cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -51,7 +51,13 @@ pub struct SeqClsData {
 
 /// Reads `path`. Labels are resolved against `labels`; with `require_labels` every record
 /// must have one (training, evaluation).
-pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &LabelSet, require_labels: bool) -> Result<SeqClsData> {
+pub fn load(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    labels: &LabelSet,
+    require_labels: bool,
+) -> Result<SeqClsData> {
     let rows: Vec<(usize, TextRecord)> = read_jsonl(path)?;
     let mut ids = Vec::with_capacity(rows.len());
     for (line, r) in &rows {
@@ -62,19 +68,34 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &Labe
             None if require_labels => return Err(line_error(path, *line, "no \"label\"")),
             None => None,
             Some(l) => Some(resolve(l, labels).ok_or_else(|| {
-                line_error(path, *line, format!("label {l:?} is not one of the {} labels {:?}", labels.names.len(), labels.names))
+                line_error(
+                    path,
+                    *line,
+                    format!(
+                        "label {l:?} is not one of the {} labels {:?}",
+                        labels.names.len(),
+                        labels.names
+                    ),
+                )
             })?),
         });
     }
     let tok = unpadded(tokenizer, max_length)?;
     let encodings = if rows.iter().any(|(_, r)| r.text_pair.is_some()) {
-        let pairs: Vec<(&str, &str)> = rows.iter().map(|(_, r)| (r.text.as_str(), r.text_pair.as_deref().unwrap_or(""))).collect();
+        let pairs: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|(_, r)| (r.text.as_str(), r.text_pair.as_deref().unwrap_or("")))
+            .collect();
         tok.encode_pairs(&pairs)?.encodings
     } else {
         let texts: Vec<&str> = rows.iter().map(|(_, r)| r.text.as_str()).collect();
         tok.encode_batch(&texts)?.encodings
     };
-    Ok(SeqClsData { records: rows.into_iter().map(|(_, r)| r).collect(), encodings, labels: ids })
+    Ok(SeqClsData {
+        records: rows.into_iter().map(|(_, r)| r).collect(),
+        encodings,
+        labels: ids,
+    })
 }
 
 impl super::DataSet for SeqClsData {
@@ -109,14 +130,23 @@ pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
                 names.insert(n.clone());
             }
             Some(LabelValue::Id(i)) if *i >= 0 => max_id = max_id.max(Some(*i as usize)),
-            Some(LabelValue::Id(i)) => return Err(line_error(path, *line, format!("negative label {i}"))),
+            Some(LabelValue::Id(i)) => {
+                return Err(line_error(path, *line, format!("negative label {i}")));
+            }
             None => return Err(line_error(path, *line, "no \"label\"")),
         }
     }
     match (names.is_empty(), max_id) {
-        (false, None) => Ok(LabelSet { names: names.into_iter().collect() }),
-        (true, Some(m)) => Ok(LabelSet { names: (0..=m.max(1)).map(|i| format!("LABEL_{i}")).collect() }),
-        _ => Err(Error::invalid(format!("{}: labels mix names and ids; give --labels FILE", path.display()))),
+        (false, None) => Ok(LabelSet {
+            names: names.into_iter().collect(),
+        }),
+        (true, Some(m)) => Ok(LabelSet {
+            names: (0..=m.max(1)).map(|i| format!("LABEL_{i}")).collect(),
+        }),
+        _ => Err(Error::invalid(format!(
+            "{}: labels mix names and ids; give --labels FILE",
+            path.display()
+        ))),
     }
 }
 
@@ -125,7 +155,16 @@ pub fn balanced_class_weights(labels: &[Option<usize>], classes: usize) -> Vec<f
     let mut counts = vec![0usize; classes];
     labels.iter().flatten().for_each(|&l| counts[l] += 1);
     let n: usize = counts.iter().sum();
-    counts.iter().map(|&c| if c == 0 { 0.0 } else { n as f32 / (classes as f32 * c as f32) }).collect()
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n as f32 / (classes as f32 * c as f32)
+            }
+        })
+        .collect()
 }
 
 /// The training objective.
@@ -141,28 +180,56 @@ impl crate::train::Objective for SeqClsObjective<'_> {
         self.data.encodings.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
+    fn loss(
+        &self,
+        examples: &[usize],
+        _epoch: usize,
+        mode: Mode,
+    ) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
         let input = EncoderInput::from_encodings(&encodings, self.pad, &device)?;
-        let labels: Vec<i64> = examples.iter().map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64)).collect();
+        let labels: Vec<i64> = examples
+            .iter()
+            .map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64))
+            .collect();
         let labels = Tensor::from_vec(labels, examples.len(), &device)?;
         let logits = self.model.logits(&input, mode)?;
-        let loss = weighted_cross_entropy(&logits, &labels, IGNORE_INDEX, self.class_weights.as_deref())?;
-        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: encodings.iter().map(|e| e.len()).sum() })
+        let loss = weighted_cross_entropy(
+            &logits,
+            &labels,
+            IGNORE_INDEX,
+            self.class_weights.as_deref(),
+        )?;
+        Ok(crate::train::LossTerms {
+            loss,
+            count: examples.len(),
+            tokens: encodings.iter().map(|e| e.len()).sum(),
+        })
     }
 }
 
 /// Class probabilities of every record, in order (batched by length, dropout off; the
 /// batches shared among the ranks of `world`).
-pub fn predict(model: &SeqClsModel, data: &SeqClsData, pad: PadSpec, batch_size: usize, world: Option<&dyn Collective>) -> Result<Vec<Vec<f32>>> {
+pub fn predict(
+    model: &SeqClsModel,
+    data: &SeqClsData,
+    pad: PadSpec,
+    batch_size: usize,
+    world: Option<&dyn Collective>,
+) -> Result<Vec<Vec<f32>>> {
     let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
     let batches = length_batches(&lengths, batch_size);
     let flat = gather_batches(world, batches.len(), |b| {
         let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad, &device)?, Mode::Eval)?;
-        let probs = crate::nn::ops::softmax_last_dim(&logits)?.flatten_all()?.to_vec1::<f32>()?; // (b * classes)
+        let logits = model.logits(
+            &EncoderInput::from_encodings(&encodings, pad, &device)?,
+            Mode::Eval,
+        )?;
+        let probs = crate::nn::ops::softmax_last_dim(&logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()?; // (b * classes)
         Ok(probs.into_iter().map(f64::from).collect())
     })?;
     let mut out = vec![Vec::new(); lengths.len()];
@@ -177,19 +244,34 @@ pub fn predict(model: &SeqClsModel, data: &SeqClsData, pad: PadSpec, batch_size:
 
 /// The most probable class and its probability.
 pub fn argmax(probs: &[f32]) -> (usize, f32) {
-    probs.iter().copied().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+    probs
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+            if p > best.1 { (i, p) } else { best }
+        })
 }
 
 /// Metrics of predictions against the labeled records, with the mean cross-entropy.
-pub fn report(data: &SeqClsData, labels: &LabelSet, probs: &[Vec<f32>]) -> Result<(ClassificationReport, f64)> {
+pub fn report(
+    data: &SeqClsData,
+    labels: &LabelSet,
+    probs: &[Vec<f32>],
+) -> Result<(ClassificationReport, f64)> {
     let (mut gold, mut pred, mut nll) = (Vec::new(), Vec::new(), 0f64);
     for (label, p) in data.labels.iter().zip(probs) {
-        let Some(g) = label else { return Err(Error::invalid("evaluation needs a label on every record")) };
+        let Some(g) = label else {
+            return Err(Error::invalid("evaluation needs a label on every record"));
+        };
         gold.push(*g);
         pred.push(argmax(p).0);
         nll -= f64::from(p[*g].max(1e-30)).ln();
     }
-    Ok((classification_report(&labels.names, &gold, &pred), nll / gold.len().max(1) as f64))
+    Ok((
+        classification_report(&labels.names, &gold, &pred),
+        nll / gold.len().max(1) as f64,
+    ))
 }
 
 /// Held-out evaluation for the trainer: eval_loss, accuracy, macro precision / recall / F1,

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use tokenizers::Encoding;
 
 use super::{length_batches, line_error, pick, read_jsonl, unpadded};
-use crate::models::{EncoderInput, EncoderModel};
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
 use crate::metrics::{pearson, spearman};
+use crate::models::{EncoderInput, EncoderModel};
 use crate::nn::Mode;
 use crate::nn::loss::{cross_entropy, mse_loss};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -44,7 +44,12 @@ pub struct PairData {
 }
 
 /// Reads `path`; with `require_scores` every pair needs a score.
-pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, require_scores: bool) -> Result<PairData> {
+pub fn load(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    require_scores: bool,
+) -> Result<PairData> {
     let rows: Vec<(usize, PairRecord)> = read_jsonl(path)?;
     for (line, r) in &rows {
         if r.text.trim().is_empty() || r.text_pair.trim().is_empty() {
@@ -52,15 +57,26 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, require_score
         }
         match r.score {
             None if require_scores => return Err(line_error(path, *line, "no \"score\"")),
-            Some(s) if !s.is_finite() => return Err(line_error(path, *line, format!("score {s} is not a number"))),
+            Some(s) if !s.is_finite() => {
+                return Err(line_error(
+                    path,
+                    *line,
+                    format!("score {s} is not a number"),
+                ));
+            }
             _ => {}
         }
     }
     let tok = unpadded(tokenizer, max_length)?;
-    let texts = |f: fn(&PairRecord) -> &str| -> Vec<&str> { rows.iter().map(|(_, r)| f(r)).collect() };
+    let texts =
+        |f: fn(&PairRecord) -> &str| -> Vec<&str> { rows.iter().map(|(_, r)| f(r)).collect() };
     let first = tok.encode_batch(&texts(|r| &r.text))?.encodings;
     let second = tok.encode_batch(&texts(|r| &r.text_pair))?.encodings;
-    Ok(PairData { records: rows.into_iter().map(|(_, r)| r).collect(), first, second })
+    Ok(PairData {
+        records: rows.into_iter().map(|(_, r)| r).collect(),
+        first,
+        second,
+    })
 }
 
 impl super::DataSet for PairData {
@@ -69,7 +85,11 @@ impl super::DataSet for PairData {
     }
 
     fn select(self, indices: &[usize]) -> Self {
-        PairData { records: pick(&self.records, indices), first: pick(&self.first, indices), second: pick(&self.second, indices) }
+        PairData {
+            records: pick(&self.records, indices),
+            first: pick(&self.first, indices),
+            second: pick(&self.second, indices),
+        }
     }
 }
 
@@ -91,21 +111,45 @@ impl BiEncoder<'_> {
     pub fn embed(&self, encodings: &[&Encoding], mode: Mode) -> Result<Tensor> {
         let input = EncoderInput::from_encodings(encodings, self.pad, &self.model.device())?;
         let hidden = self.model.forward(&input, mode)?;
-        let mask = input.attention_mask.as_ref().ok_or_else(|| Error::invalid("no attention mask"))?;
-        let pooled = self.pooling.iter().map(|p| p.pool(&hidden, mask)).collect::<Result<Vec<_>>>()?;
+        let mask = input
+            .attention_mask
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no attention mask"))?;
+        let pooled = self
+            .pooling
+            .iter()
+            .map(|p| p.pool(&hidden, mask))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&pooled, D::Minus1)?)
     }
 
     /// Cosine similarity of every pair, in order, batched by length.
-    pub fn cosines(&self, data: &PairData, batch_size: usize, world: Option<&dyn Collective>) -> Result<Vec<f64>> {
-        let lengths: Vec<usize> = data.first.iter().zip(&data.second).map(|(a, b)| a.len().max(b.len())).collect();
+    pub fn cosines(
+        &self,
+        data: &PairData,
+        batch_size: usize,
+        world: Option<&dyn Collective>,
+    ) -> Result<Vec<f64>> {
+        let lengths: Vec<usize> = data
+            .first
+            .iter()
+            .zip(&data.second)
+            .map(|(a, b)| a.len().max(b.len()))
+            .collect();
         let batches = length_batches(&lengths, batch_size);
         let cosines = gather_batches(world, batches.len(), |b| {
             let batch = &batches[b];
-            let encodings: Vec<&Encoding> = batch.iter().map(|&i| &data.first[i]).chain(batch.iter().map(|&i| &data.second[i])).collect();
+            let encodings: Vec<&Encoding> = batch
+                .iter()
+                .map(|&i| &data.first[i])
+                .chain(batch.iter().map(|&i| &data.second[i]))
+                .collect();
             let e = l2_normalize(&self.embed(&encodings, Mode::Eval)?)?;
             let n = batch.len();
-            Ok((e.narrow(0, 0, n)? * e.narrow(0, n, n)?)?.sum(D::Minus1)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+            Ok((e.narrow(0, 0, n)? * e.narrow(0, n, n)?)?
+                .sum(D::Minus1)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?)
         })?;
         let mut out = vec![0.0; lengths.len()];
         for (batch, cos) in batches.iter().zip(cosines) {
@@ -135,18 +179,29 @@ impl crate::train::Objective for SimilarityObjective<'_> {
         self.data.records.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
+    fn loss(
+        &self,
+        examples: &[usize],
+        _epoch: usize,
+        mode: Mode,
+    ) -> Result<crate::train::LossTerms> {
         let n = examples.len();
         // Both sides in one forward pass: rows 0..n the texts, n..2n their pairs.
-        let encodings: Vec<&Encoding> =
-            examples.iter().map(|&i| &self.data.first[i]).chain(examples.iter().map(|&i| &self.data.second[i])).collect();
+        let encodings: Vec<&Encoding> = examples
+            .iter()
+            .map(|&i| &self.data.first[i])
+            .chain(examples.iter().map(|&i| &self.data.second[i]))
+            .collect();
         let tokens = encodings.iter().map(|e| e.len()).sum();
         let e = l2_normalize(&self.encoder.embed(&encodings, mode)?)?; // (2n, dim)
         let (u, v) = (e.narrow(0, 0, n)?, e.narrow(0, n, n)?);
         let device = e.device().clone();
         let loss = match self.loss {
             SimilarityLoss::Cosine => {
-                let scores: Vec<f32> = examples.iter().map(|&i| self.data.records[i].score.unwrap_or(1.0) as f32).collect();
+                let scores: Vec<f32> = examples
+                    .iter()
+                    .map(|&i| self.data.records[i].score.unwrap_or(1.0) as f32)
+                    .collect();
                 let target = Tensor::from_vec(scores, n, &device)?;
                 mse_loss(&(u * v)?.sum(D::Minus1)?, &target)?
             }
@@ -156,7 +211,11 @@ impl crate::train::Objective for SimilarityObjective<'_> {
                 cross_entropy(&logits, &labels, crate::nn::loss::IGNORE_INDEX)?
             }
         };
-        Ok(crate::train::LossTerms { loss, count: n, tokens })
+        Ok(crate::train::LossTerms {
+            loss,
+            count: n,
+            tokens,
+        })
     }
 }
 
@@ -165,7 +224,10 @@ pub fn correlations(data: &PairData, cosines: &[f64]) -> Result<(f64, f64)> {
     let gold: Vec<f64> = data
         .records
         .iter()
-        .map(|r| r.score.ok_or_else(|| Error::invalid("evaluation needs a score on every pair")))
+        .map(|r| {
+            r.score
+                .ok_or_else(|| Error::invalid("evaluation needs a score on every pair"))
+        })
         .collect::<Result<_>>()?;
     Ok((spearman(cosines, &gold), pearson(cosines, &gold)))
 }
@@ -180,6 +242,9 @@ impl crate::train::Evaluator for SimilarityEvaluator<'_> {
     fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
         let cos = self.encoder.cosines(self.data, self.batch_size, world)?;
         let (s, p) = correlations(self.data, &cos)?;
-        Ok(BTreeMap::from([("spearman".to_string(), s), ("pearson".to_string(), p)]))
+        Ok(BTreeMap::from([
+            ("spearman".to_string(), s),
+            ("pearson".to_string(), p),
+        ]))
     }
 }

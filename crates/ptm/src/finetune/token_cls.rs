@@ -11,11 +11,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
+use super::models::TokenClsModel;
 use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
-use crate::models::EncoderInput;
 use crate::error::{Error, Result};
 use crate::metrics::{EntityReport, entity_report};
-use super::models::TokenClsModel;
+use crate::models::EncoderInput;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -79,7 +79,13 @@ fn words_of(r: &TaggedRecord) -> Option<(Vec<String>, Vec<(usize, usize)>, Strin
 }
 
 /// Reads `path`; with `require_tags` every record needs tags, one per token, in `labels`.
-pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &LabelSet, require_tags: bool) -> Result<TokenClsData> {
+pub fn load(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    labels: &LabelSet,
+    require_tags: bool,
+) -> Result<TokenClsData> {
     let rows: Vec<(usize, TaggedRecord)> = read_jsonl(path)?;
     let mut data = TokenClsData {
         records: Vec::new(),
@@ -90,7 +96,8 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &Labe
         tags: Vec::new(),
     };
     for (line, r) in rows {
-        let (words, spans, text) = words_of(&r).ok_or_else(|| line_error(path, line, "no \"tokens\" (or \"text\")"))?;
+        let (words, spans, text) =
+            words_of(&r).ok_or_else(|| line_error(path, line, "no \"tokens\" (or \"text\")"))?;
         if words.is_empty() {
             return Err(line_error(path, line, "no words"));
         }
@@ -98,11 +105,23 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &Labe
             None if require_tags => return Err(line_error(path, line, "no \"tags\"")),
             None => None,
             Some(t) if t.len() != words.len() => {
-                return Err(line_error(path, line, format!("{} tags for {} tokens", t.len(), words.len())));
+                return Err(line_error(
+                    path,
+                    line,
+                    format!("{} tags for {} tokens", t.len(), words.len()),
+                ));
             }
             Some(t) => Some(
                 t.iter()
-                    .map(|tag| labels.id(tag).ok_or_else(|| line_error(path, line, format!("tag {tag:?} is not one of {:?}", labels.names))))
+                    .map(|tag| {
+                        labels.id(tag).ok_or_else(|| {
+                            line_error(
+                                path,
+                                line,
+                                format!("tag {tag:?} is not one of {:?}", labels.names),
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<usize>>>()?,
             ),
         };
@@ -112,7 +131,9 @@ pub fn load(path: &Path, tokenizer: &Tokenizer, max_length: usize, labels: &Labe
         data.tags.push(tags);
         data.records.push(r);
     }
-    data.encodings = unpadded(tokenizer, max_length)?.encode_words(&data.words)?.encodings;
+    data.encodings = unpadded(tokenizer, max_length)?
+        .encode_words(&data.words)?
+        .encodings;
     Ok(data)
 }
 
@@ -121,9 +142,14 @@ pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
     let rows: Vec<(usize, TaggedRecord)> = read_jsonl(path)?;
     let mut names = std::collections::BTreeSet::new();
     for (line, r) in rows {
-        names.extend(r.tags.ok_or_else(|| line_error(path, line, "no \"tags\""))?);
+        names.extend(
+            r.tags
+                .ok_or_else(|| line_error(path, line, "no \"tags\""))?,
+        );
     }
-    Ok(LabelSet { names: names.into_iter().collect() })
+    Ok(LabelSet {
+        names: names.into_iter().collect(),
+    })
 }
 
 impl super::DataSet for TokenClsData {
@@ -173,7 +199,12 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         self.data.encodings.len()
     }
 
-    fn loss(&self, examples: &[usize], _epoch: usize, mode: Mode) -> Result<crate::train::LossTerms> {
+    fn loss(
+        &self,
+        examples: &[usize],
+        _epoch: usize,
+        mode: Mode,
+    ) -> Result<crate::train::LossTerms> {
         let device = self.model.device();
         let encodings: Vec<&Encoding> = examples.iter().map(|&i| &self.data.encodings[i]).collect();
         let input = EncoderInput::from_encodings(&encodings, self.pad.on_right(), &device)?;
@@ -181,7 +212,11 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         let mut labels = Vec::with_capacity(examples.len() * seq);
         for &i in examples {
             let l = self.data.token_labels(i);
-            labels.extend(l.iter().copied().chain(std::iter::repeat_n(IGNORE_INDEX, seq - l.len())));
+            labels.extend(
+                l.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(IGNORE_INDEX, seq - l.len())),
+            );
         }
         let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
         let counted = count > 0;
@@ -189,11 +224,19 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         let logits = self.model.logits(&input, mode)?; // (b, s, tags)
         let tags = logits.dim(2)?;
         let loss = if counted {
-            cross_entropy(&logits.reshape((examples.len() * seq, tags))?, &labels.flatten_all()?, IGNORE_INDEX)?
+            cross_entropy(
+                &logits.reshape((examples.len() * seq, tags))?,
+                &labels.flatten_all()?,
+                IGNORE_INDEX,
+            )?
         } else {
             (logits.sum_all()? * 0.0)?
         };
-        Ok(crate::train::LossTerms { loss, count, tokens: encodings.iter().map(|e| e.len()).sum() })
+        Ok(crate::train::LossTerms {
+            loss,
+            count,
+            tokens: encodings.iter().map(|e| e.len()).sum(),
+        })
     }
 }
 
@@ -214,7 +257,10 @@ pub fn predict(
     // Per batch: its cross-entropy sum and count, then (tag, probability) of each record's words.
     let flat = gather_batches(world, batches.len(), |b| {
         let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.logits(&EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?, Mode::Eval)?;
+        let logits = model.logits(
+            &EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?,
+            Mode::Eval,
+        )?;
         let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?; // (b, s, tags)
         let (mut nll, mut counted) = (0f64, 0usize);
         let mut words = Vec::new();
@@ -232,7 +278,11 @@ pub fn predict(
                 }
                 previous = *w;
             }
-            words.extend(tagged.into_iter().flat_map(|(tag, score)| [tag as f64, f64::from(score)]));
+            words.extend(
+                tagged
+                    .into_iter()
+                    .flat_map(|(tag, score)| [tag as f64, f64::from(score)]),
+            );
         }
         Ok([nll, counted as f64].into_iter().chain(words).collect())
     })?;
@@ -244,25 +294,44 @@ pub fn predict(
         let mut at = 2;
         for &i in batch {
             let n = data.words[i].len();
-            out[i] = values[at..at + 2 * n].chunks(2).map(|v| (v[0] as usize, v[1] as f32)).collect();
+            out[i] = values[at..at + 2 * n]
+                .chunks(2)
+                .map(|v| (v[0] as usize, v[1] as f32))
+                .collect();
             at += 2 * n;
         }
     }
-    Ok((out, if counted == 0 { 0.0 } else { nll / counted as f64 }))
+    Ok((
+        out,
+        if counted == 0 {
+            0.0
+        } else {
+            nll / counted as f64
+        },
+    ))
 }
 
 /// Entity scores and word accuracy of predictions against the tagged records.
-pub fn report(data: &TokenClsData, labels: &LabelSet, predicted: &[Vec<(usize, f32)>]) -> Result<(EntityReport, f64)> {
+pub fn report(
+    data: &TokenClsData,
+    labels: &LabelSet,
+    predicted: &[Vec<(usize, f32)>],
+) -> Result<(EntityReport, f64)> {
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     let (mut right, mut total) = (0usize, 0usize);
     for (tags, p) in data.tags.iter().zip(predicted) {
-        let Some(tags) = tags else { return Err(Error::invalid("evaluation needs tags on every record")) };
+        let Some(tags) = tags else {
+            return Err(Error::invalid("evaluation needs tags on every record"));
+        };
         right += tags.iter().zip(p).filter(|(g, (q, _))| *g == q).count();
         total += tags.len();
         gold.push(tags.iter().map(|&t| labels.names[t].clone()).collect());
         pred.push(p.iter().map(|&(t, _)| labels.names[t].clone()).collect());
     }
-    Ok((entity_report(&gold, &pred), right as f64 / total.max(1) as f64))
+    Ok((
+        entity_report(&gold, &pred),
+        right as f64 / total.max(1) as f64,
+    ))
 }
 
 /// The id of the outside tag "O" (else the first tag).
@@ -280,7 +349,14 @@ pub struct TokenClsEvaluator<'a> {
 
 impl crate::train::Evaluator for TokenClsEvaluator<'_> {
     fn evaluate(&self, world: Option<&dyn Collective>) -> Result<BTreeMap<String, f64>> {
-        let (pred, loss) = predict(self.model, self.data, self.pad, self.batch_size, outside_id(self.labels), world)?;
+        let (pred, loss) = predict(
+            self.model,
+            self.data,
+            self.pad,
+            self.batch_size,
+            outside_id(self.labels),
+            world,
+        )?;
         let (r, accuracy) = report(self.data, self.labels, &pred)?;
         let mut m = BTreeMap::from([
             ("eval_loss".to_string(), loss),
@@ -302,21 +378,32 @@ mod tests {
 
     #[test]
     fn first_sub_token_carries_the_label() {
-        let tok = Tokenizer::from_dir(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer")).unwrap();
+        let tok = Tokenizer::from_dir(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer"),
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("ner.jsonl");
         std::fs::write(&f, "{\"tokens\": [\"Elizabeth\", \"visited\", \"Pemberleyshire\"], \"tags\": [\"B-PER\", \"O\", \"B-LOC\"]}\n").unwrap();
-        let labels = LabelSet { names: vec!["B-LOC".into(), "B-PER".into(), "O".into()] };
+        let labels = LabelSet {
+            names: vec!["B-LOC".into(), "B-PER".into(), "O".into()],
+        };
         let data = load(&f, &tok, 32, &labels, true).unwrap();
         let words = data.encodings[0].get_word_ids().to_vec();
         let l = data.token_labels(0);
         assert_eq!(l[0], IGNORE_INDEX, "[CLS]");
-        assert!(words.iter().filter(|w| **w == Some(2)).count() > 1, "the made-up word splits: {words:?}");
+        assert!(
+            words.iter().filter(|w| **w == Some(2)).count() > 1,
+            "the made-up word splits: {words:?}"
+        );
         let firsts: Vec<i64> = l.iter().copied().filter(|&x| x != IGNORE_INDEX).collect();
         assert_eq!(firsts, vec![1, 2, 0]);
         assert_eq!(data.word_spans[0], vec![(0, 9), (10, 17), (18, 32)]);
         std::fs::write(&f, "{\"tokens\": [\"a\", \"b\"], \"tags\": [\"O\"]}\n").unwrap();
         let err = load(&f, &tok, 32, &labels, true).err().unwrap().to_string();
-        assert!(err.contains("ner.jsonl:1") && err.contains("1 tags for 2 tokens"), "{err}");
+        assert!(
+            err.contains("ner.jsonl:1") && err.contains("1 tags for 2 tokens"),
+            "{err}"
+        );
     }
 }

@@ -42,10 +42,19 @@ fn start_of_chunk(prev: char, tag: char, prev_kind: &str, kind: &str) -> bool {
 pub fn entities(tags: &[impl AsRef<str>]) -> Vec<Entity> {
     let mut out = Vec::new();
     let (mut prev, mut prev_kind, mut begin) = ('O', "".to_string(), 0);
-    for (i, tag) in tags.iter().map(AsRef::as_ref).chain(std::iter::once("O")).enumerate() {
+    for (i, tag) in tags
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(std::iter::once("O"))
+        .enumerate()
+    {
         let (t, kind) = split(tag);
         if end_of_chunk(prev, t, &prev_kind, kind) {
-            out.push(Entity { kind: prev_kind.clone(), start: begin, end: i - 1 });
+            out.push(Entity {
+                kind: prev_kind.clone(),
+                start: begin,
+                end: i - 1,
+            });
         }
         if start_of_chunk(prev, t, &prev_kind, kind) {
             begin = i;
@@ -69,7 +78,10 @@ pub struct EntityReport {
 pub fn entity_report(gold: &[Vec<String>], predicted: &[Vec<String>]) -> EntityReport {
     // Sentences joined by an O, as seqeval flattens them, so positions are global.
     let flatten = |seqs: &[Vec<String>]| -> BTreeSet<Entity> {
-        let joined: Vec<&str> = seqs.iter().flat_map(|s| s.iter().map(String::as_str).chain(std::iter::once("O"))).collect();
+        let joined: Vec<&str> = seqs
+            .iter()
+            .flat_map(|s| s.iter().map(String::as_str).chain(std::iter::once("O")))
+            .collect();
         entities(&joined).into_iter().collect()
     };
     let (g, p) = (flatten(gold), flatten(predicted));
@@ -85,7 +97,12 @@ pub fn entity_report(gold: &[Vec<String>], predicted: &[Vec<String>]) -> EntityR
     // Averages over every type seen, predicted-only ones included, as seqeval's report.
     let all: Vec<ClassScores> = per_type.values().copied().collect();
     let (macro_avg, weighted_avg) = averages(&all);
-    EntityReport { micro_avg: scores(g.intersection(&p).count(), p.len(), g.len()), per_type, macro_avg, weighted_avg }
+    EntityReport {
+        micro_avg: scores(g.intersection(&p).count(), p.len(), g.len()),
+        per_type,
+        macro_avg,
+        weighted_avg,
+    }
 }
 
 #[cfg(test)]
@@ -93,14 +110,27 @@ mod tests {
     use super::*;
 
     fn e(kind: &str, start: usize, end: usize) -> Entity {
-        Entity { kind: kind.into(), start, end }
+        Entity {
+            kind: kind.into(),
+            start,
+            end,
+        }
     }
 
     #[test]
     fn lenient_chunks_as_seqeval() {
-        assert_eq!(entities(&["B-PER", "I-PER", "O", "B-LOC"]), vec![e("PER", 0, 1), e("LOC", 3, 3)]);
+        assert_eq!(
+            entities(&["B-PER", "I-PER", "O", "B-LOC"]),
+            vec![e("PER", 0, 1), e("LOC", 3, 3)]
+        );
         // I- without B- starts an entity; a type change ends one.
-        assert_eq!(entities(&["I-PER", "I-PER", "I-LOC", "O"]), vec![e("PER", 0, 1), e("LOC", 2, 2)]);
-        assert_eq!(entities(&["B-PER", "B-PER"]), vec![e("PER", 0, 0), e("PER", 1, 1)]);
+        assert_eq!(
+            entities(&["I-PER", "I-PER", "I-LOC", "O"]),
+            vec![e("PER", 0, 1), e("LOC", 2, 2)]
+        );
+        assert_eq!(
+            entities(&["B-PER", "B-PER"]),
+            vec![e("PER", 0, 0), e("PER", 1, 1)]
+        );
     }
 }

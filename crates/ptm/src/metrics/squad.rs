@@ -44,8 +44,14 @@ fn remove_articles(text: &str) -> String {
 
 fn normalize(s: &str) -> Vec<String> {
     let lower = s.to_lowercase();
-    let no_punct: String = lower.chars().filter(|c| !c.is_ascii_punctuation()).collect();
-    remove_articles(&no_punct).split_whitespace().map(str::to_string).collect()
+    let no_punct: String = lower
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    remove_articles(&no_punct)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// 1.0 when the normalised answers are equal.
@@ -84,7 +90,9 @@ pub struct SquadScores {
 
 /// Percent EM and F1 over questions: (prediction, gold answers).
 pub fn squad_scores(items: &[(String, Vec<String>)]) -> SquadScores {
-    let best = |f: fn(&str, &str) -> f64, p: &str, golds: &[String]| golds.iter().map(|g| f(p, g)).fold(0.0, f64::max);
+    let best = |f: fn(&str, &str) -> f64, p: &str, golds: &[String]| {
+        golds.iter().map(|g| f(p, g)).fold(0.0, f64::max)
+    };
     let n = items.len();
     let (mut em, mut f1) = (0.0, 0.0);
     for (p, golds) in items {
@@ -92,7 +100,11 @@ pub fn squad_scores(items: &[(String, Vec<String>)]) -> SquadScores {
         f1 += best(squad_f1, p, golds);
     }
     let pct = |x: f64| if n == 0 { 0.0 } else { 100.0 * x / n as f64 };
-    SquadScores { exact_match: pct(em), f1: pct(f1), count: n }
+    SquadScores {
+        exact_match: pct(em),
+        f1: pct(f1),
+        count: n,
+    }
 }
 
 #[cfg(test)]

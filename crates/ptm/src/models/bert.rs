@@ -11,7 +11,9 @@ use crate::heads::{
     SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_output,
     sequence_classification_loss,
 };
-use crate::nn::attention::{merge_heads, padding_mask_bias, scaled_dot_product_attention, split_heads};
+use crate::nn::attention::{
+    merge_heads, padding_mask_bias, scaled_dot_product_attention, split_heads,
+};
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
 
@@ -67,9 +69,17 @@ impl BertEmbeddings {
         let types = match &input.token_type_ids {
             Some(t) => self.token_type_embeddings.forward(t)?,
             // All zeros: row 0 of the table, broadcast over the batch.
-            None => self.token_type_embeddings.weight().narrow(0, 0, 1)?.unsqueeze(0)?,
+            None => self
+                .token_type_embeddings
+                .weight()
+                .narrow(0, 0, 1)?
+                .unsqueeze(0)?,
         };
-        let positions = self.position_embeddings.weight().narrow(0, 0, seq)?.unsqueeze(0)?; // (1, seq, h)
+        let positions = self
+            .position_embeddings
+            .weight()
+            .narrow(0, 0, seq)?
+            .unsqueeze(0)?; // (1, seq, h)
         let x = words.broadcast_add(&types)?.broadcast_add(&positions)?;
         dropout(&self.layer_norm.forward(&x)?, self.dropout, mode)
     }
@@ -112,8 +122,20 @@ impl BertAttention {
         let q = split_heads(&self.query.forward(x)?, self.heads)?; // (b, heads, seq, d)
         let k = split_heads(&self.key.forward(x)?, self.heads)?;
         let v = split_heads(&self.value.forward(x)?, self.heads)?;
-        let ctx = scaled_dot_product_attention(&q, &k, &v, mask, self.scale, self.attention_dropout, mode)?;
-        let out = dropout(&self.output_dense.forward(&merge_heads(&ctx)?)?, self.hidden_dropout, mode)?;
+        let ctx = scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            self.scale,
+            self.attention_dropout,
+            mode,
+        )?;
+        let out = dropout(
+            &self.output_dense.forward(&merge_heads(&ctx)?)?,
+            self.hidden_dropout,
+            mode,
+        )?;
         self.output_layer_norm.forward(&(out + x)?)
     }
 }
@@ -130,7 +152,11 @@ struct BertLayer {
 
 impl BertLayer {
     fn new(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Self> {
-        let (h, i, std) = (cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range);
+        let (h, i, std) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.initializer_range,
+        );
         Ok(BertLayer {
             attention: BertAttention::new(cfg, &vb.pp("attention"))?,
             intermediate: Linear::new(&vb.pp("intermediate.dense"), h, i, std)?,
@@ -171,9 +197,20 @@ impl BertModel {
             .collect::<Result<_>>()?;
         // Sentence-embedding checkpoints often lack the pooler; transformers initialises it then.
         let pooler = add_pooling_layer
-            .then(|| Linear::new_head(&vb.pp("pooler.dense"), cfg.hidden_size, cfg.hidden_size, cfg.initializer_range))
+            .then(|| {
+                Linear::new_head(
+                    &vb.pp("pooler.dense"),
+                    cfg.hidden_size,
+                    cfg.hidden_size,
+                    cfg.initializer_range,
+                )
+            })
             .transpose()?;
-        Ok(BertModel { embeddings: BertEmbeddings::new(cfg, &vb.pp("embeddings"))?, layers, pooler })
+        Ok(BertModel {
+            embeddings: BertEmbeddings::new(cfg, &vb.pp("embeddings"))?,
+            layers,
+            pooler,
+        })
     }
 
     pub fn embeddings(&self) -> &BertEmbeddings {
@@ -182,7 +219,11 @@ impl BertModel {
 
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<BertModelOutput> {
         let mut x = self.embeddings.forward(input, mode)?;
-        let mask = input.attention_mask.as_ref().map(|m| padding_mask_bias(m, x.dtype())).transpose()?;
+        let mask = input
+            .attention_mask
+            .as_ref()
+            .map(|m| padding_mask_bias(m, x.dtype()))
+            .transpose()?;
         for layer in &self.layers {
             x = layer.forward(&x, mask.as_ref(), mode)?;
         }
@@ -190,7 +231,10 @@ impl BertModel {
             Some(dense) => Some(dense.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
             None => None,
         };
-        Ok(BertModelOutput { last_hidden_state: x, pooler_output })
+        Ok(BertModelOutput {
+            last_hidden_state: x,
+            pooler_output,
+        })
     }
 }
 
@@ -225,7 +269,9 @@ impl BertLMPredictionHead {
 
     /// (batch, seq, hidden) -> (batch, seq, vocab)
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.layer_norm.forward(&self.dense.forward_activated(x, self.activation)?)?;
+        let x = self
+            .layer_norm
+            .forward(&self.dense.forward_activated(x, self.activation)?)?;
         self.decoder.forward(&x)
     }
 
@@ -235,25 +281,47 @@ impl BertLMPredictionHead {
     /// (the rest carry -100); None when no position is labelled.
     fn labelled_loss(&self, hidden: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
         let (b, s, h) = hidden.dims3()?;
-        let all = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+        let all = labels
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
         if all.len() != b * s {
-            return Err(crate::error::Error::invalid(format!("labels have {} positions, the input {}", all.len(), b * s)));
+            return Err(crate::error::Error::invalid(format!(
+                "labels have {} positions, the input {}",
+                all.len(),
+                b * s
+            )));
         }
-        let (rows, targets): (Vec<u32>, Vec<i64>) =
-            all.iter().enumerate().filter(|(_, l)| **l != IGNORE_INDEX).map(|(i, &l)| (i as u32, l)).unzip();
+        let (rows, targets): (Vec<u32>, Vec<i64>) = all
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l != IGNORE_INDEX)
+            .map(|(i, &l)| (i as u32, l))
+            .unzip();
         if rows.is_empty() {
             return Ok(None);
         }
         let device = hidden.device();
         let n = rows.len();
-        let picked = hidden.reshape((b * s, h))?.index_select(&Tensor::from_vec(rows, n, device)?, 0)?; // (n, hidden)
+        let picked = hidden
+            .reshape((b * s, h))?
+            .index_select(&Tensor::from_vec(rows, n, device)?, 0)?; // (n, hidden)
         let logits = self.forward(&picked)?; // (n, vocab)
-        Ok(Some(cross_entropy(&logits, &Tensor::from_vec(targets, n, device)?, IGNORE_INDEX)?))
+        Ok(Some(cross_entropy(
+            &logits,
+            &Tensor::from_vec(targets, n, device)?,
+            IGNORE_INDEX,
+        )?))
     }
 }
 
 fn nsp_head(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Linear> {
-    Linear::new_head(&vb.pp("seq_relationship"), cfg.hidden_size, 2, cfg.initializer_range)
+    Linear::new_head(
+        &vb.pp("seq_relationship"),
+        cfg.hidden_size,
+        2,
+        cfg.initializer_range,
+    )
 }
 
 fn pooled(out: &BertModelOutput) -> Result<&Tensor> {
@@ -279,15 +347,28 @@ impl BertForMaskedLM {
     }
 
     /// `labels` (batch, seq) i64 with -100 where no loss is taken.
-    pub fn forward(&self, input: &EncoderInput, labels: Option<&Tensor>, mode: Mode) -> Result<MaskedLMOutput> {
-        let logits = self.cls.forward(&self.bert.forward(input, mode)?.last_hidden_state)?;
+    pub fn forward(
+        &self,
+        input: &EncoderInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<MaskedLMOutput> {
+        let logits = self
+            .cls
+            .forward(&self.bert.forward(input, mode)?.last_hidden_state)?;
         let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
         Ok(MaskedLMOutput { loss, logits })
     }
 
     /// The training loss alone, without the logits: [`BertLMPredictionHead::labelled_loss`].
-    pub fn masked_lm_loss(&self, input: &EncoderInput, labels: &Tensor, mode: Mode) -> Result<Option<Tensor>> {
-        self.cls.labelled_loss(&self.bert.forward(input, mode)?.last_hidden_state, labels)
+    pub fn masked_lm_loss(
+        &self,
+        input: &EncoderInput,
+        labels: &Tensor,
+        mode: Mode,
+    ) -> Result<Option<Tensor>> {
+        self.cls
+            .labelled_loss(&self.bert.forward(input, mode)?.last_hidden_state, labels)
     }
 }
 
@@ -354,18 +435,30 @@ impl BertForPreTraining {
         let seq_relationship_logits = self.seq_relationship.forward(pooled(&out)?)?;
         let loss = match (labels, next_sentence_label) {
             (Some(l), Some(n)) => Some(
-                (cross_entropy_loss(&prediction_logits, l)? + cross_entropy_loss(&seq_relationship_logits, n)?)?,
+                (cross_entropy_loss(&prediction_logits, l)?
+                    + cross_entropy_loss(&seq_relationship_logits, n)?)?,
             ),
             _ => None,
         };
-        Ok(PreTrainingOutput { loss, prediction_logits, seq_relationship_logits })
+        Ok(PreTrainingOutput {
+            loss,
+            prediction_logits,
+            seq_relationship_logits,
+        })
     }
 
     /// For training: the masked-LM loss at the labelled positions (None when there is none)
     /// and the next-sentence logits (batch, 2).
-    pub fn pretraining_losses(&self, input: &EncoderInput, labels: &Tensor, mode: Mode) -> Result<(Option<Tensor>, Tensor)> {
+    pub fn pretraining_losses(
+        &self,
+        input: &EncoderInput,
+        labels: &Tensor,
+        mode: Mode,
+    ) -> Result<(Option<Tensor>, Tensor)> {
         let out = self.bert.forward(input, mode)?;
-        let mlm = self.predictions.labelled_loss(&out.last_hidden_state, labels)?;
+        let mlm = self
+            .predictions
+            .labelled_loss(&out.last_hidden_state, labels)?;
         Ok((mlm, self.seq_relationship.forward(pooled(&out)?)?))
     }
 }
@@ -404,7 +497,9 @@ impl BertForSequenceClassification {
         mode: Mode,
     ) -> Result<SequenceClassifierOutput> {
         let out = self.bert.forward(input, mode)?;
-        let logits = self.classifier.forward(&dropout(pooled(&out)?, self.dropout, mode)?)?;
+        let logits = self
+            .classifier
+            .forward(&dropout(pooled(&out)?, self.dropout, mode)?)?;
         let loss = labels
             .map(|l| sequence_classification_loss(&logits, l, self.config.common.problem_type))
             .transpose()?;
@@ -436,7 +531,12 @@ impl BertForTokenClassification {
     }
 
     /// `labels` (batch, seq) i64 with -100 on tokens that carry no label.
-    pub fn forward(&self, input: &EncoderInput, labels: Option<&Tensor>, mode: Mode) -> Result<TokenClassifierOutput> {
+    pub fn forward(
+        &self,
+        input: &EncoderInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<TokenClassifierOutput> {
         let h = self.bert.forward(input, mode)?.last_hidden_state;
         let logits = self.classifier.forward(&dropout(&h, self.dropout, mode)?)?; // (b, s, labels)
         let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
@@ -457,7 +557,12 @@ impl BertForQuestionAnswering {
         Ok(BertForQuestionAnswering {
             bert: BertModel::new(cfg, &vb.pp("bert"), false)?,
             // transformers sizes this by num_labels, which is 2 for span extraction.
-            qa_outputs: Linear::new_head(&vb.pp("qa_outputs"), cfg.hidden_size, 2, cfg.initializer_range)?,
+            qa_outputs: Linear::new_head(
+                &vb.pp("qa_outputs"),
+                cfg.hidden_size,
+                2,
+                cfg.initializer_range,
+            )?,
         })
     }
 

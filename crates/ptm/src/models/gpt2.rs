@@ -6,8 +6,12 @@ use candle_core::{DType, Tensor};
 
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
-use crate::heads::{CausalLMOutput, SequenceClassifierOutput, causal_lm_loss, sequence_classification_loss};
-use crate::nn::attention::{KvCache, causal_mask_bias, merge_heads, scaled_dot_product_attention, split_heads};
+use crate::heads::{
+    CausalLMOutput, SequenceClassifierOutput, causal_lm_loss, sequence_classification_loss,
+};
+use crate::nn::attention::{
+    KvCache, causal_mask_bias, merge_heads, scaled_dot_product_attention, split_heads,
+};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
 
 /// transformers' `Conv1D`: a linear layer whose weight is stored (in, out), the transpose of
@@ -33,7 +37,11 @@ struct Gpt2Attention {
 impl Gpt2Attention {
     fn new(cfg: &Gpt2Config, vb: &ParamBuilder, layer: usize) -> Result<Self> {
         let e = cfg.n_embd;
-        let mut scale = if cfg.scale_attn_weights { 1.0 / (cfg.head_dim() as f64).sqrt() } else { 1.0 };
+        let mut scale = if cfg.scale_attn_weights {
+            1.0 / (cfg.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
         if cfg.scale_attn_by_inverse_layer_idx {
             scale /= (layer + 1) as f64;
         }
@@ -52,7 +60,13 @@ impl Gpt2Attention {
     }
 
     /// x (batch, seq, embed), mask (batch, 1, seq, past + seq)
-    fn forward(&self, x: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let qkv = self.c_attn.forward(x)?; // (b, s, 3e)
         let e = self.embed_dim;
         let q = split_heads(&qkv.narrow(2, 0, e)?, self.heads)?; // (b, heads, s, d)
@@ -62,8 +76,20 @@ impl Gpt2Attention {
             Some(c) => c.append(self.layer, k, v)?,
             None => (k, v),
         };
-        let ctx = scaled_dot_product_attention(&q, &k, &v, Some(mask), self.scale, self.attn_pdrop, mode)?;
-        dropout(&self.c_proj.forward(&merge_heads(&ctx)?)?, self.resid_pdrop, mode)
+        let ctx = scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(mask),
+            self.scale,
+            self.attn_pdrop,
+            mode,
+        )?;
+        dropout(
+            &self.c_proj.forward(&merge_heads(&ctx)?)?,
+            self.resid_pdrop,
+            mode,
+        )
     }
 }
 
@@ -85,16 +111,31 @@ impl Gpt2Block {
             ln_1: LayerNorm::new(&vb.pp("ln_1"), e, eps)?,
             attn: Gpt2Attention::new(cfg, &vb.pp("attn"), layer)?,
             ln_2: LayerNorm::new(&vb.pp("ln_2"), e, eps)?,
-            c_fc: conv1d(&vb.pp("mlp.c_fc"), e, cfg.inner_dim(), cfg.initializer_range)?,
+            c_fc: conv1d(
+                &vb.pp("mlp.c_fc"),
+                e,
+                cfg.inner_dim(),
+                cfg.initializer_range,
+            )?,
             activation: cfg.activation_function,
             c_proj: conv1d(&vb.pp("mlp.c_proj"), cfg.inner_dim(), e, proj_std)?,
             resid_pdrop: cfg.resid_pdrop,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, cache, mode)?)?;
-        let h = self.c_fc.forward_activated(&self.ln_2.forward(&x)?, self.activation)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let x = (x + self
+            .attn
+            .forward(&self.ln_1.forward(x)?, mask, cache, mode)?)?;
+        let h = self
+            .c_fc
+            .forward_activated(&self.ln_2.forward(&x)?, self.activation)?;
         let h = dropout(&self.c_proj.forward(&h)?, self.resid_pdrop, mode)?;
         Ok((x + h)?)
     }
@@ -111,7 +152,11 @@ pub struct DecoderInput<'a> {
 
 impl<'a> DecoderInput<'a> {
     pub fn new(input_ids: &'a Tensor) -> Self {
-        DecoderInput { input_ids, attention_mask: None, position_ids: None }
+        DecoderInput {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+        }
     }
 }
 
@@ -132,7 +177,9 @@ impl Gpt2Model {
         Ok(Gpt2Model {
             wte: Embedding::new(&vb.pp("wte"), cfg.vocab_size, cfg.n_embd, std, None)?,
             wpe: Embedding::new(&vb.pp("wpe"), cfg.n_positions, cfg.n_embd, std, None)?,
-            h: (0..cfg.n_layer).map(|i| Gpt2Block::new(cfg, &vb.pp(format!("h.{i}")), i)).collect::<Result<_>>()?,
+            h: (0..cfg.n_layer)
+                .map(|i| Gpt2Block::new(cfg, &vb.pp(format!("h.{i}")), i))
+                .collect::<Result<_>>()?,
             ln_f: LayerNorm::new(&vb.pp("ln_f"), cfg.n_embd, cfg.layer_norm_epsilon)?,
             embd_pdrop: cfg.embd_pdrop,
             n_positions: cfg.n_positions,
@@ -152,7 +199,12 @@ impl Gpt2Model {
     }
 
     /// (batch, seq, embed). With a cache, only the new positions are passed and the cache grows.
-    pub fn forward(&self, input: DecoderInput, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input: DecoderInput,
+        mut cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, s) = input.input_ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
         if past + s > self.n_positions {
@@ -166,7 +218,10 @@ impl Gpt2Model {
             Some(p) => self.wpe.forward(p)?, // (b, s, e)
             None => self.wpe.weight().narrow(0, past, s)?.unsqueeze(0)?, // (1, s, e)
         };
-        let x = self.wte.forward(input.input_ids)?.broadcast_add(&positions)?;
+        let x = self
+            .wte
+            .forward(input.input_ids)?
+            .broadcast_add(&positions)?;
         let mut x = dropout(&x, self.embd_pdrop, mode)?;
         let mask = causal_mask_bias(b, s, past, input.attention_mask, x.dtype(), x.device())?;
         for block in &self.h {
@@ -190,9 +245,16 @@ impl Gpt2LMHeadModel {
         let weight = if cfg.tie_word_embeddings {
             transformer.wte().weight().clone()
         } else {
-            vb.get_or_init((cfg.vocab_size, cfg.n_embd), "lm_head.weight", Init::normal(cfg.initializer_range))?
+            vb.get_or_init(
+                (cfg.vocab_size, cfg.n_embd),
+                "lm_head.weight",
+                Init::normal(cfg.initializer_range),
+            )?
         };
-        Ok(Gpt2LMHeadModel { transformer, lm_head: Linear::from_tensors(weight, None).in_precision_of(&vb.pp("lm_head"))? })
+        Ok(Gpt2LMHeadModel {
+            transformer,
+            lm_head: Linear::from_tensors(weight, None).in_precision_of(&vb.pp("lm_head"))?,
+        })
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -228,7 +290,11 @@ impl Gpt2ForSequenceClassification {
 
     pub fn new(cfg: &Gpt2Config, vb: &ParamBuilder) -> Result<Self> {
         let n = cfg.common.num_labels();
-        let weight = vb.get_or_init((n, cfg.n_embd), "score.weight", Init::normal(cfg.initializer_range))?;
+        let weight = vb.get_or_init(
+            (n, cfg.n_embd),
+            "score.weight",
+            Init::normal(cfg.initializer_range),
+        )?;
         Ok(Gpt2ForSequenceClassification {
             transformer: Gpt2Model::new(cfg, &vb.pp("transformer"))?,
             score: Linear::from_tensors(weight, None).in_precision_of(&vb.pp("score"))?,
@@ -237,7 +303,12 @@ impl Gpt2ForSequenceClassification {
         })
     }
 
-    pub fn forward(&self, input: DecoderInput, labels: Option<&Tensor>, mode: Mode) -> Result<SequenceClassifierOutput> {
+    pub fn forward(
+        &self,
+        input: DecoderInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<SequenceClassifierOutput> {
         let h = self.transformer.forward(input, None, mode)?;
         let all = self.score.forward(&h)?; // (b, s, labels)
         let (b, s) = input.input_ids.dims2()?;
@@ -246,13 +317,21 @@ impl Gpt2ForSequenceClassification {
         let last: Vec<u32> = match self.pad_token_id {
             Some(pad) => {
                 let ids = input.input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-                ids.iter().map(|row| row.iter().rposition(|t| *t != pad).unwrap_or(0) as u32).collect()
+                ids.iter()
+                    .map(|row| row.iter().rposition(|t| *t != pad).unwrap_or(0) as u32)
+                    .collect()
             }
             None if b == 1 => vec![s as u32 - 1],
-            None => return Err(Error::invalid("cannot classify a batch larger than 1 without pad_token_id")),
+            None => {
+                return Err(Error::invalid(
+                    "cannot classify a batch larger than 1 without pad_token_id",
+                ));
+            }
         };
         let n = all.dim(2)?;
-        let idx = Tensor::from_vec(last, (b, 1, 1), all.device())?.broadcast_as((b, 1, n))?.contiguous()?;
+        let idx = Tensor::from_vec(last, (b, 1, 1), all.device())?
+            .broadcast_as((b, 1, n))?
+            .contiguous()?;
         let logits = all.contiguous()?.gather(&idx, 1)?.squeeze(1)?; // (b, labels)
         let loss = labels
             .map(|l| sequence_classification_loss(&logits, l, self.config.common.problem_type))

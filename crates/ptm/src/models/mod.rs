@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::Encoding;
 
-use crate::checkpoint::{INT8_SCALE_SUFFIX, SAFETENSORS, SavedTensor, Weights, save_safetensors_entries};
+use crate::checkpoint::{
+    INT8_SCALE_SUFFIX, SAFETENSORS, SavedTensor, Weights, save_safetensors_entries,
+};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::nn::{Mode, ParamStore, Precision, StoreOptions};
@@ -68,7 +70,10 @@ impl Pretrained {
 
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
-        Ok(Pretrained { dir: dir.to_path_buf(), config })
+        Ok(Pretrained {
+            dir: dir.to_path_buf(),
+            config,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -91,10 +96,15 @@ impl Pretrained {
     pub fn store(&self, opts: &StoreOptions) -> Result<ParamStore> {
         let weights = Weights::from_dir(&self.dir)?;
         let mut opts = opts.clone();
-        if self.config.common().int8_weights && !opts.trainable && opts.precision == Precision::F32 {
+        if self.config.common().int8_weights && !opts.trainable && opts.precision == Precision::F32
+        {
             opts.precision = Precision::Int8;
         }
-        Ok(ParamStore::new(Some(weights), &[base_prefix(&self.config)], &opts))
+        Ok(ParamStore::new(
+            Some(weights),
+            &[base_prefix(&self.config)],
+            &opts,
+        ))
     }
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {
@@ -123,7 +133,10 @@ pub fn report_load(store: &ParamStore, architecture: &str) {
     }
     let unused = store.unused_weights();
     if !unused.is_empty() {
-        tracing::info!("{architecture}: checkpoint weights not used: {}", unused.join(", "));
+        tracing::info!(
+            "{architecture}: checkpoint weights not used: {}",
+            unused.join(", ")
+        );
     }
 }
 
@@ -153,9 +166,13 @@ impl EncoderModel {
     pub fn load(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(Self, ParamStore)> {
         let store = pretrained.store(opts)?;
         let model = match &pretrained.config {
-            ModelConfig::Bert(cfg) => EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?),
+            ModelConfig::Bert(cfg) => {
+                EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?)
+            }
             ModelConfig::Gpt2(cfg) => EncoderModel::Gpt2(gpt2::Gpt2Model::new(cfg, &store.root())?),
-            ModelConfig::Xlnet(cfg) => EncoderModel::Xlnet(xlnet::XlnetModel::new(cfg, &store.root())?),
+            ModelConfig::Xlnet(cfg) => {
+                EncoderModel::Xlnet(xlnet::XlnetModel::new(cfg, &store.root())?)
+            }
         };
         report_load(&store, "encoder");
         Ok((model, store))
@@ -205,8 +222,11 @@ pub const BERT_ARCHITECTURES: &[&str] = &[
     bert::BertForTokenClassification::ARCHITECTURE,
     bert::BertForQuestionAnswering::ARCHITECTURE,
 ];
-pub const GPT2_ARCHITECTURES: &[&str] =
-    &["GPT2Model", gpt2::Gpt2LMHeadModel::ARCHITECTURE, gpt2::Gpt2ForSequenceClassification::ARCHITECTURE];
+pub const GPT2_ARCHITECTURES: &[&str] = &[
+    "GPT2Model",
+    gpt2::Gpt2LMHeadModel::ARCHITECTURE,
+    gpt2::Gpt2ForSequenceClassification::ARCHITECTURE,
+];
 pub const XLNET_ARCHITECTURES: &[&str] = &[
     "XLNetModel",
     xlnet::XlnetLMHeadModel::ARCHITECTURE,
@@ -217,7 +237,10 @@ pub const XLNET_ARCHITECTURES: &[&str] = &[
 
 /// Builds the class the config's `architectures` names (the bare model when none), loading and
 /// checking every weight it needs. Returns the class name and the filled parameter store.
-pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(String, ParamStore)> {
+pub fn load_architecture(
+    pretrained: &Pretrained,
+    opts: &StoreOptions,
+) -> Result<(String, ParamStore)> {
     let store = pretrained.store(opts)?;
     let root = store.root();
     let named = pretrained.config.common().architectures.first().cloned();
@@ -225,7 +248,10 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
         crate::Error::config(
             pretrained.dir.join("config.json"),
             "architectures",
-            format!("{arch} is not supported; supported: {}", supported.join(", ")),
+            format!(
+                "{arch} is not supported; supported: {}",
+                supported.join(", ")
+            ),
         )
     };
     let arch = match &pretrained.config {
@@ -234,11 +260,19 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
             match arch.as_str() {
                 "BertModel" => drop(bert::BertModel::new(cfg, &root, true)?),
                 "BertForMaskedLM" => drop(bert::BertForMaskedLM::new(cfg, &root)?),
-                "BertForNextSentencePrediction" => drop(bert::BertForNextSentencePrediction::new(cfg, &root)?),
+                "BertForNextSentencePrediction" => {
+                    drop(bert::BertForNextSentencePrediction::new(cfg, &root)?)
+                }
                 "BertForPreTraining" => drop(bert::BertForPreTraining::new(cfg, &root)?),
-                "BertForSequenceClassification" => drop(bert::BertForSequenceClassification::new(cfg, &root)?),
-                "BertForTokenClassification" => drop(bert::BertForTokenClassification::new(cfg, &root)?),
-                "BertForQuestionAnswering" => drop(bert::BertForQuestionAnswering::new(cfg, &root)?),
+                "BertForSequenceClassification" => {
+                    drop(bert::BertForSequenceClassification::new(cfg, &root)?)
+                }
+                "BertForTokenClassification" => {
+                    drop(bert::BertForTokenClassification::new(cfg, &root)?)
+                }
+                "BertForQuestionAnswering" => {
+                    drop(bert::BertForQuestionAnswering::new(cfg, &root)?)
+                }
                 other => return Err(unsupported(other, BERT_ARCHITECTURES)),
             }
             arch
@@ -248,7 +282,9 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
             match arch.as_str() {
                 "GPT2Model" => drop(gpt2::Gpt2Model::new(cfg, &root)?),
                 "GPT2LMHeadModel" => drop(gpt2::Gpt2LMHeadModel::new(cfg, &root)?),
-                "GPT2ForSequenceClassification" => drop(gpt2::Gpt2ForSequenceClassification::new(cfg, &root)?),
+                "GPT2ForSequenceClassification" => {
+                    drop(gpt2::Gpt2ForSequenceClassification::new(cfg, &root)?)
+                }
                 other => return Err(unsupported(other, GPT2_ARCHITECTURES)),
             }
             arch
@@ -258,9 +294,15 @@ pub fn load_architecture(pretrained: &Pretrained, opts: &StoreOptions) -> Result
             match arch.as_str() {
                 "XLNetModel" => drop(xlnet::XlnetModel::new(cfg, &root)?),
                 "XLNetLMHeadModel" => drop(xlnet::XlnetLMHeadModel::new(cfg, &root)?),
-                "XLNetForSequenceClassification" => drop(xlnet::XlnetForSequenceClassification::new(cfg, &root)?),
-                "XLNetForTokenClassification" => drop(xlnet::XlnetForTokenClassification::new(cfg, &root)?),
-                "XLNetForQuestionAnsweringSimple" => drop(xlnet::XlnetForQuestionAnsweringSimple::new(cfg, &root)?),
+                "XLNetForSequenceClassification" => {
+                    drop(xlnet::XlnetForSequenceClassification::new(cfg, &root)?)
+                }
+                "XLNetForTokenClassification" => {
+                    drop(xlnet::XlnetForTokenClassification::new(cfg, &root)?)
+                }
+                "XLNetForQuestionAnsweringSimple" => {
+                    drop(xlnet::XlnetForQuestionAnsweringSimple::new(cfg, &root)?)
+                }
                 other => return Err(unsupported(other, XLNET_ARCHITECTURES)),
             }
             arch

@@ -14,8 +14,8 @@ use crate::config::XlnetConfig;
 use crate::config::xlnet::AttnType;
 use crate::error::{Error, Result};
 use crate::heads::{
-    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_output,
-    sequence_classification_loss,
+    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss,
+    question_answering_output, sequence_classification_loss,
 };
 use crate::nn::attention::merge_heads;
 use crate::nn::ops::softmax_last_dim;
@@ -109,7 +109,9 @@ impl RelativeAttention {
         let (b, s, d) = x.dims3()?;
         let w = w.reshape((d, self.n_head * self.d_head))?;
         let y = x.reshape((b * s, d))?.matmul(&w)?; // (b·s, n·dh)
-        Ok(y.reshape((b, s, self.n_head, self.d_head))?.transpose(1, 2)?.contiguous()?)
+        Ok(y.reshape((b, s, self.n_head, self.d_head))?
+            .transpose(1, 2)?
+            .contiguous()?)
     }
 
     /// A (n, d_head) bias shaped to add to (batch, n, s, d_head).
@@ -119,15 +121,30 @@ impl RelativeAttention {
 
     /// `rel_attn_core`: attention of queries q (b, n, i, dh) over keys/values of k_len positions,
     /// with the content, position and segment scores -> (b, n, i, dh).
-    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, k_r: &Tensor, ctx: &Context, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+    fn core(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        k_r: &Tensor,
+        ctx: &Context,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let k_len = k.dim(2)?;
-        let ac = q.broadcast_add(&self.bias(&self.r_w_bias)?)?.matmul(&k.t()?)?; // (b, n, i, j)
-        let bd = q.broadcast_add(&self.bias(&self.r_r_bias)?)?.broadcast_matmul(&k_r.t()?)?; // (b, n, i, n_rel)
+        let ac = q
+            .broadcast_add(&self.bias(&self.r_w_bias)?)?
+            .matmul(&k.t()?)?; // (b, n, i, j)
+        let bd = q
+            .broadcast_add(&self.bias(&self.r_r_bias)?)?
+            .broadcast_matmul(&k_r.t()?)?; // (b, n, i, n_rel)
         let mut score = (ac + rel_shift(&bd, k_len)?)?;
         if let Some(diff) = &ctx.seg_diff {
             // Per (query, segment relation) score, then picked by whether j is in i's segment.
             let seg = self.seg_embed.permute((1, 2, 0))?.unsqueeze(0)?; // (1, n, dh, 2)
-            let ef = q.broadcast_add(&self.bias(&self.r_s_bias)?)?.broadcast_matmul(&seg)?; // (b, n, i, 2)
+            let ef = q
+                .broadcast_add(&self.bias(&self.r_s_bias)?)?
+                .broadcast_matmul(&seg)?; // (b, n, i, 2)
             let (same, other) = (ef.narrow(3, 0, 1)?, ef.narrow(3, 1, 1)?);
             score = (score + same.broadcast_add(&diff.broadcast_mul(&(other - &same)?)?)?)?;
         }
@@ -145,12 +162,23 @@ impl RelativeAttention {
     fn post(&self, residual: &Tensor, vec: &Tensor, mode: Mode) -> Result<Tensor> {
         let (b, s, d) = residual.dims3()?;
         let o = self.o.reshape((d, self.n_head * self.d_head))?;
-        let out = merge_heads(vec)?.reshape((b * s, self.n_head * self.d_head))?.matmul(&o.t()?)?.reshape((b, s, d))?;
-        self.layer_norm.forward(&(dropout(&out, self.dropout, mode)? + residual)?)
+        let out = merge_heads(vec)?
+            .reshape((b * s, self.n_head * self.d_head))?
+            .matmul(&o.t()?)?
+            .reshape((b, s, d))?;
+        self.layer_norm
+            .forward(&(dropout(&out, self.dropout, mode)? + residual)?)
     }
 
     /// h (b, q, d), g (b, m, d) -> both streams after attention.
-    fn forward(&self, h: &Tensor, g: Option<&Tensor>, mem: Option<&Tensor>, ctx: &Context, mode: Mode) -> Result<(Tensor, Option<Tensor>)> {
+    fn forward(
+        &self,
+        h: &Tensor,
+        g: Option<&Tensor>,
+        mem: Option<&Tensor>,
+        ctx: &Context,
+        mode: Mode,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let cat = match mem {
             Some(m) if m.dim(1)? > 0 => Tensor::cat(&[m, h], 1)?,
             _ => h.clone(),
@@ -170,7 +198,8 @@ impl RelativeAttention {
                         // Each prediction's query sits at its target position, then comes back.
                         let tm = tm.unsqueeze(1)?; // (b, 1, m, q)
                         let q_pos = tm.t()?.broadcast_matmul(&q_g)?; // (b, n, q, dh)
-                        let vec = self.core(&q_pos, &k, &v, &k_r, ctx, ctx.mask_g.as_ref(), mode)?;
+                        let vec =
+                            self.core(&q_pos, &k, &v, &k_r, ctx, ctx.mask_g.as_ref(), mode)?;
                         tm.broadcast_matmul(&vec)? // (b, n, m, dh)
                     }
                     None => self.core(&q_g, &k, &v, &k_r, ctx, ctx.mask_g.as_ref(), mode)?,
@@ -187,7 +216,10 @@ impl RelativeAttention {
 fn rel_shift(x: &Tensor, k_len: usize) -> Result<Tensor> {
     let (b, n, i, r) = x.dims4()?;
     let shifted = x.contiguous()?.reshape((b, n, r, i))?.narrow(2, 1, r - 1)?;
-    Ok(shifted.contiguous()?.reshape((b, n, i, r - 1))?.narrow(3, 0, k_len)?)
+    Ok(shifted
+        .contiguous()?
+        .reshape((b, n, i, r - 1))?
+        .narrow(3, 0, k_len)?)
 }
 
 /// `XLNetFeedForward`: layer_1, activation, layer_2, residual, LayerNorm.
@@ -212,7 +244,11 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let inner = dropout(&self.layer_1.forward_activated(x, self.activation)?, self.dropout, mode)?;
+        let inner = dropout(
+            &self.layer_1.forward_activated(x, self.activation)?,
+            self.dropout,
+            mode,
+        )?;
         let out = dropout(&self.layer_2.forward(&inner)?, self.dropout, mode)?;
         self.layer_norm.forward(&(out + x)?)
     }
@@ -237,11 +273,20 @@ impl XlnetModel {
         let layers = (0..cfg.n_layer)
             .map(|i| {
                 let l = vb.pp(format!("layer.{i}"));
-                Ok(XlnetLayer { rel_attn: RelativeAttention::new(cfg, &l.pp("rel_attn"))?, ff: FeedForward::new(cfg, &l.pp("ff"))? })
+                Ok(XlnetLayer {
+                    rel_attn: RelativeAttention::new(cfg, &l.pp("rel_attn"))?,
+                    ff: FeedForward::new(cfg, &l.pp("ff"))?,
+                })
             })
             .collect::<Result<_>>()?;
         Ok(XlnetModel {
-            word_embedding: Embedding::new(&vb.pp("word_embedding"), cfg.vocab_size, cfg.d_model, std, None)?,
+            word_embedding: Embedding::new(
+                &vb.pp("word_embedding"),
+                cfg.vocab_size,
+                cfg.d_model,
+                std,
+                None,
+            )?,
             mask_emb: vb.get((1, 1, cfg.d_model), "mask_emb", Init::normal(std))?,
             layers,
             config: cfg.clone(),
@@ -257,18 +302,28 @@ impl XlnetModel {
     }
 
     pub fn forward(&self, input: XlnetInput, mode: Mode) -> Result<XlnetOutput> {
-        let ids = input.input_ids.ok_or_else(|| Error::invalid("XLNet needs input_ids"))?;
+        let ids = input
+            .input_ids
+            .ok_or_else(|| Error::invalid("XLNet needs input_ids"))?;
         let (b, q_len) = ids.dims2()?;
         let cfg = &self.config;
         let mems = input.mems.unwrap_or(&[]);
         if !mems.is_empty() && mems.len() != self.layers.len() {
-            return Err(Error::invalid(format!("mems holds {} layers, the model has {}", mems.len(), self.layers.len())));
+            return Err(Error::invalid(format!(
+                "mems holds {} layers, the model has {}",
+                mems.len(),
+                self.layers.len()
+            )));
         }
         let m_len = match mems.first() {
             Some(m) => {
                 let (mb, ml, md) = m.dims3()?;
                 if mb != b || md != cfg.d_model {
-                    return Err(Error::invalid(format!("mems have shape {:?}, expected [{b}, mem_len, {}]", m.dims(), cfg.d_model)));
+                    return Err(Error::invalid(format!(
+                        "mems have shape {:?}, expected [{b}, mem_len, {}]",
+                        m.dims(),
+                        cfg.d_model
+                    )));
                 }
                 ml
             }
@@ -280,7 +335,11 @@ impl XlnetModel {
         let seg_diff = match input.token_type_ids {
             Some(tt) => {
                 let tt = tt.to_dtype(DType::U32)?;
-                let cat = if m_len > 0 { Tensor::cat(&[&Tensor::zeros((b, m_len), DType::U32, device)?, &tt], 1)? } else { tt.clone() };
+                let cat = if m_len > 0 {
+                    Tensor::cat(&[&Tensor::zeros((b, m_len), DType::U32, device)?, &tt], 1)?
+                } else {
+                    tt.clone()
+                };
                 let diff = tt.unsqueeze(2)?.broadcast_ne(&cat.unsqueeze(1)?)?; // (b, q, k)
                 Some(diff.to_dtype(DType::F32)?.unsqueeze(1)?)
             }
@@ -290,14 +349,21 @@ impl XlnetModel {
             Some(tm) => {
                 let (tb, _, tq) = tm.dims3()?;
                 if tb != b || tq != q_len {
-                    return Err(Error::invalid(format!("target_mapping has shape {:?}, expected [{b}, num_predict, {q_len}]", tm.dims())));
+                    return Err(Error::invalid(format!(
+                        "target_mapping has shape {:?}, expected [{b}, num_predict, {q_len}]",
+                        tm.dims()
+                    )));
                 }
                 Some(tm.to_dtype(DType::F32)?)
             }
             None => None,
         };
         let ctx = Context {
-            pos_emb: dropout(&self.relative_positional_encoding(q_len, k_len, b, device)?, cfg.dropout, mode)?,
+            pos_emb: dropout(
+                &self.relative_positional_encoding(q_len, k_len, b, device)?,
+                cfg.dropout,
+                mode,
+            )?,
             mask_h: non_tgt_mask,
             mask_g: attn_mask,
             seg_diff,
@@ -305,7 +371,14 @@ impl XlnetModel {
         };
         let mut h = dropout(&self.word_embedding.forward(ids)?, cfg.dropout, mode)?;
         let mut g = match &ctx.target_mapping {
-            Some(tm) => Some(dropout(&self.mask_emb.broadcast_as((b, tm.dim(1)?, cfg.d_model))?.contiguous()?, cfg.dropout, mode)?),
+            Some(tm) => Some(dropout(
+                &self
+                    .mask_emb
+                    .broadcast_as((b, tm.dim(1)?, cfg.d_model))?
+                    .contiguous()?,
+                cfg.dropout,
+                mode,
+            )?),
             None => None,
         };
         let mut new_mems = Vec::new();
@@ -313,25 +386,43 @@ impl XlnetModel {
             if input.use_mems {
                 new_mems.push(self.cache_mem(&h, mems.get(i))?);
             }
-            let (out_h, out_g) = layer.rel_attn.forward(&h, g.as_ref(), mems.get(i), &ctx, mode)?;
+            let (out_h, out_g) = layer
+                .rel_attn
+                .forward(&h, g.as_ref(), mems.get(i), &ctx, mode)?;
             h = layer.ff.forward(&out_h, mode)?;
             g = out_g.map(|g| layer.ff.forward(&g, mode)).transpose()?;
         }
         let last_hidden_state = dropout(g.as_ref().unwrap_or(&h), cfg.dropout, mode)?;
-        Ok(XlnetOutput { last_hidden_state, mems: new_mems })
+        Ok(XlnetOutput {
+            last_hidden_state,
+            mems: new_mems,
+        })
     }
 
     /// The query stream's mask and the content stream's (which lets each position see itself),
     /// (batch, 1, q, k) each, from attn_type, padding and perm_mask; None when nothing is hidden.
-    fn masks(&self, input: &XlnetInput, b: usize, q_len: usize, m_len: usize) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn masks(
+        &self,
+        input: &XlnetInput,
+        b: usize,
+        q_len: usize,
+        m_len: usize,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let k_len = m_len + q_len;
-        let device = input.input_ids.map(|t| t.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let device = input
+            .input_ids
+            .map(|t| t.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
         let mut mask: Option<Tensor> = None;
         if self.config.attn_type == AttnType::Uni {
             // Hidden: j beyond i (after the memory); with same_length, also j < i within the segment.
             let same_length = self.config.same_length;
             let m: Vec<f32> = (0..q_len)
-                .flat_map(|i| (0..k_len).map(move |j| (j > i + m_len || (same_length && j < q_len && j < i)) as u8 as f32))
+                .flat_map(|i| {
+                    (0..k_len).map(move |j| {
+                        (j > i + m_len || (same_length && j < q_len && j < i)) as u8 as f32
+                    })
+                })
                 .collect();
             mask = Some(Tensor::from_vec(m, (1, 1, q_len, k_len), &device)?);
         }
@@ -342,7 +433,10 @@ impl XlnetModel {
         }
         if let Some(pm) = input.perm_mask {
             if pm.dims() != [b, q_len, q_len] {
-                return Err(Error::invalid(format!("perm_mask has shape {:?}, expected [{b}, {q_len}, {q_len}]", pm.dims())));
+                return Err(Error::invalid(format!(
+                    "perm_mask has shape {:?}, expected [{b}, {q_len}, {q_len}]",
+                    pm.dims()
+                )));
             }
             let pm = pm.to_dtype(DType::F32)?.unsqueeze(1)?;
             data = Some(match data {
@@ -354,7 +448,13 @@ impl XlnetModel {
             // The memory is always visible.
             let d = if m_len > 0 {
                 let dims = d.dims().to_vec();
-                Tensor::cat(&[&Tensor::zeros((dims[0], 1, dims[2], m_len), DType::F32, &device)?, &d], 3)?
+                Tensor::cat(
+                    &[
+                        &Tensor::zeros((dims[0], 1, dims[2], m_len), DType::F32, &device)?,
+                        &d,
+                    ],
+                    3,
+                )?
             } else {
                 d
             };
@@ -363,9 +463,17 @@ impl XlnetModel {
                 None => d,
             });
         }
-        let Some(mask) = mask else { return Ok((None, None)) };
-        let mask = mask.gt(0f32)?.to_dtype(DType::F32)?.broadcast_as((b, 1, q_len, k_len))?.contiguous()?;
-        let eye: Vec<f32> = (0..q_len).flat_map(|i| (0..k_len).map(move |j| (j == m_len + i) as u8 as f32)).collect();
+        let Some(mask) = mask else {
+            return Ok((None, None));
+        };
+        let mask = mask
+            .gt(0f32)?
+            .to_dtype(DType::F32)?
+            .broadcast_as((b, 1, q_len, k_len))?
+            .contiguous()?;
+        let eye: Vec<f32> = (0..q_len)
+            .flat_map(|i| (0..k_len).map(move |j| (j == m_len + i) as u8 as f32))
+            .collect();
         let eye = Tensor::from_vec(eye, (1, 1, q_len, k_len), &device)?;
         let non_tgt = mask.broadcast_sub(&eye)?.gt(0f32)?.to_dtype(DType::F32)?;
         Ok((Some(mask), Some(non_tgt)))
@@ -374,15 +482,30 @@ impl XlnetModel {
     /// Sinusoids of the relative distances k_len, k_len-1, … down to -q_len (bi) or 0 (uni),
     /// clamped to ±clamp_len; with bi_data, the first half of the batch counts forward and the
     /// second backward. -> (batch or 1, n_rel, d_model)
-    fn relative_positional_encoding(&self, q_len: usize, k_len: usize, b: usize, device: &candle_core::Device) -> Result<Tensor> {
+    fn relative_positional_encoding(
+        &self,
+        q_len: usize,
+        k_len: usize,
+        b: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let d = cfg.d_model;
-        let inv_freq: Vec<f32> = (0..d).step_by(2).map(|i| 1.0 / 10000f32.powf(i as f32 / d as f32)).collect();
+        let inv_freq: Vec<f32> = (0..d)
+            .step_by(2)
+            .map(|i| 1.0 / 10000f32.powf(i as f32 / d as f32))
+            .collect();
         let end = match cfg.attn_type {
             AttnType::Bi => -(q_len as i64),
             AttnType::Uni => -1,
         };
-        let clamp = |p: f32| if cfg.clamp_len > 0 { p.clamp(-(cfg.clamp_len as f32), cfg.clamp_len as f32) } else { p };
+        let clamp = |p: f32| {
+            if cfg.clamp_len > 0 {
+                p.clamp(-(cfg.clamp_len as f32), cfg.clamp_len as f32)
+            } else {
+                p
+            }
+        };
         let encode = |positions: Vec<f32>| -> Result<Tensor> {
             let n = positions.len();
             let mut emb = vec![0f32; n * d];
@@ -394,16 +517,31 @@ impl XlnetModel {
             }
             Ok(Tensor::from_vec(emb, (1, n, d), device)?)
         };
-        let forward: Vec<f32> = ((end + 1)..=(k_len as i64)).rev().map(|p| clamp(p as f32)).collect();
+        let forward: Vec<f32> = ((end + 1)..=(k_len as i64))
+            .rev()
+            .map(|p| clamp(p as f32))
+            .collect();
         if !cfg.bi_data {
             return encode(forward);
         }
         if b % 2 != 0 {
-            return Err(Error::invalid(format!("bi_data needs an even batch size, got {b}")));
+            return Err(Error::invalid(format!(
+                "bi_data needs an even batch size, got {b}"
+            )));
         }
-        let backward: Vec<f32> = ((end + 1)..=(k_len as i64)).rev().map(|p| clamp(-(p as f32))).collect();
+        let backward: Vec<f32> = ((end + 1)..=(k_len as i64))
+            .rev()
+            .map(|p| clamp(-(p as f32)))
+            .collect();
         let (fwd, bwd) = (encode(forward)?, encode(backward)?);
-        Ok(Tensor::cat(&[fwd.broadcast_as((b / 2, fwd.dim(1)?, d))?, bwd.broadcast_as((b / 2, bwd.dim(1)?, d))?], 0)?.contiguous()?)
+        Ok(Tensor::cat(
+            &[
+                fwd.broadcast_as((b / 2, fwd.dim(1)?, d))?,
+                bwd.broadcast_as((b / 2, bwd.dim(1)?, d))?,
+            ],
+            0,
+        )?
+        .contiguous()?)
     }
 
     /// `cache_mem`: this segment's input states (the first reuse_len of them) after the old
@@ -449,28 +587,48 @@ impl XlnetLMHeadModel {
         let weight = if cfg.tie_word_embeddings {
             transformer.word_embedding().weight().clone()
         } else {
-            vb.get_or_init((cfg.vocab_size, cfg.d_model), "lm_loss.weight", Init::normal(cfg.initializer_range))?
+            vb.get_or_init(
+                (cfg.vocab_size, cfg.d_model),
+                "lm_loss.weight",
+                Init::normal(cfg.initializer_range),
+            )?
         };
-        let lm_loss = Linear::from_tensors(weight, Some(bias)).in_precision_of(&vb.pp("lm_loss"))?;
-        Ok(XlnetLMHeadModel { transformer, lm_loss })
+        let lm_loss =
+            Linear::from_tensors(weight, Some(bias)).in_precision_of(&vb.pp("lm_loss"))?;
+        Ok(XlnetLMHeadModel {
+            transformer,
+            lm_loss,
+        })
     }
 
     /// `labels` (batch, seq or num_predict) i64, -100 where no loss is taken; no shift (each
     /// position, or each target of the mapping, predicts its own token).
-    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<XlnetLMOutput> {
+    pub fn forward(
+        &self,
+        input: XlnetInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<XlnetLMOutput> {
         let out = self.transformer.forward(input, mode)?;
         let logits = self.lm_loss.forward(&out.last_hidden_state)?;
         let loss = match labels {
             Some(l) => {
                 let (b, s, _) = logits.dims3()?;
                 if l.dims() != [b, s] {
-                    return Err(Error::invalid(format!("labels have shape {:?}, expected [{b}, {s}]", l.dims())));
+                    return Err(Error::invalid(format!(
+                        "labels have shape {:?}, expected [{b}, {s}]",
+                        l.dims()
+                    )));
                 }
                 Some(cross_entropy_loss(&logits, l)?)
             }
             None => None,
         };
-        Ok(XlnetLMOutput { loss, logits, mems: out.mems })
+        Ok(XlnetLMOutput {
+            loss,
+            logits,
+            mems: out.mems,
+        })
     }
 }
 
@@ -506,7 +664,11 @@ impl XlnetLMHeadModel {
     /// then one per row after the previous token) followed by a dummy token that nothing sees
     /// (perm_mask) and that alone is predicted (target_mapping) from the query stream, with
     /// the memory of the earlier steps. -> logits (batch, 1, vocab) of the next token.
-    pub fn generation_step(&self, new_ids: &Tensor, state: &mut XlnetGenerationState) -> Result<Tensor> {
+    pub fn generation_step(
+        &self,
+        new_ids: &Tensor,
+        state: &mut XlnetGenerationState,
+    ) -> Result<Tensor> {
         let (b, n) = new_ids.dims2()?;
         let device = new_ids.device();
         let ids = new_ids.to_dtype(DType::U32)?;
@@ -516,10 +678,16 @@ impl XlnetLMHeadModel {
         };
         let fed = Tensor::cat(&[&fed, &Tensor::zeros((b, 1), DType::U32, device)?], 1)?; // (b, len + 1)
         let len = fed.dim(1)?;
-        let last_col: Vec<f32> = (0..len * len).map(|k| (k % len == len - 1) as u8 as f32).collect();
-        let perm_mask = Tensor::from_vec(last_col, (1, len, len), device)?.broadcast_as((b, len, len))?.contiguous()?;
+        let last_col: Vec<f32> = (0..len * len)
+            .map(|k| (k % len == len - 1) as u8 as f32)
+            .collect();
+        let perm_mask = Tensor::from_vec(last_col, (1, len, len), device)?
+            .broadcast_as((b, len, len))?
+            .contiguous()?;
         let one_hot: Vec<f32> = (0..len).map(|k| (k == len - 1) as u8 as f32).collect();
-        let target_mapping = Tensor::from_vec(one_hot, (1, 1, len), device)?.broadcast_as((b, 1, len))?.contiguous()?;
+        let target_mapping = Tensor::from_vec(one_hot, (1, 1, len), device)?
+            .broadcast_as((b, 1, len))?
+            .contiguous()?;
         let out = self.forward(
             XlnetInput {
                 input_ids: Some(&fed),
@@ -540,7 +708,11 @@ impl XlnetLMHeadModel {
                 Ok(m.narrow(1, 0, keep)?.contiguous()?)
             })
             .collect::<Result<Vec<_>>>()?;
-        if state.mems.first().is_some_and(|m| m.dim(1).unwrap_or(0) == 0) {
+        if state
+            .mems
+            .first()
+            .is_some_and(|m| m.dim(1).unwrap_or(0) == 0)
+        {
             state.mems.clear();
         }
         state.previous = Some(ids.narrow(1, n - 1, 1)?.contiguous()?);
@@ -560,7 +732,11 @@ struct SequenceSummary {
 impl SequenceSummary {
     fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         let labels = cfg.common.num_labels();
-        let out = if cfg.summary_proj_to_labels && labels > 0 { labels } else { cfg.d_model };
+        let out = if cfg.summary_proj_to_labels && labels > 0 {
+            labels
+        } else {
+            cfg.d_model
+        };
         let summary = cfg
             .summary_use_proj
             .then(|| Linear::new_head(&vb.pp("summary"), cfg.d_model, out, cfg.initializer_range))
@@ -576,7 +752,11 @@ impl SequenceSummary {
     /// (batch, seq, d_model) -> (batch, d_model or labels)
     fn forward(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
         let s = hidden.dim(1)?;
-        let mut x = dropout(&hidden.narrow(1, s - 1, 1)?.squeeze(1)?, self.first_dropout, mode)?;
+        let mut x = dropout(
+            &hidden.narrow(1, s - 1, 1)?.squeeze(1)?,
+            self.first_dropout,
+            mode,
+        )?;
         if let Some(dense) = &self.summary {
             x = dense.forward(&x)?;
         }
@@ -598,21 +778,39 @@ impl XlnetForSequenceClassification {
     pub const ARCHITECTURE: &'static str = "XLNetForSequenceClassification";
 
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
-        let out = if cfg.summary_proj_to_labels { cfg.common.num_labels() } else { cfg.d_model };
+        let out = if cfg.summary_proj_to_labels {
+            cfg.common.num_labels()
+        } else {
+            cfg.d_model
+        };
         Ok(XlnetForSequenceClassification {
             transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
             sequence_summary: SequenceSummary::new(cfg, &vb.pp("sequence_summary"))?,
-            logits_proj: Linear::new_head(&vb.pp("logits_proj"), out, cfg.common.num_labels(), cfg.initializer_range)?,
+            logits_proj: Linear::new_head(
+                &vb.pp("logits_proj"),
+                out,
+                cfg.common.num_labels(),
+                cfg.initializer_range,
+            )?,
         })
     }
 
     /// `labels` (batch): i64 class ids, or f32 for regression / multi-label, as transformers
     /// picks the loss.
-    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<SequenceClassifierOutput> {
+    pub fn forward(
+        &self,
+        input: XlnetInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<SequenceClassifierOutput> {
         let h = self.transformer.forward(input, mode)?.last_hidden_state;
-        let logits = self.logits_proj.forward(&self.sequence_summary.forward(&h, mode)?)?; // (b, labels)
+        let logits = self
+            .logits_proj
+            .forward(&self.sequence_summary.forward(&h, mode)?)?; // (b, labels)
         let problem = self.transformer.config().common.problem_type;
-        let loss = labels.map(|l| sequence_classification_loss(&logits, l, problem)).transpose()?;
+        let loss = labels
+            .map(|l| sequence_classification_loss(&logits, l, problem))
+            .transpose()?;
         Ok(SequenceClassifierOutput { loss, logits })
     }
 }
@@ -630,12 +828,22 @@ impl XlnetForTokenClassification {
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(XlnetForTokenClassification {
             transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
-            classifier: Linear::new_head(&vb.pp("classifier"), cfg.d_model, cfg.common.num_labels(), cfg.initializer_range)?,
+            classifier: Linear::new_head(
+                &vb.pp("classifier"),
+                cfg.d_model,
+                cfg.common.num_labels(),
+                cfg.initializer_range,
+            )?,
         })
     }
 
     /// `labels` (batch, seq) i64, -100 where no loss is taken.
-    pub fn forward(&self, input: XlnetInput, labels: Option<&Tensor>, mode: Mode) -> Result<TokenClassifierOutput> {
+    pub fn forward(
+        &self,
+        input: XlnetInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<TokenClassifierOutput> {
         let h = self.transformer.forward(input, mode)?.last_hidden_state;
         let logits = self.classifier.forward(&h)?; // (b, s, labels)
         let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
@@ -655,12 +863,22 @@ impl XlnetForQuestionAnsweringSimple {
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(XlnetForQuestionAnsweringSimple {
             transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
-            qa_outputs: Linear::new_head(&vb.pp("qa_outputs"), cfg.d_model, 2, cfg.initializer_range)?,
+            qa_outputs: Linear::new_head(
+                &vb.pp("qa_outputs"),
+                cfg.d_model,
+                2,
+                cfg.initializer_range,
+            )?,
         })
     }
 
     /// `positions`: start and end token indices (batch) i64.
-    pub fn forward(&self, input: XlnetInput, positions: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<QuestionAnsweringOutput> {
+    pub fn forward(
+        &self,
+        input: XlnetInput,
+        positions: Option<(&Tensor, &Tensor)>,
+        mode: Mode,
+    ) -> Result<QuestionAnsweringOutput> {
         let h = self.transformer.forward(input, mode)?.last_hidden_state;
         question_answering_output(&self.qa_outputs.forward(&h)?, positions)
     }

@@ -41,13 +41,19 @@ const NAMES: &[(&str, Activation)] = &[
 
 impl Activation {
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("gelu")
+        NAMES
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("gelu")
     }
 
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Gelu => super::ops::gelu_erf(x)?,
-            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => super::ops::gelu_tanh(x)?,
+            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => {
+                super::ops::gelu_tanh(x)?
+            }
             Activation::QuickGelu => (x * super::ops::sigmoid(&(x * 1.702)?)?)?,
             Activation::Relu => x.relu()?,
             Activation::Silu | Activation::Swish => x.silu()?,
@@ -60,10 +66,14 @@ impl TryFrom<String> for Activation {
     type Error = String;
 
     fn try_from(s: String) -> std::result::Result<Self, String> {
-        NAMES.iter().find(|(n, _)| *n == s).map(|(_, a)| *a).ok_or_else(|| {
-            let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-            format!("unknown activation {s:?}; supported: {}", names.join(", "))
-        })
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                format!("unknown activation {s:?}; supported: {}", names.join(", "))
+            })
     }
 }
 

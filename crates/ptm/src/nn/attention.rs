@@ -46,7 +46,15 @@ pub fn scaled_dot_product_attention(
 }
 
 /// The fused CPU kernel for f32 (`fused_attention`), or None where it does not apply.
-fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, dropout_p: f64, mode: Mode) -> Result<Option<Tensor>> {
+fn fused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    dropout_p: f64,
+    mode: Mode,
+) -> Result<Option<Tensor>> {
     if !(super::kernels::fusable(q) && super::kernels::fusable(k) && super::kernels::fusable(v)) {
         return Ok(None);
     }
@@ -61,11 +69,21 @@ fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, 
     };
     let dropout = match mode {
         // The same draws, in the same order, as `dropout` on the (b, h, q, k) probabilities.
-        Mode::Train(rng) if dropout_p > 0.0 => Some(Arc::new(rng.mask(b * h * q_len * k_len, dropout_p))),
+        Mode::Train(rng) if dropout_p > 0.0 => {
+            Some(Arc::new(rng.mask(b * h * q_len * k_len, dropout_p)))
+        }
         _ => None,
     };
-    let op = FusedAttention { scale: scale as f32, mask, dropout };
-    Ok(Some(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?))
+    let op = FusedAttention {
+        scale: scale as f32,
+        mask,
+        dropout,
+    };
+    Ok(Some(q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        op,
+    )?))
 }
 
 /// The additive padding bias from an attention mask (batch, seq) of 1 (token) and 0 (padding):
@@ -86,7 +104,9 @@ pub fn padding_mask_bias(attention_mask: &Tensor, dtype: DType) -> Result<Tensor
 /// Splits (batch, seq, heads · head_dim) into (batch, heads, seq, head_dim).
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, d) = x.dims3()?;
-    Ok(x.reshape((b, s, heads, d / heads))?.transpose(1, 2)?.contiguous()?)
+    Ok(x.reshape((b, s, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
 }
 
 /// Merges (batch, heads, seq, head_dim) back into (batch, seq, heads · head_dim).
@@ -105,12 +125,19 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(layers: usize) -> Self {
-        KvCache { layers: vec![None; layers] }
+        KvCache {
+            layers: vec![None; layers],
+        }
     }
 
     /// Positions cached so far.
     pub fn seq_len(&self) -> usize {
-        self.layers.iter().flatten().next().map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Appends this step's keys and values for `layer`; returns all of them.
@@ -129,7 +156,10 @@ impl KvCache {
     /// Keeps, in order, the batch rows `rows` (beam search reorders its beams this way).
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for entry in self.layers.iter_mut().flatten() {
-            *entry = (entry.0.index_select(rows, 0)?, entry.1.index_select(rows, 0)?);
+            *entry = (
+                entry.0.index_select(rows, 0)?,
+                entry.1.index_select(rows, 0)?,
+            );
         }
         Ok(())
     }
@@ -160,7 +190,11 @@ pub fn causal_mask_bias(
         None => vec![1; batch * k_len],
     };
     // The dtype's most negative value, as transformers uses (f16's is far above f32::MIN).
-    let min = if dtype == DType::F16 { -65504.0 } else { f32::MIN };
+    let min = if dtype == DType::F16 {
+        -65504.0
+    } else {
+        f32::MIN
+    };
     let mut bias = vec![0f32; batch * q_len * k_len];
     for b in 0..batch {
         for i in 0..q_len {

@@ -32,7 +32,9 @@ impl DropoutRng {
     pub(crate) fn mask(&self, n: usize, p: f64) -> Vec<f32> {
         let mut rng = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let scale = (1.0 / (1.0 - p)) as f32;
-        (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect()
+        (0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+            .collect()
     }
 }
 
@@ -46,7 +48,10 @@ pub struct RngState {
 impl RngState {
     pub fn of(rng: &ChaCha8Rng) -> Self {
         let seed = rng.get_seed().iter().map(|b| format!("{b:02x}")).collect();
-        RngState { seed, word_pos: rng.get_word_pos().to_string() }
+        RngState {
+            seed,
+            word_pos: rng.get_word_pos().to_string(),
+        }
     }
 
     pub fn restore(&self) -> crate::error::Result<ChaCha8Rng> {
@@ -56,7 +61,8 @@ impl RngState {
         }
         let mut seed = [0u8; 32];
         for (i, b) in seed.iter_mut().enumerate() {
-            *b = u8::from_str_radix(self.seed.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+            *b = u8::from_str_radix(self.seed.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
         }
         let mut rng = ChaCha8Rng::from_seed(seed);
         rng.set_word_pos(self.word_pos.parse().map_err(|_| bad())?);
@@ -98,9 +104,11 @@ mod tests {
         let a = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(1))).unwrap();
         let b = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(1))).unwrap();
         let c = dropout(&x, 0.25, Mode::Train(&DropoutRng::new(2))).unwrap();
-        let (a, b, c) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                         b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                         c.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let (a, b, c) = (
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            c.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
@@ -115,10 +123,22 @@ mod tests {
         dropout(&x, 0.5, Mode::Train(&rng)).unwrap();
         let state = rng.state();
         let json = serde_json::to_string(&state).unwrap();
-        let next = dropout(&x, 0.5, Mode::Train(&rng)).unwrap().to_vec1::<f32>().unwrap();
+        let next = dropout(&x, 0.5, Mode::Train(&rng))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let restored = DropoutRng::from_state(&serde_json::from_str(&json).unwrap()).unwrap();
-        let again = dropout(&x, 0.5, Mode::Train(&restored)).unwrap().to_vec1::<f32>().unwrap();
+        let again = dropout(&x, 0.5, Mode::Train(&restored))
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(next, again);
-        assert!(DropoutRng::from_state(&RngState { seed: "zz".into(), word_pos: "0".into() }).is_err());
+        assert!(
+            DropoutRng::from_state(&RngState {
+                seed: "zz".into(),
+                word_pos: "0".into()
+            })
+            .is_err()
+        );
     }
 }

@@ -20,9 +20,15 @@ impl Embedding {
         std: f64,
         padding_idx: Option<u32>,
     ) -> Result<Self> {
-        let init = Init::Normal { std, zero_row: padding_idx.map(|p| p as usize) };
+        let init = Init::Normal {
+            std,
+            zero_row: padding_idx.map(|p| p as usize),
+        };
         let weight = vb.get((num, dim), "weight", init)?;
-        Ok(Embedding { weight, padding_idx })
+        Ok(Embedding {
+            weight,
+            padding_idx,
+        })
     }
 
     pub fn weight(&self) -> &Tensor {

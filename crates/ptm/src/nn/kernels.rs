@@ -12,7 +12,10 @@ pub(crate) fn fusable(x: &Tensor) -> bool {
 }
 
 /// The contiguous f32 data of a kernel input.
-pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -33,15 +36,21 @@ impl CustomOp1 for SoftmaxLastDim {
         "ptm-softmax-last-dim"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(storage, layout)?;
         let cols = layout.dims().last().copied().unwrap_or(1);
         let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(cols) * cols;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
-            yc.copy_from_slice(xc);
-            yc.chunks_mut(cols).for_each(softmax_in_place);
-        });
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(yc, xc)| {
+                yc.copy_from_slice(xc);
+                yc.chunks_mut(cols).for_each(softmax_in_place);
+            });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
@@ -60,7 +69,14 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
-    for a in [2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2] {
+    for a in [
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906_3e-4,
+        -2.954_600e-3,
+        -1.609_603_3e-2,
+    ] {
         p = p * x2 + a;
     }
     p *= x;
@@ -85,7 +101,13 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     n -= (n > t) as i32 as f32;
     let r = xc - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ] {
         p = p * r + c;
     }
     let y = p * r * r + r + 1.0;
@@ -113,7 +135,11 @@ pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 pub(crate) fn lane_max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = xs.chunks_exact(8);
-    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     for c in chunks {
         for i in 0..8 {
             acc[i] = acc[i].max(c[i]);
@@ -149,11 +175,13 @@ fn map_f32(
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     let x = f32_slice(storage, layout)?;
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| {
-        for (o, &v) in yc.iter_mut().zip(xc) {
-            *o = f(v);
-        }
-    });
+    y.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = f(v);
+            }
+        });
     Ok((CpuStorage::F32(y), layout.shape().clone()))
 }
 
@@ -166,12 +194,24 @@ pub(crate) struct Gelu {
 
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
-        if self.tanh { "ptm-gelu-tanh" } else { "ptm-gelu-erf" }
+        if self.tanh {
+            "ptm-gelu-tanh"
+        } else {
+            "ptm-gelu-erf"
+        }
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         // One instantiation per GELU, so each loop inlines its function and vectorises.
-        if self.tanh { map_f32(storage, layout, gelu_tanh) } else { map_f32(storage, layout, gelu_erf) }
+        if self.tanh {
+            map_f32(storage, layout, gelu_tanh)
+        } else {
+            map_f32(storage, layout, gelu_erf)
+        }
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -183,9 +223,21 @@ impl CustomOp1 for Gelu {
 fn gelu_grad(z: &Tensor, g: &Tensor, tanh: bool) -> candle_core::Result<Tensor> {
     let (z, g) = (z.contiguous()?, g.contiguous()?);
     if tanh {
-        z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-tanh-grad", grad: gelu_tanh_grad })
+        z.apply_op2_no_bwd(
+            &g,
+            &ElementwiseGrad {
+                name: "ptm-gelu-tanh-grad",
+                grad: gelu_tanh_grad,
+            },
+        )
     } else {
-        z.apply_op2_no_bwd(&g, &ElementwiseGrad { name: "ptm-gelu-erf-grad", grad: gelu_erf_grad })
+        z.apply_op2_no_bwd(
+            &g,
+            &ElementwiseGrad {
+                name: "ptm-gelu-erf-grad",
+                grad: gelu_erf_grad,
+            },
+        )
     }
 }
 
@@ -214,7 +266,8 @@ fn gelu_tanh(x: f32) -> f32 {
 #[inline(always)]
 fn gelu_tanh_grad(x: f32, g: f32) -> f32 {
     let t = tanh_f32(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x));
-    g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
+    g * (0.5 * (1.0 + t)
+        + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x))
 }
 
 /// f(x + bias) over rows of x, bias (cols).
@@ -222,11 +275,16 @@ fn bias_map(x: &[f32], b: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let cols = b.len();
     let mut y = vec![0f32; x.len()];
     let chunk = rows_per_task(cols) * cols;
-    y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
-        for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-            yr.iter_mut().zip(xr).zip(b).for_each(|((o, &v), &bias)| *o = f(v + bias));
-        }
-    });
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                yr.iter_mut()
+                    .zip(xr)
+                    .zip(b)
+                    .for_each(|((o, &v), &bias)| *o = f(v + bias));
+            }
+        });
     y
 }
 
@@ -243,18 +301,34 @@ impl CustomOp2 for BiasGelu {
         "ptm-bias-gelu"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, bs: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, b) = (f32_slice(xs, xl)?, f32_slice(bs, bl)?);
         let cols = b.len();
         if cols == 0 || xl.dims().last() != Some(&cols) {
             candle_core::bail!("bias + GELU: input {:?}, bias {:?}", xl.dims(), bl.dims());
         }
         // One instantiation per GELU, so each loop inlines its function and vectorises.
-        let y = if self.tanh { bias_map(x, b, gelu_tanh) } else { bias_map(x, b, gelu_erf) };
+        let y = if self.tanh {
+            bias_map(x, b, gelu_tanh)
+        } else {
+            bias_map(x, b, gelu_erf)
+        };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, bias: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dz = gelu_grad(&x.broadcast_add(bias)?, g, self.tanh)?;
         let rows = dz.elem_count() / bias.elem_count();
         let db = dz.reshape((rows, bias.elem_count()))?.sum(0)?;
@@ -285,13 +359,13 @@ impl<F: Fn(f32, f32) -> f32 + Sync> CustomOp2 for ElementwiseGrad<F> {
             candle_core::bail!("{}: {} inputs, {} gradients", self.name, x.len(), g.len());
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(
-            |(oc, (xc, gc))| {
+        out.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
+            .for_each(|(oc, (xc, gc))| {
                 for ((o, &x), &g) in oc.iter_mut().zip(xc).zip(gc) {
                     *o = (self.grad)(x, g);
                 }
-            },
-        );
+            });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
@@ -340,14 +414,16 @@ impl CustomOp3 for LayerNormLastDim {
         }
         let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(cols) * cols;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-                let (mean, rstd) = row_moments(xr, self.eps);
-                for (((o, &v), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *o = (v - mean) * rstd * w + b;
+        y.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                    let (mean, rstd) = row_moments(xr, self.eps);
+                    for (((o, &v), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *o = (v - mean) * rstd * w + b;
+                    }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -397,7 +473,11 @@ impl CustomOp3 for LayerNormGrad {
         let (x, w, g) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?);
         let cols = layer_norm_cols(x.len(), xl.dims().last().copied().unwrap_or(1), w.len())?;
         if g.len() != x.len() {
-            candle_core::bail!("layer norm backward: {} inputs, {} gradients", x.len(), g.len());
+            candle_core::bail!(
+                "layer norm backward: {} inputs, {} gradients",
+                x.len(),
+                g.len()
+            );
         }
         let mut out = vec![0f32; x.len() + 2 * cols];
         let (dx, dwb) = out.split_at_mut(x.len());
@@ -408,7 +488,11 @@ impl CustomOp3 for LayerNormGrad {
             .map(|(dxc, (xc, gc))| {
                 let mut sums = vec![0f32; 2 * cols]; // dweight, then dbias
                 let mut gw = vec![0f32; cols];
-                for ((dxr, xr), gr) in dxc.chunks_mut(cols).zip(xc.chunks(cols)).zip(gc.chunks(cols)) {
+                for ((dxr, xr), gr) in dxc
+                    .chunks_mut(cols)
+                    .zip(xc.chunks(cols))
+                    .zip(gc.chunks(cols))
+                {
                     let (mean, rstd) = row_moments(xr, self.eps);
                     let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
                     for i in 0..cols {
@@ -447,26 +531,39 @@ impl CustomOp1 for RowCrossEntropy {
         "ptm-cross-entropy"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(storage, layout)?;
         let cols = layout.dims().last().copied().unwrap_or(1);
         if x.len() != self.labels.len() * cols {
-            candle_core::bail!("cross-entropy: {} rows of logits but {} labels", x.len() / cols.max(1), self.labels.len());
+            candle_core::bail!(
+                "cross-entropy: {} rows of logits but {} labels",
+                x.len() / cols.max(1),
+                self.labels.len()
+            );
         }
         let mut loss = vec![0f32; self.labels.len()];
-        loss.par_iter_mut().zip(x.par_chunks(cols)).zip(self.labels.par_iter()).for_each(|((o, row), label)| {
-            if let Some(l) = label {
-                let max = lane_max(row);
-                let sum = lane_sum(row, |v| exp_f32(v - max));
-                *o = max + sum.ln() - row[*l as usize];
-            }
-        });
+        loss.par_iter_mut()
+            .zip(x.par_chunks(cols))
+            .zip(self.labels.par_iter())
+            .for_each(|((o, row), label)| {
+                if let Some(l) = label {
+                    let max = lane_max(row);
+                    let sum = lane_sum(row, |v| exp_f32(v - max));
+                    *o = max + sum.ln() - row[*l as usize];
+                }
+            });
         Ok((CpuStorage::F32(loss), Shape::from(self.labels.len())))
     }
 
     /// d row / d logits = softmax(row) − onehot(label), times the row's upstream gradient.
     fn bwd(&self, x: &Tensor, loss: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let op = RowCrossEntropyGrad { labels: self.labels.clone() };
+        let op = RowCrossEntropyGrad {
+            labels: self.labels.clone(),
+        };
         let lg = Tensor::stack(&[loss, g], 1)?; // (rows, 2): loss, upstream gradient
         Ok(Some(x.contiguous()?.apply_op2_no_bwd(&lg, &op)?))
     }
@@ -491,17 +588,20 @@ impl CustomOp2 for RowCrossEntropyGrad {
         let (x, lg) = (f32_slice(xs, xl)?, f32_slice(ls, ll)?);
         let cols = xl.dims().last().copied().unwrap_or(1);
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(cols).zip(x.par_chunks(cols)).enumerate().for_each(|(i, (d, row))| {
-            if let Some(l) = self.labels[i] {
-                let (loss, g) = (lg[2 * i], lg[2 * i + 1]);
-                // logsumexp = loss + the label's logit
-                let lse = loss + row[l as usize];
-                for (o, &v) in d.iter_mut().zip(row) {
-                    *o = g * exp_f32(v - lse);
+        dx.par_chunks_mut(cols)
+            .zip(x.par_chunks(cols))
+            .enumerate()
+            .for_each(|(i, (d, row))| {
+                if let Some(l) = self.labels[i] {
+                    let (loss, g) = (lg[2 * i], lg[2 * i + 1]);
+                    // logsumexp = loss + the label's logit
+                    let lse = loss + row[l as usize];
+                    for (o, &v) in d.iter_mut().zip(row) {
+                        *o = g * exp_f32(v - lse);
+                    }
+                    d[l as usize] -= g;
                 }
-                d[l as usize] -= g;
-            }
-        });
+            });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
@@ -521,7 +621,10 @@ mod tests {
             let x = i as f32 * 0.01;
             let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
             let rel = (got - want).abs() / want;
-            assert!(rel < 2.5e-7 || (x < -87.3 && got == 0.0), "exp({x}): {got} vs {want}");
+            assert!(
+                rel < 2.5e-7 || (x < -87.3 && got == 0.0),
+                "exp({x}): {got} vs {want}"
+            );
         }
         assert_eq!(exp_f32(-1e30), 0.0);
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
@@ -548,22 +651,42 @@ mod tests {
             }
             sum * 2.0 / std::f64::consts::PI.sqrt()
         };
-        let worst = grid().iter().map(|&x| (erf_f32(x) as f64 - erf64(x as f64)).abs()).fold(0.0, f64::max);
+        let worst = grid()
+            .iter()
+            .map(|&x| (erf_f32(x) as f64 - erf64(x as f64)).abs())
+            .fold(0.0, f64::max);
         assert!(worst < 1e-6, "max erf error {worst:e}");
     }
 
     fn composite_softmax(x: &Tensor) -> Tensor {
-        let e = x.broadcast_sub(&x.max_keepdim(D::Minus1).unwrap()).unwrap().exp().unwrap();
+        let e = x
+            .broadcast_sub(&x.max_keepdim(D::Minus1).unwrap())
+            .unwrap()
+            .exp()
+            .unwrap();
         e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// Forward and gradient of a fused op against the composite version, with a random
     /// upstream gradient (a weighted sum of the outputs).
-    fn check(fused: impl Fn(&Tensor) -> Tensor, composite: impl Fn(&Tensor) -> Tensor, shape: (usize, usize, usize)) {
+    fn check(
+        fused: impl Fn(&Tensor) -> Tensor,
+        composite: impl Fn(&Tensor) -> Tensor,
+        shape: (usize, usize, usize),
+    ) {
         let d = Device::Cpu;
         let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape, &d).unwrap())).unwrap();
         let w = Tensor::randn(0f32, 1.0, shape, &d).unwrap();
@@ -571,23 +694,38 @@ mod tests {
         assert!(max_diff(&a, &b) < 1e-6, "forward {}", max_diff(&a, &b));
         let ga = (a * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (b * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        let (ga, gb) = (
+            ga.get(x.as_tensor()).unwrap(),
+            gb.get(x.as_tensor()).unwrap(),
+        );
         assert!(max_diff(ga, gb) < 1e-5, "gradient {}", max_diff(ga, gb));
     }
 
     #[test]
     fn fused_softmax_equals_composite() {
-        check(|x| x.apply_op1(SoftmaxLastDim).unwrap(), composite_softmax, (3, 37, 129));
+        check(
+            |x| x.apply_op1(SoftmaxLastDim).unwrap(),
+            composite_softmax,
+            (3, 37, 129),
+        );
     }
 
     #[test]
     fn fused_gelu_equals_candle_gelu_erf() {
-        check(|x| x.apply_op1(Gelu { tanh: false }).unwrap(), |x| x.gelu_erf().unwrap(), (2, 50, 41));
+        check(
+            |x| x.apply_op1(Gelu { tanh: false }).unwrap(),
+            |x| x.gelu_erf().unwrap(),
+            (2, 50, 41),
+        );
     }
 
     #[test]
     fn fused_gelu_tanh_equals_candle_gelu() {
-        check(|x| x.apply_op1(Gelu { tanh: true }).unwrap(), |x| x.gelu().unwrap(), (2, 50, 41));
+        check(
+            |x| x.apply_op1(Gelu { tanh: true }).unwrap(),
+            |x| x.gelu().unwrap(),
+            (2, 50, 41),
+        );
     }
 
     #[test]
@@ -596,8 +734,16 @@ mod tests {
         let w = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, -1.0], &Device::Cpu).unwrap();
         // f(x) = Σ w ⊙ softmax(x)
         let f = |x: &[f32]| -> f64 {
-            let t = Tensor::new(x, &Device::Cpu).unwrap().apply_op1(SoftmaxLastDim).unwrap();
-            (t * &w).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+            let t = Tensor::new(x, &Device::Cpu)
+                .unwrap()
+                .apply_op1(SoftmaxLastDim)
+                .unwrap();
+            (t * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
         };
         let v = Var::new(&x0, &Device::Cpu).unwrap();
         let y = v.as_tensor().apply_op1(SoftmaxLastDim).unwrap();
@@ -608,26 +754,41 @@ mod tests {
             up[i] += 1e-2;
             down[i] -= 1e-2;
             let numeric = (f(&up) - f(&down)) / 2e-2;
-            assert!((numeric - analytic[i] as f64).abs() < 1e-3, "d/dx{i}: {numeric} vs {}", analytic[i]);
+            assert!(
+                (numeric - analytic[i] as f64).abs() < 1e-3,
+                "d/dx{i}: {numeric} vs {}",
+                analytic[i]
+            );
         }
     }
 
     fn gelu_gradient_matches_finite_differences(op: impl Fn() -> Box<dyn Fn(&Tensor) -> Tensor>) {
         let h = 1e-2f64;
         for x in [-3.0f64, -1.0, -0.2, 0.0, 0.3, 1.5, 3.5] {
-            let f = |v: f64| op()(&Tensor::new(&[v as f32], &Device::Cpu).unwrap()).to_vec1::<f32>().unwrap()[0] as f64;
+            let f = |v: f64| {
+                op()(&Tensor::new(&[v as f32], &Device::Cpu).unwrap())
+                    .to_vec1::<f32>()
+                    .unwrap()[0] as f64
+            };
             let numeric = (f(x + h) - f(x - h)) / (2.0 * h);
             let v = Var::new(&[x as f32], &Device::Cpu).unwrap();
             let g = op()(v.as_tensor()).sum_all().unwrap().backward().unwrap();
             let analytic = g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
-            assert!((numeric - analytic).abs() < 1e-3, "x={x}: {numeric} vs {analytic}");
+            assert!(
+                (numeric - analytic).abs() < 1e-3,
+                "x={x}: {numeric} vs {analytic}"
+            );
         }
     }
 
     #[test]
     fn gelu_gradients_match_finite_differences() {
-        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(Gelu { tanh: false }).unwrap()));
-        gelu_gradient_matches_finite_differences(|| Box::new(|t| t.apply_op1(Gelu { tanh: true }).unwrap()));
+        gelu_gradient_matches_finite_differences(|| {
+            Box::new(|t| t.apply_op1(Gelu { tanh: false }).unwrap())
+        });
+        gelu_gradient_matches_finite_differences(|| {
+            Box::new(|t| t.apply_op1(Gelu { tanh: true }).unwrap())
+        });
     }
 
     /// gelu(x + bias) fused equals the composite (bias add, then the GELU op) with both
@@ -640,16 +801,38 @@ mod tests {
             let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 40, &d).unwrap()).unwrap();
             let up = Tensor::randn(0f32, 1.0, (3, 50, 40), &d).unwrap();
             let gelu = |z: &Tensor| z.apply_op1(Gelu { tanh }).unwrap();
-            let fused = x.as_tensor().apply_op2(b.as_tensor(), BiasGelu { tanh }).unwrap();
+            let fused = x
+                .as_tensor()
+                .apply_op2(b.as_tensor(), BiasGelu { tanh })
+                .unwrap();
             let composite = gelu(&x.as_tensor().broadcast_add(b.as_tensor()).unwrap());
             assert!(max_diff(&fused, &composite) < 1e-6, "tanh {tanh}: forward");
-            let gf = (&fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gc = (&composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            assert!(max_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap()) < 1e-5, "tanh {tanh}: dx");
-            assert!(max_diff(gf.get(&b).unwrap(), gc.get(&b).unwrap()) < 1e-4, "tanh {tanh}: dbias");
+            let gf = (&fused * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gc = (&composite * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(
+                max_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap()) < 1e-5,
+                "tanh {tanh}: dx"
+            );
+            assert!(
+                max_diff(gf.get(&b).unwrap(), gc.get(&b).unwrap()) < 1e-4,
+                "tanh {tanh}: dbias"
+            );
             // d/dbias_j of Σ up ⊙ gelu(x + bias), by central differences in f64 sums.
             let loss = |bias: &Tensor| -> f64 {
-                let y = x.as_tensor().apply_op2_no_bwd(bias, &BiasGelu { tanh }).unwrap();
+                let y = x
+                    .as_tensor()
+                    .apply_op2_no_bwd(bias, &BiasGelu { tanh })
+                    .unwrap();
                 let prod: Vec<f32> = (y * &up).unwrap().flatten_all().unwrap().to_vec1().unwrap();
                 prod.iter().map(|&v| v as f64).sum()
             };
@@ -663,7 +846,11 @@ mod tests {
                     Tensor::from_vec(v, 40, &d).unwrap()
                 };
                 let numeric = (loss(&shifted(h)) - loss(&shifted(-h))) / (2.0 * h as f64);
-                assert!((numeric - analytic[j] as f64).abs() < 2e-2, "tanh {tanh}, dbias{j}: {numeric} vs {}", analytic[j]);
+                assert!(
+                    (numeric - analytic[j] as f64).abs() < 2e-2,
+                    "tanh {tanh}, dbias{j}: {numeric} vs {}",
+                    analytic[j]
+                );
             }
         }
     }
@@ -672,7 +859,9 @@ mod tests {
         let mean = x.mean_keepdim(D::Minus1).unwrap();
         let c = x.broadcast_sub(&mean).unwrap();
         let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let n = c.broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap()).unwrap();
+        let n = c
+            .broadcast_div(&(var + 1e-12).unwrap().sqrt().unwrap())
+            .unwrap();
         n.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
     }
 
@@ -684,13 +873,37 @@ mod tests {
         let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 96, &d).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 96, &d).unwrap()).unwrap();
         let up = Tensor::randn(0f32, 1.0, shape, &d).unwrap();
-        let fused = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-12 }).unwrap();
+        let fused = x
+            .as_tensor()
+            .apply_op3(
+                w.as_tensor(),
+                b.as_tensor(),
+                LayerNormLastDim { eps: 1e-12 },
+            )
+            .unwrap();
         let composite = composite_layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor());
-        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
-        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            max_diff(&fused, &composite) < 1e-5,
+            "forward {}",
+            max_diff(&fused, &composite)
+        );
+        let ga = (fused * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (composite * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
-            let (a, b) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+            let (a, b) = (
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
             assert!(max_diff(a, b) < 1e-3, "d{name}: {}", max_diff(a, b));
         }
     }
@@ -707,14 +920,30 @@ mod tests {
             let x = Tensor::new(x, &d).unwrap().reshape((2, 4)).unwrap();
             let (w, b) = (Tensor::new(w, &d).unwrap(), Tensor::new(b, &d).unwrap());
             let y = x.apply_op3(&w, &b, LayerNormLastDim { eps: 1e-5 }).unwrap();
-            (y * &up).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+            (y * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
         };
         let x = Var::from_tensor(&Tensor::new(&x0, &d).unwrap().reshape((2, 4)).unwrap()).unwrap();
         let w = Var::new(&w0, &d).unwrap();
         let b = Var::new(&b0, &d).unwrap();
-        let y = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-5 }).unwrap();
+        let y = x
+            .as_tensor()
+            .apply_op3(w.as_tensor(), b.as_tensor(), LayerNormLastDim { eps: 1e-5 })
+            .unwrap();
         let grads = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let analytic = |v: &Var| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let analytic = |v: &Var| {
+            grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         let h = 1e-2f32;
         let (gx, gw, gb) = (analytic(&x), analytic(&w), analytic(&b));
         for i in 0..x0.len() {
@@ -722,19 +951,31 @@ mod tests {
             up_[i] += h;
             down[i] -= h;
             let numeric = (f(&up_, &w0, &b0) - f(&down, &w0, &b0)) / (2.0 * h as f64);
-            assert!((numeric - gx[i] as f64).abs() < 2e-2, "dx{i}: {numeric} vs {}", gx[i]);
+            assert!(
+                (numeric - gx[i] as f64).abs() < 2e-2,
+                "dx{i}: {numeric} vs {}",
+                gx[i]
+            );
         }
         for i in 0..w0.len() {
             let (mut up_, mut down) = (w0, w0);
             up_[i] += h;
             down[i] -= h;
             let numeric = (f(&x0, &up_, &b0) - f(&x0, &down, &b0)) / (2.0 * h as f64);
-            assert!((numeric - gw[i] as f64).abs() < 1e-2, "dweight{i}: {numeric} vs {}", gw[i]);
+            assert!(
+                (numeric - gw[i] as f64).abs() < 1e-2,
+                "dweight{i}: {numeric} vs {}",
+                gw[i]
+            );
             let (mut up_, mut down) = (b0, b0);
             up_[i] += h;
             down[i] -= h;
             let numeric = (f(&x0, &w0, &up_) - f(&x0, &w0, &down)) / (2.0 * h as f64);
-            assert!((numeric - gb[i] as f64).abs() < 1e-2, "dbias{i}: {numeric} vs {}", gb[i]);
+            assert!(
+                (numeric - gb[i] as f64).abs() < 1e-2,
+                "dbias{i}: {numeric} vs {}",
+                gb[i]
+            );
         }
     }
 
@@ -743,18 +984,55 @@ mod tests {
         let d = Device::Cpu;
         let (rows, classes) = (37, 1000);
         let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (rows, classes), &d).unwrap()).unwrap();
-        let labels: Vec<Option<u32>> = (0..rows).map(|i| (i % 5 != 3).then_some((i * 97 % classes) as u32)).collect();
+        let labels: Vec<Option<u32>> = (0..rows)
+            .map(|i| (i % 5 != 3).then_some((i * 97 % classes) as u32))
+            .collect();
         let up = Tensor::randn(0f32, 1.0, rows, &d).unwrap();
-        let fused = x.as_tensor().apply_op1(RowCrossEntropy { labels: std::sync::Arc::new(labels.clone()) }).unwrap();
+        let fused = x
+            .as_tensor()
+            .apply_op1(RowCrossEntropy {
+                labels: std::sync::Arc::new(labels.clone()),
+            })
+            .unwrap();
         // Composite: −log_softmax at the label, 0 for ignored rows.
         let ls = crate::nn::ops::log_softmax_last_dim(x.as_tensor()).unwrap();
-        let index = Tensor::from_vec(labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>(), (rows, 1), &d).unwrap();
-        let keep = Tensor::from_vec(labels.iter().map(|l| if l.is_some() { -1f32 } else { 0.0 }).collect::<Vec<_>>(), rows, &d).unwrap();
+        let index = Tensor::from_vec(
+            labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>(),
+            (rows, 1),
+            &d,
+        )
+        .unwrap();
+        let keep = Tensor::from_vec(
+            labels
+                .iter()
+                .map(|l| if l.is_some() { -1f32 } else { 0.0 })
+                .collect::<Vec<_>>(),
+            rows,
+            &d,
+        )
+        .unwrap();
         let composite = (ls.gather(&index, 1).unwrap().squeeze(1).unwrap() * keep).unwrap();
-        assert!(max_diff(&fused, &composite) < 1e-5, "forward {}", max_diff(&fused, &composite));
-        let ga = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = (composite * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        assert!(
+            max_diff(&fused, &composite) < 1e-5,
+            "forward {}",
+            max_diff(&fused, &composite)
+        );
+        let ga = (fused * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (composite * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (ga, gb) = (
+            ga.get(x.as_tensor()).unwrap(),
+            gb.get(x.as_tensor()).unwrap(),
+        );
         // Gradients reach ~3 (|up| · 1); a few f32 ulps of exp(x − logsumexp) computed two ways.
         assert!(max_diff(ga, gb) < 1e-5, "gradient {}", max_diff(ga, gb));
     }

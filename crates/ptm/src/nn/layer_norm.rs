@@ -38,7 +38,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     use super::kernels::{LayerNormLastDim, fusable};
     if fusable(x) && fusable(weight) && fusable(bias) {
         let op = LayerNormLastDim { eps: eps as f32 };
-        return Ok(x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?);
+        return Ok(x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?);
     }
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;

@@ -41,7 +41,13 @@ impl Linear {
 
     /// An f32 layer over given tensors; [`Linear::in_precision_of`] applies a store's precision.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, packed: None, autocast: false, few_rows: false }
+        Linear {
+            weight,
+            bias,
+            packed: None,
+            autocast: false,
+            few_rows: false,
+        }
     }
 
     /// This layer in the precision of `vb`'s store: packed weights for CPU inference, bf16
@@ -49,9 +55,13 @@ impl Linear {
     pub fn in_precision_of(mut self, vb: &ParamBuilder) -> Result<Self> {
         let store = vb.store();
         match (store.precision(), store.trainable()) {
-            (Precision::F32, trainable) => self.few_rows = !trainable && self.weight.device().is_cpu(),
+            (Precision::F32, trainable) => {
+                self.few_rows = !trainable && self.weight.device().is_cpu()
+            }
             (Precision::Int8, true) => {
-                return Err(Error::invalid("int8 is for inference: train in f32 or bf16, then use --dtype int8"));
+                return Err(Error::invalid(
+                    "int8 is for inference: train in f32 or bf16, then use --dtype int8",
+                ));
             }
             (Precision::Bf16, true) => self.autocast = true,
             (Precision::Bf16, false) if !self.weight.device().is_cpu() => self.autocast = true,
@@ -93,21 +103,31 @@ impl Linear {
         let x = x.reshape((rows, in_dim))?;
         let y = if let Some(packed) = &self.packed {
             x.contiguous()?.apply_op1_no_bwd(packed.as_ref())? // (rows, out)
-        } else if self.few_rows && x.dtype() == DType::F32 && FewRowsF32::applies(rows, &self.weight) {
-            x.contiguous()?.apply_op2_no_bwd(&self.weight, &FewRowsF32)? // (rows, out)
+        } else if self.few_rows
+            && x.dtype() == DType::F32
+            && FewRowsF32::applies(rows, &self.weight)
+        {
+            x.contiguous()?
+                .apply_op2_no_bwd(&self.weight, &FewRowsF32)? // (rows, out)
         } else if self.autocast {
             let w = self.weight.to_dtype(DType::BF16)?;
-            x.to_dtype(DType::BF16)?.matmul(&w.t()?)?.to_dtype(DType::F32)? // (rows, out)
+            x.to_dtype(DType::BF16)?
+                .matmul(&w.t()?)?
+                .to_dtype(DType::F32)? // (rows, out)
         } else {
             x.matmul(&self.weight.t()?)? // (rows, out)
         };
         let tanh = match activation {
             Some(Activation::Gelu) => Some(false),
-            Some(Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast) => Some(true),
+            Some(Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast) => {
+                Some(true)
+            }
             _ => None,
         };
         let y = match (&self.bias, tanh) {
-            (Some(b), Some(tanh)) if fusable(&y) && fusable(b) => y.apply_op2(b, BiasGelu { tanh })?,
+            (Some(b), Some(tanh)) if fusable(&y) && fusable(b) => {
+                y.apply_op2(b, BiasGelu { tanh })?
+            }
             (Some(b), _) => activate(y.broadcast_add(b)?, activation)?,
             (None, _) => activate(y, activation)?,
         };
@@ -132,13 +152,25 @@ mod tests {
     use crate::nn::{ParamStore, StoreOptions};
 
     fn layer(precision: Precision, trainable: bool) -> Result<(ParamStore, Linear)> {
-        let store = ParamStore::new(None, &[], &StoreOptions { precision, trainable, seed: 7, ..Default::default() });
+        let store = ParamStore::new(
+            None,
+            &[],
+            &StoreOptions {
+                precision,
+                trainable,
+                seed: 7,
+                ..Default::default()
+            },
+        );
         let linear = Linear::new(&store.root().pp("dense"), 24, 10, 0.2)?;
         Ok((store, linear))
     }
 
     fn bf16(t: &Tensor) -> Tensor {
-        t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap()
+        t.to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
     }
 
     /// bf16 training (autocast) multiplies bf16-rounded weight and input, keeps f32 master
@@ -150,25 +182,61 @@ mod tests {
         let y = linear.forward(&x).unwrap();
         let w = store.params()[0].tensor.clone();
         assert_eq!(w.dtype(), DType::F32);
-        let want = bf16(&bf16(&x).matmul(&bf16(&w).t().unwrap()).unwrap()).broadcast_add(&store.params()[1].tensor).unwrap();
-        let err = (&y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let want = bf16(&bf16(&x).matmul(&bf16(&w).t().unwrap()).unwrap())
+            .broadcast_add(&store.params()[1].tensor)
+            .unwrap();
+        let err = (&y - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err < 1e-6, "{err}");
         let grads = y.sum_all().unwrap().backward().unwrap();
-        let gw = grads.get(&w).expect("the f32 master weight gets a gradient");
-        let want = bf16(&x).sum(0).unwrap().unsqueeze(0).unwrap().broadcast_as((10, 24)).unwrap();
+        let gw = grads
+            .get(&w)
+            .expect("the f32 master weight gets a gradient");
+        let want = bf16(&x)
+            .sum(0)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap()
+            .broadcast_as((10, 24))
+            .unwrap();
         // The product's backward runs in bf16 too (as autocast's does): equal to within bf16's
         // rounding of the result, 2^-8 relative.
-        let peak = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let err = (gw - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let peak = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let err = (gw - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err <= peak / 256.0, "{err} against a peak of {peak}");
     }
 
     #[test]
     fn int8_is_refused_for_training_and_recorded_for_inference() {
-        let err = layer(Precision::Int8, true).err().expect("int8 training is refused").to_string();
+        let err = layer(Precision::Int8, true)
+            .err()
+            .expect("int8 training is refused")
+            .to_string();
         assert!(err.contains("int8 is for inference"), "{err}");
         let (store, linear) = layer(Precision::Int8, false).unwrap();
-        assert_eq!(store.int8_linear_weights(), [("dense.weight".to_string(), false)]);
+        assert_eq!(
+            store.int8_linear_weights(),
+            [("dense.weight".to_string(), false)]
+        );
         let x = Tensor::randn(0f32, 1.0, (3, 24), &Device::Cpu).unwrap();
         assert_eq!(linear.forward(&x).unwrap().dims(), &[3, 10]);
     }

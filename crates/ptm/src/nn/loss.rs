@@ -16,14 +16,28 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Res
 
 /// Cross-entropy with a weight per class, as PyTorch's `weight=`: each row counts with its
 /// label's weight and the mean divides by the sum of those weights.
-pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i64, class_weights: Option<&[f32]>) -> Result<Tensor> {
+pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    ignore_index: i64,
+    class_weights: Option<&[f32]>,
+) -> Result<Tensor> {
     let (n, classes) = logits.dims2()?;
     if let Some(w) = class_weights.filter(|w| w.len() != classes) {
-        return Err(Error::invalid(format!("{} class weights for {classes} classes", w.len())));
+        return Err(Error::invalid(format!(
+            "{} class weights for {classes} classes",
+            w.len()
+        )));
     }
-    let labels_host = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+    let labels_host = labels
+        .to_dtype(DType::I64)?
+        .flatten_all()?
+        .to_vec1::<i64>()?;
     if labels_host.len() != n {
-        return Err(Error::invalid(format!("cross_entropy: {n} rows of logits but {} labels", labels_host.len())));
+        return Err(Error::invalid(format!(
+            "cross_entropy: {n} rows of logits but {} labels",
+            labels_host.len()
+        )));
     }
     let mut index = Vec::with_capacity(n);
     let mut weight = Vec::with_capacity(n);
@@ -41,15 +55,23 @@ pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, ignore_index: i6
     let counted: f32 = weight.iter().sum();
     let device = logits.device();
     if super::kernels::fusable(logits) {
-        let labels = index.iter().zip(&weight).map(|(&l, &w)| (w != 0.0).then_some(l)).collect();
-        let op = super::kernels::RowCrossEntropy { labels: std::sync::Arc::new(labels) };
+        let labels = index
+            .iter()
+            .zip(&weight)
+            .map(|(&l, &w)| (w != 0.0).then_some(l))
+            .collect();
+        let op = super::kernels::RowCrossEntropy {
+            labels: std::sync::Arc::new(labels),
+        };
         let losses = logits.contiguous()?.apply_op1(op)?; // (n), 0 where ignored
         let weight = Tensor::from_vec(weight, n, device)?;
         return Ok(((losses * weight)?.sum_all()? * (1.0 / f64::from(counted)))?);
     }
     let index = Tensor::from_vec(index, (n, 1), device)?;
     let weight = Tensor::from_vec(weight, n, device)?.to_dtype(logits.dtype())?;
-    let picked = log_softmax_last_dim(logits)?.gather(&index, 1)?.squeeze(1)?; // (n)
+    let picked = log_softmax_last_dim(logits)?
+        .gather(&index, 1)?
+        .squeeze(1)?; // (n)
     Ok(((picked * weight)?.sum_all()? * (-1.0 / f64::from(counted)))?)
 }
 
@@ -73,14 +95,23 @@ mod tests {
     #[test]
     fn cross_entropy_skips_ignored_labels() {
         let d = Device::Cpu;
-        let logits = Tensor::new(&[[2.0f32, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 3.0, 0.5]], &d).unwrap();
+        let logits =
+            Tensor::new(&[[2.0f32, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 3.0, 0.5]], &d).unwrap();
         let labels = Tensor::new(&[0i64, IGNORE_INDEX, 1], &d).unwrap();
-        let got = cross_entropy(&logits, &labels, IGNORE_INDEX).unwrap().to_scalar::<f32>().unwrap();
+        let got = cross_entropy(&logits, &labels, IGNORE_INDEX)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let lse = |r: [f32; 3]| r.iter().map(|v| v.exp()).sum::<f32>().ln();
         let want = ((lse([2.0, 0.0, -1.0]) - 2.0) + (lse([1.0, 3.0, 0.5]) - 3.0)) / 2.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         let bad = Tensor::new(&[3i64, 0, 0], &d).unwrap();
-        assert!(cross_entropy(&logits, &bad, IGNORE_INDEX).unwrap_err().to_string().contains("label 3"));
+        assert!(
+            cross_entropy(&logits, &bad, IGNORE_INDEX)
+                .unwrap_err()
+                .to_string()
+                .contains("label 3")
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// The exact (erf) GELU (fused on CPU for f32).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if super::kernels::fusable(x) {
-        return Ok(x.contiguous()?.apply_op1(super::kernels::Gelu { tanh: false })?);
+        return Ok(x
+            .contiguous()?
+            .apply_op1(super::kernels::Gelu { tanh: false })?);
     }
     Ok(x.gelu_erf()?)
 }
@@ -36,7 +38,9 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// The tanh-approximated GELU (fused on CPU for f32; candle's `gelu` elsewhere).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     if super::kernels::fusable(x) {
-        return Ok(x.contiguous()?.apply_op1(super::kernels::Gelu { tanh: true })?);
+        return Ok(x
+            .contiguous()?
+            .apply_op1(super::kernels::Gelu { tanh: true })?);
     }
     Ok(x.gelu()?)
 }
@@ -62,7 +66,15 @@ mod tests {
         }
         assert!((v[1][2] - 1.0).abs() < 1e-6);
         // d/dx of y[0][0]: y0 (1 - y0), -y0 y1, -y0 y2
-        let g = y.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = y
+            .narrow(0, 0, 1)
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let gx = g.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
         let y0 = v[0].clone();
         assert!((gx[0][0] - y0[0] * (1.0 - y0[0])).abs() < 1e-6);
@@ -73,7 +85,12 @@ mod tests {
     fn log_softmax_is_log_of_softmax() {
         let x = Tensor::new(&[[0.5f32, -2.0, 4.0]], &Device::Cpu).unwrap();
         let a = log_softmax_last_dim(&x).unwrap().to_vec2::<f32>().unwrap();
-        let b = softmax_last_dim(&x).unwrap().log().unwrap().to_vec2::<f32>().unwrap();
+        let b = softmax_last_dim(&x)
+            .unwrap()
+            .log()
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for (p, q) in a[0].iter().zip(&b[0]) {
             assert!((p - q).abs() < 1e-5);
         }

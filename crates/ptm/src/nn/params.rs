@@ -23,14 +23,20 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
     /// Normal(0, std); `zero_row` (an embedding's padding index) is set to zero.
-    Normal { std: f64, zero_row: Option<usize> },
+    Normal {
+        std: f64,
+        zero_row: Option<usize>,
+    },
     Zeros,
     Ones,
 }
 
 impl Init {
     pub fn normal(std: f64) -> Self {
-        Init::Normal { std, zero_row: None }
+        Init::Normal {
+            std,
+            zero_row: None,
+        }
     }
 }
 
@@ -79,7 +85,13 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { dtype: DType::F32, device: Device::Cpu, trainable: false, seed: 42, precision: Precision::F32 }
+        StoreOptions {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            trainable: false,
+            seed: 42,
+            precision: Precision::F32,
+        }
     }
 }
 
@@ -111,7 +123,10 @@ impl ParamStore {
 
     /// The builder at the root of the name tree.
     pub fn root(&self) -> ParamBuilder {
-        ParamBuilder { store: self.clone(), prefix: String::new() }
+        ParamBuilder {
+            store: self.clone(),
+            prefix: String::new(),
+        }
     }
 
     /// Every parameter in creation order.
@@ -120,11 +135,19 @@ impl ParamStore {
     }
 
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.lock().params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect()
+        self.lock()
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.clone()))
+            .collect()
     }
 
     pub fn num_parameters(&self) -> usize {
-        self.lock().params.iter().map(|p| p.tensor.elem_count()).sum()
+        self.lock()
+            .params
+            .iter()
+            .map(|p| p.tensor.elem_count())
+            .sum()
     }
 
     /// Names that were initialised because the checkpoint lacked them.
@@ -135,9 +158,14 @@ impl ParamStore {
     /// Checkpoint tensors no parameter used (a head the model does not have, buffers).
     pub fn unused_weights(&self) -> Vec<String> {
         let inner = self.lock();
-        let Some(source) = &inner.source else { return Vec::new() };
-        let mut unused: Vec<String> =
-            source.names().filter(|n| !inner.used.contains(*n) && !is_used_scale(&inner.used, n)).map(str::to_string).collect();
+        let Some(source) = &inner.source else {
+            return Vec::new();
+        };
+        let mut unused: Vec<String> = source
+            .names()
+            .filter(|n| !inner.used.contains(*n) && !is_used_scale(&inner.used, n))
+            .map(str::to_string)
+            .collect();
         unused.sort();
         unused
     }
@@ -181,9 +209,15 @@ pub struct ParamBuilder {
 
 impl ParamBuilder {
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix =
-            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        ParamBuilder { store: self.store.clone(), prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        ParamBuilder {
+            store: self.store.clone(),
+            prefix,
+        }
     }
 
     pub fn store(&self) -> &ParamStore {
@@ -199,7 +233,11 @@ impl ParamBuilder {
     }
 
     pub(crate) fn full_name(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// A weight that must be in the checkpoint when there is one (base model weights).
@@ -231,7 +269,10 @@ impl ParamBuilder {
                     t
                 }
                 None if !may_init => {
-                    return Err(Error::MissingWeight { name: full, files: src.files().to_vec() });
+                    return Err(Error::MissingWeight {
+                        name: full,
+                        files: src.files().to_vec(),
+                    });
                 }
                 None => {
                     inner.initialized.push(full.clone());
@@ -247,14 +288,19 @@ impl ParamBuilder {
             (tensor, None)
         };
         inner.index.insert(full.clone(), inner.params.len());
-        inner.params.push(Param { name: full, var, tensor: tensor.clone() });
+        inner.params.push(Param {
+            name: full,
+            var,
+            tensor: tensor.clone(),
+        });
         Ok(tensor)
     }
 }
 
 /// An int8 weight's scale, read with the weight.
 fn is_used_scale(used: &HashSet<String>, name: &str) -> bool {
-    name.strip_suffix(crate::checkpoint::INT8_SCALE_SUFFIX).is_some_and(|w| used.contains(w))
+    name.strip_suffix(crate::checkpoint::INT8_SCALE_SUFFIX)
+        .is_some_and(|w| used.contains(w))
 }
 
 fn check_shape(
@@ -291,7 +337,10 @@ fn resolve(src: &Weights, prefixes: &[String], name: &str) -> Option<String> {
         .filter_map(|c| {
             c.strip_suffix("LayerNorm.weight")
                 .map(|s| format!("{s}LayerNorm.gamma"))
-                .or_else(|| c.strip_suffix("LayerNorm.bias").map(|s| format!("{s}LayerNorm.beta")))
+                .or_else(|| {
+                    c.strip_suffix("LayerNorm.bias")
+                        .map(|s| format!("{s}LayerNorm.beta"))
+                })
         })
         .collect();
     candidates.extend(legacy);
@@ -323,7 +372,9 @@ fn init_tensor(
             let mut rng = ChaCha8Rng::seed_from_u64(name_seed(seed, name));
             let normal = Normal::new(0.0f32, std as f32)
                 .map_err(|e| Error::invalid(format!("init of {name}: {e}")))?;
-            let mut values: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(&mut rng)).collect();
+            let mut values: Vec<f32> = (0..shape.elem_count())
+                .map(|_| normal.sample(&mut rng))
+                .collect();
             if let (Some(row), [_, cols]) = (zero_row, shape.dims()) {
                 if let Some(r) = values.get_mut(row * cols..(row + 1) * cols) {
                     r.fill(0.0);
@@ -343,25 +394,51 @@ mod tests {
         Weights::from_tensors(
             tensors
                 .iter()
-                .map(|(n, s)| (n.to_string(), Tensor::ones(*s, DType::F32, &Device::Cpu).unwrap()))
+                .map(|(n, s)| {
+                    (
+                        n.to_string(),
+                        Tensor::ones(*s, DType::F32, &Device::Cpu).unwrap(),
+                    )
+                })
                 .collect(),
         )
     }
 
     #[test]
     fn prefixed_and_bare_names_resolve_both_ways() {
-        let bare = ParamStore::new(Some(memory(&[("a.weight", &[2])])), &["bert"], &Default::default());
-        assert!(bare.root().pp("bert.a").get(2, "weight", Init::Zeros).is_ok());
-        let prefixed =
-            ParamStore::new(Some(memory(&[("bert.a.weight", &[2])])), &["bert"], &Default::default());
-        assert!(prefixed.root().pp("a").get(2, "weight", Init::Zeros).is_ok());
+        let bare = ParamStore::new(
+            Some(memory(&[("a.weight", &[2])])),
+            &["bert"],
+            &Default::default(),
+        );
+        assert!(
+            bare.root()
+                .pp("bert.a")
+                .get(2, "weight", Init::Zeros)
+                .is_ok()
+        );
+        let prefixed = ParamStore::new(
+            Some(memory(&[("bert.a.weight", &[2])])),
+            &["bert"],
+            &Default::default(),
+        );
+        assert!(
+            prefixed
+                .root()
+                .pp("a")
+                .get(2, "weight", Init::Zeros)
+                .is_ok()
+        );
         assert!(prefixed.unused_weights().is_empty());
     }
 
     #[test]
     fn legacy_gamma_beta_names_load() {
         let s = ParamStore::new(
-            Some(memory(&[("x.LayerNorm.gamma", &[3]), ("x.LayerNorm.beta", &[3])])),
+            Some(memory(&[
+                ("x.LayerNorm.gamma", &[3]),
+                ("x.LayerNorm.beta", &[3]),
+            ])),
             &[],
             &Default::default(),
         );
@@ -372,8 +449,15 @@ mod tests {
     #[test]
     fn shape_mismatch_names_weight_and_both_shapes() {
         let s = ParamStore::new(Some(memory(&[("w", &[4, 3])])), &[], &Default::default());
-        let err = s.root().get((3, 4), "w", Init::Zeros).unwrap_err().to_string();
-        assert!(err.contains("`w`") && err.contains("[3, 4]") && err.contains("[4, 3]"), "{err}");
+        let err = s
+            .root()
+            .get((3, 4), "w", Init::Zeros)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`w`") && err.contains("[3, 4]") && err.contains("[4, 3]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -381,20 +465,40 @@ mod tests {
         let s = ParamStore::new(Some(memory(&[("w", &[2])])), &[], &Default::default());
         let err = s.root().get(2, "v", Init::Zeros).unwrap_err().to_string();
         assert!(err.contains("`v`") && err.contains("missing"), "{err}");
-        s.root().get_or_init((2, 2), "head.weight", Init::normal(0.02)).unwrap();
+        s.root()
+            .get_or_init((2, 2), "head.weight", Init::normal(0.02))
+            .unwrap();
         assert_eq!(s.newly_initialized(), vec!["head.weight".to_string()]);
         assert_eq!(s.unused_weights(), vec!["w".to_string()]);
     }
 
     #[test]
     fn init_is_seeded_per_name_and_zeroes_the_padding_row() {
-        let opts = StoreOptions { seed: 7, ..Default::default() };
-        let init = Init::Normal { std: 0.02, zero_row: Some(1) };
-        let a = ParamStore::new(None, &[], &opts).root().get((3, 4), "emb", init).unwrap();
-        let b = ParamStore::new(None, &[], &opts).root().get((3, 4), "emb", init).unwrap();
-        let other = ParamStore::new(None, &[], &opts).root().get((3, 4), "emb2", init).unwrap();
-        let (a, b, other) =
-            (a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap(), other.to_vec2::<f32>().unwrap());
+        let opts = StoreOptions {
+            seed: 7,
+            ..Default::default()
+        };
+        let init = Init::Normal {
+            std: 0.02,
+            zero_row: Some(1),
+        };
+        let a = ParamStore::new(None, &[], &opts)
+            .root()
+            .get((3, 4), "emb", init)
+            .unwrap();
+        let b = ParamStore::new(None, &[], &opts)
+            .root()
+            .get((3, 4), "emb", init)
+            .unwrap();
+        let other = ParamStore::new(None, &[], &opts)
+            .root()
+            .get((3, 4), "emb2", init)
+            .unwrap();
+        let (a, b, other) = (
+            a.to_vec2::<f32>().unwrap(),
+            b.to_vec2::<f32>().unwrap(),
+            other.to_vec2::<f32>().unwrap(),
+        );
         assert_eq!(a, b);
         assert_ne!(a, other);
         assert!(a[1].iter().all(|v| *v == 0.0) && a[0].iter().any(|v| *v != 0.0));
@@ -404,7 +508,10 @@ mod tests {
 
     #[test]
     fn trainable_store_hands_out_variables() {
-        let opts = StoreOptions { trainable: true, ..Default::default() };
+        let opts = StoreOptions {
+            trainable: true,
+            ..Default::default()
+        };
         let s = ParamStore::new(None, &[], &opts);
         let t = s.root().get(2, "w", Init::Ones).unwrap();
         assert!(t.is_variable());

@@ -34,7 +34,9 @@ impl FromStr for Precision {
             "f32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "int8" => Ok(Precision::Int8),
-            _ => Err(Error::invalid(format!("unknown dtype {s:?}: expected f32, bf16 or int8"))),
+            _ => Err(Error::invalid(format!(
+                "unknown dtype {s:?}: expected f32, bf16 or int8"
+            ))),
         }
     }
 }
@@ -54,7 +56,10 @@ impl fmt::Display for Precision {
 enum Packed {
     Bf16(Vec<u16>),
     /// Symmetric: w ≈ q · scale[row], q in -127..=127.
-    Int8 { q: Vec<i8>, scale: Vec<f32> },
+    Int8 {
+        q: Vec<i8>,
+        scale: Vec<f32>,
+    },
 }
 
 /// A linear layer's weight in reduced precision; applied as a candle op (inference only: it
@@ -83,13 +88,18 @@ impl PackedLinear {
             return Ok(None);
         }
         let (n, k) = weight.dims2()?;
-        let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let w: Vec<f32> = weight
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
         let (np, kp) = (n.next_multiple_of(COL_BLOCK), k.next_multiple_of(LANES));
         let packed = match precision {
             Precision::Bf16 => {
                 let mut b = vec![0u16; np * kp];
                 for (dst, src) in b.chunks_mut(kp).zip(w.chunks(k)) {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = half::bf16::from_f32(v).to_bits());
+                    dst.iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &v)| *d = half::bf16::from_f32(v).to_bits());
                 }
                 Packed::Bf16(b)
             }
@@ -103,19 +113,38 @@ impl PackedLinear {
             }
             Precision::F32 => unreachable!("returned above"),
         };
-        Ok(Some(PackedLinear { n, k, np, kp, packed }))
+        Ok(Some(PackedLinear {
+            n,
+            k,
+            np,
+            kp,
+            packed,
+        }))
     }
 
     /// bf16 with many rows: the weight widened to f32 once, then the f32 GEMM.
     fn bf16_gemm(&self, w: &[u16], x: &[f32], rows: usize) -> Vec<f32> {
         let (n, k, kp) = (self.n, self.k, self.kp);
         let mut wide = vec![0f32; n * kp];
-        wide.par_chunks_mut(1 << 14).zip(w[..n * kp].par_chunks(1 << 14)).for_each(|(d, s)| {
-            d.iter_mut().zip(s).for_each(|(d, &b)| *d = bf16_to_f32(b));
-        });
+        wide.par_chunks_mut(1 << 14)
+            .zip(w[..n * kp].par_chunks(1 << 14))
+            .for_each(|(d, s)| {
+                d.iter_mut().zip(s).for_each(|(d, &b)| *d = bf16_to_f32(b));
+            });
         let mut y = vec![0f32; rows * n];
         let par = gemm::Parallelism::Rayon(rayon::current_num_threads());
-        gemm_f32(par, rows, n, k, &mut y, n, false, (x, k, 1), (&wide, 1, kp), 1.0);
+        gemm_f32(
+            par,
+            rows,
+            n,
+            k,
+            &mut y,
+            n,
+            false,
+            (x, k, 1),
+            (&wide, 1, kp),
+            1.0,
+        );
         y
     }
 
@@ -126,25 +155,36 @@ impl PackedLinear {
         let rp = rows.next_multiple_of(block);
         let mut qx = vec![0i8; rp * kp];
         let mut sx = vec![0f32; rp];
-        qx.par_chunks_mut(kp).zip(sx.par_iter_mut()).zip(x.par_chunks(k)).for_each(|((d, s), src)| {
-            *s = quantize_row(src, d);
-        });
+        qx.par_chunks_mut(kp)
+            .zip(sx.par_iter_mut())
+            .zip(x.par_chunks(k))
+            .for_each(|((d, s), src)| {
+                *s = quantize_row(src, d);
+            });
         let xrow = |i: usize| &qx[i * kp..][..kp];
         let wrow = |j: usize| &q[j * kp..][..kp];
         let tile_rows = if block == 1 { rp } else { 64 };
         tiled(rp, self.np, tile_rows, 64, |r0, h, c0, cols, out| {
-            let mut put = |i: usize, j: usize, acc: i32| out[i * cols + j] = acc as f32 * sx[r0 + i] * scale[c0 + j];
+            let mut put = |i: usize, j: usize, acc: i32| {
+                out[i * cols + j] = acc as f32 * sx[r0 + i] * scale[c0 + j]
+            };
             if block == 1 {
                 for j in (0..cols).step_by(4) {
                     for i in 0..h {
-                        let d = dot_i8::<1, 4>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
+                        let d = dot_i8::<1, 4>(
+                            [xrow(r0 + i)],
+                            std::array::from_fn(|c| wrow(c0 + j + c)),
+                        );
                         (0..4).for_each(|c| put(i, j + c, d[0][c]));
                     }
                 }
             } else {
                 for i in (0..h).step_by(4) {
                     for j in (0..cols).step_by(2) {
-                        let d = dot_i8::<4, 2>(std::array::from_fn(|r| xrow(r0 + i + r)), [wrow(c0 + j), wrow(c0 + j + 1)]);
+                        let d = dot_i8::<4, 2>(
+                            std::array::from_fn(|r| xrow(r0 + i + r)),
+                            [wrow(c0 + j), wrow(c0 + j + 1)],
+                        );
                         (0..4).for_each(|r| (0..2).for_each(|c| put(i + r, j + c, d[r][c])));
                     }
                 }
@@ -155,7 +195,11 @@ impl PackedLinear {
 
 /// Rows padded for the blocked float kernel: to a multiple of the row block from one block up.
 fn padded_rows(rows: usize) -> usize {
-    if rows >= ROW_BLOCK { rows.next_multiple_of(ROW_BLOCK) } else { rows }
+    if rows >= ROW_BLOCK {
+        rows.next_multiple_of(ROW_BLOCK)
+    } else {
+        rows
+    }
 }
 
 /// `x` (rows of `k`; `padded_rows` of them) times `w` (n rows of `k`, f32 or bf16)ᵀ -> (rows, n).
@@ -163,41 +207,54 @@ fn float_rows<W: Widen + Sync>(w: &[W], n: usize, x: &[f32], rows: usize, k: usi
     let xrow = |i: usize| &x[i * k..][..k];
     let wrow = |j: usize| &w[j * k..][..k];
     let blocked = rows % ROW_BLOCK == 0;
-    tiled(rows, n, if blocked { 64 } else { rows }, 64, |r0, h, c0, cols, out| {
-        if blocked {
-            for i in (0..h).step_by(ROW_BLOCK) {
-                let xs: [&[f32]; ROW_BLOCK] = std::array::from_fn(|r| xrow(r0 + i + r));
-                let mut j = 0;
-                while j + 2 <= cols {
-                    let d = dot_float::<W, ROW_BLOCK, 2>(xs, [wrow(c0 + j), wrow(c0 + j + 1)]);
-                    (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j..][..2].copy_from_slice(&d[r]));
-                    j += 2;
+    tiled(
+        rows,
+        n,
+        if blocked { 64 } else { rows },
+        64,
+        |r0, h, c0, cols, out| {
+            if blocked {
+                for i in (0..h).step_by(ROW_BLOCK) {
+                    let xs: [&[f32]; ROW_BLOCK] = std::array::from_fn(|r| xrow(r0 + i + r));
+                    let mut j = 0;
+                    while j + 2 <= cols {
+                        let d = dot_float::<W, ROW_BLOCK, 2>(xs, [wrow(c0 + j), wrow(c0 + j + 1)]);
+                        (0..ROW_BLOCK)
+                            .for_each(|r| out[(i + r) * cols + j..][..2].copy_from_slice(&d[r]));
+                        j += 2;
+                    }
+                    if j < cols {
+                        let d = dot_float::<W, ROW_BLOCK, 1>(xs, [wrow(c0 + j)]);
+                        (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j] = d[r][0]);
+                    }
                 }
-                if j < cols {
-                    let d = dot_float::<W, ROW_BLOCK, 1>(xs, [wrow(c0 + j)]);
-                    (0..ROW_BLOCK).for_each(|r| out[(i + r) * cols + j] = d[r][0]);
+            } else {
+                for i in 0..h {
+                    let mut j = 0;
+                    while j + COL_BLOCK <= cols {
+                        let d = dot_float::<W, 1, COL_BLOCK>(
+                            [xrow(r0 + i)],
+                            std::array::from_fn(|c| wrow(c0 + j + c)),
+                        );
+                        out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d[0]);
+                        j += COL_BLOCK;
+                    }
+                    for j in j..cols {
+                        out[i * cols + j] =
+                            dot_float::<W, 1, 1>([xrow(r0 + i)], [wrow(c0 + j)])[0][0];
+                    }
                 }
             }
-        } else {
-            for i in 0..h {
-                let mut j = 0;
-                while j + COL_BLOCK <= cols {
-                    let d = dot_float::<W, 1, COL_BLOCK>([xrow(r0 + i)], std::array::from_fn(|c| wrow(c0 + j + c)));
-                    out[i * cols + j..][..COL_BLOCK].copy_from_slice(&d[0]);
-                    j += COL_BLOCK;
-                }
-                for j in j..cols {
-                    out[i * cols + j] = dot_float::<W, 1, 1>([xrow(r0 + i)], [wrow(c0 + j)])[0][0];
-                }
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Copies `rows` rows of `k` values into `rp` rows of `kp` (zeros around).
 fn pad(x: &[f32], rows: usize, k: usize, rp: usize, kp: usize) -> Vec<f32> {
     let mut xp = vec![0f32; rp * kp];
-    xp.chunks_mut(kp).zip(x.chunks(k).take(rows)).for_each(|(d, s)| d[..k].copy_from_slice(s));
+    xp.chunks_mut(kp)
+        .zip(x.chunks(k).take(rows))
+        .for_each(|(d, s)| d[..k].copy_from_slice(s));
     xp
 }
 
@@ -209,7 +266,11 @@ impl FewRowsF32 {
     /// Whether `rows` inputs times `weight` take this kernel.
     pub(crate) fn applies(rows: usize, weight: &Tensor) -> bool {
         let k = weight.dims().last().copied().unwrap_or(0);
-        rows < GEMM_ROWS && weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous() && k % FLOAT_LANES == 0
+        rows < GEMM_ROWS
+            && weight.device().is_cpu()
+            && weight.dtype() == DType::F32
+            && weight.is_contiguous()
+            && k % FLOAT_LANES == 0
     }
 }
 
@@ -218,22 +279,43 @@ impl CustomOp2 for FewRowsF32 {
         "ptm-few-rows-f32"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let ((rows, k), (n, kw)) = (l1.shape().dims2()?, l2.shape().dims2()?);
         if k != kw || k % FLOAT_LANES != 0 {
-            candle_core::bail!("few-rows linear: input {:?} and weight {:?} do not fit", l1.dims(), l2.dims());
+            candle_core::bail!(
+                "few-rows linear: input {:?} and weight {:?} do not fit",
+                l1.dims(),
+                l2.dims()
+            );
         }
         let rp = padded_rows(rows);
-        let y = if rp == rows { float_rows(w, n, x, rows, k) } else { float_rows(w, n, &pad(x, rows, k, rp, k), rp, k) };
-        Ok((CpuStorage::F32(unpad(y, rows, n, n)), Shape::from((rows, n))))
+        let y = if rp == rows {
+            float_rows(w, n, x, rows, k)
+        } else {
+            float_rows(w, n, &pad(x, rows, k, rp, k), rp, k)
+        };
+        Ok((
+            CpuStorage::F32(unpad(y, rows, n, n)),
+            Shape::from((rows, n)),
+        ))
     }
 }
 
 /// Rows of `k` values quantized as the int8 kernels store them: (values, one scale per row).
 pub(crate) fn quantize_int8_rows(w: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; w.len()];
-    let scale = q.chunks_mut(k).zip(w.chunks(k)).map(|(d, s)| quantize_row(s, d)).collect();
+    let scale = q
+        .chunks_mut(k)
+        .zip(w.chunks(k))
+        .map(|(d, s)| quantize_row(s, d))
+        .collect();
     (q, scale)
 }
 
@@ -286,7 +368,11 @@ fn unpad(y: Vec<f32>, rows: usize, cp: usize, n: usize) -> Vec<f32> {
     if cp == n && y.len() == rows * n {
         return y;
     }
-    y.chunks(cp).take(rows).flat_map(|r| &r[..n]).copied().collect()
+    y.chunks(cp)
+        .take(rows)
+        .flat_map(|r| &r[..n])
+        .copied()
+        .collect()
 }
 
 impl CustomOp1 for PackedLinear {
@@ -295,17 +381,29 @@ impl CustomOp1 for PackedLinear {
     }
 
     /// x (rows, k) -> x · Wᵀ (rows, n)
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(storage, layout)?;
         let (rows, k) = layout.shape().dims2()?;
         if k != self.k {
-            candle_core::bail!("packed linear: input has {k} features, the weight {}", self.k);
+            candle_core::bail!(
+                "packed linear: input has {k} features, the weight {}",
+                self.k
+            );
         }
         let y = match &self.packed {
             Packed::Bf16(w) if rows >= GEMM_ROWS => self.bf16_gemm(w, x, rows),
             Packed::Bf16(w) => {
                 let rp = padded_rows(rows);
-                unpad(float_rows(w, self.np, &pad(x, rows, k, rp, self.kp), rp, self.kp), rows, self.np, self.n)
+                unpad(
+                    float_rows(w, self.np, &pad(x, rows, k, rp, self.kp), rp, self.kp),
+                    rows,
+                    self.np,
+                    self.n,
+                )
             }
             Packed::Int8 { q, scale } => unpad(self.int8(q, scale, x, rows), rows, self.np, self.n),
         };
@@ -327,9 +425,25 @@ mod tests {
         let packed = PackedLinear::pack(&w, precision).unwrap().unwrap();
         let got = x.apply_op1_no_bwd(&packed).unwrap();
         assert_eq!(got.dims(), &[rows, n]);
-        let err = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let peak = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(err <= tol * peak, "{precision} {rows}x{k} · {k}x{n}: max error {err}, peak {peak}");
+        let err = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let peak = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            err <= tol * peak,
+            "{precision} {rows}x{k} · {k}x{n}: max error {err}, peak {peak}"
+        );
     }
 
     /// Each path (row kernel, GEMM, int8 single rows and blocks) on sizes that need padding.
@@ -348,18 +462,37 @@ mod tests {
     #[test]
     fn few_rows_f32_kernel_matches_the_gemm() {
         let dev = Device::Cpu;
-        for (rows, n, k) in [(1, 5, 16), (3, 9, 24), (4, 7, 8), (17, 33, 40), (255, 3, 64)] {
+        for (rows, n, k) in [
+            (1, 5, 16),
+            (3, 9, 24),
+            (4, 7, 8),
+            (17, 33, 40),
+            (255, 3, 64),
+        ] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
             assert!(FewRowsF32::applies(rows, &w));
             let want = x.matmul(&w.t().unwrap()).unwrap();
             let got = x.apply_op2_no_bwd(&w, &FewRowsF32).unwrap();
-            let err = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(err < 1e-4, "{rows}x{k} · {k}x{n}: {err}");
         }
         let w = Tensor::zeros((4, 12), DType::F32, &dev).unwrap();
-        assert!(!FewRowsF32::applies(2, &w), "rows of 12 are not whole vectors");
-        assert!(!FewRowsF32::applies(GEMM_ROWS, &Tensor::zeros((4, 16), DType::F32, &dev).unwrap()));
+        assert!(
+            !FewRowsF32::applies(2, &w),
+            "rows of 12 are not whole vectors"
+        );
+        assert!(!FewRowsF32::applies(
+            GEMM_ROWS,
+            &Tensor::zeros((4, 16), DType::F32, &dev).unwrap()
+        ));
     }
 
     #[test]
@@ -367,10 +500,23 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (9, 20), &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 20), &dev).unwrap();
-        let rounded = w.to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+        let rounded = w
+            .to_dtype(candle_core::DType::BF16)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
         let want = x.matmul(&rounded.t().unwrap()).unwrap();
-        let got = x.apply_op1_no_bwd(&PackedLinear::pack(&w, Precision::Bf16).unwrap().unwrap()).unwrap();
-        let err = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let got = x
+            .apply_op1_no_bwd(&PackedLinear::pack(&w, Precision::Bf16).unwrap().unwrap())
+            .unwrap();
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err < 1e-5, "{err}");
     }
 

@@ -51,27 +51,48 @@ pub(crate) fn bf16_to_f32(b: u16) -> f32 {
 }
 
 /// `x[r] · w[c]` for R rows of f32 inputs and C rows of f32 or bf16 weights, accumulated in f32.
-pub(crate) fn dot_float<W: Widen, const R: usize, const C: usize>(x: [&[f32]; R], w: [&[W]; C]) -> [[f32; C]; R] {
+pub(crate) fn dot_float<W: Widen, const R: usize, const C: usize>(
+    x: [&[f32]; R],
+    w: [&[W]; C],
+) -> [[f32; C]; R] {
     let k = x[0].len();
-    assert!(k % FLOAT_LANES == 0 && x.iter().all(|r| r.len() == k) && w.iter().all(|r| r.len() == k));
+    assert!(
+        k % FLOAT_LANES == 0 && x.iter().all(|r| r.len() == k) && w.iter().all(|r| r.len() == k)
+    );
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked above); every row holds k values, a
         // multiple of 8, of the type the BF16 flag names.
         let w = w.map(|r| r.as_ptr().cast());
-        return unsafe { if W::BF16 { x86::dot_float::<true, R, C>(x, w, k) } else { x86::dot_float::<false, R, C>(x, w, k) } };
+        return unsafe {
+            if W::BF16 {
+                x86::dot_float::<true, R, C>(x, w, k)
+            } else {
+                x86::dot_float::<false, R, C>(x, w, k)
+            }
+        };
     }
     portable_dot_float(x, w)
 }
 
-fn portable_dot_float<W: Widen, const R: usize, const C: usize>(x: [&[f32]; R], w: [&[W]; C]) -> [[f32; C]; R] {
+fn portable_dot_float<W: Widen, const R: usize, const C: usize>(
+    x: [&[f32]; R],
+    w: [&[W]; C],
+) -> [[f32; C]; R] {
     x.map(|xr| w.map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a * b.widen()).sum()))
 }
 
 /// `x[r] · w[c]` for R rows of int8 activations and C rows of int8 weights, exact in i32
 /// (|values| ≤ 127, so rows up to 133,000 long cannot overflow).
-pub(crate) fn dot_i8<const R: usize, const C: usize>(x: [&[i8]; R], w: [&[i8]; C]) -> [[i32; C]; R] {
-    debug_assert!(x.iter().chain(&w).all(|r| r.len() == x[0].len() && r.len() % LANES == 0));
+pub(crate) fn dot_i8<const R: usize, const C: usize>(
+    x: [&[i8]; R],
+    w: [&[i8]; C],
+) -> [[i32; C]; R] {
+    debug_assert!(
+        x.iter()
+            .chain(&w)
+            .all(|r| r.len() == x[0].len() && r.len() % LANES == 0)
+    );
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 (checked above); lengths are equal multiples of 16.
@@ -162,7 +183,10 @@ mod x86 {
 
     /// SAFETY: AVX2 present; every row as long as `x[0]`, a multiple of 16.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot_i8<const R: usize, const C: usize>(x: [&[i8]; R], w: [&[i8]; C]) -> [[i32; C]; R] {
+    pub(super) unsafe fn dot_i8<const R: usize, const C: usize>(
+        x: [&[i8]; R],
+        w: [&[i8]; C],
+    ) -> [[i32; C]; R] {
         let mut acc = [[_mm256_setzero_si256(); C]; R];
         let (mut xv, mut wv) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); C]);
         let mut p = 0;
@@ -201,13 +225,26 @@ mod tests {
     #[test]
     fn int8_dot_is_exact_against_scalar_sums() {
         let k = 48;
-        let rows: Vec<Vec<i8>> =
-            (0..6).map(|r| (0..k).map(|i| ((i * 37 + r * 101) % 255) as i32 - 127).map(|v| v as i8).collect()).collect();
-        let (x, w) = ([&rows[0][..], &rows[1], &rows[2], &rows[3]], [&rows[4][..], &rows[5]]);
+        let rows: Vec<Vec<i8>> = (0..6)
+            .map(|r| {
+                (0..k)
+                    .map(|i| ((i * 37 + r * 101) % 255) as i32 - 127)
+                    .map(|v| v as i8)
+                    .collect()
+            })
+            .collect();
+        let (x, w) = (
+            [&rows[0][..], &rows[1], &rows[2], &rows[3]],
+            [&rows[4][..], &rows[5]],
+        );
         let got = dot_i8::<4, 2>(x, w);
         for r in 0..4 {
             for c in 0..2 {
-                let want: i32 = rows[r].iter().zip(&rows[4 + c]).map(|(&a, &b)| a as i32 * b as i32).sum();
+                let want: i32 = rows[r]
+                    .iter()
+                    .zip(&rows[4 + c])
+                    .map(|(&a, &b)| a as i32 * b as i32)
+                    .sum();
                 assert_eq!(got[r][c], want, "row {r} col {c}");
             }
         }
@@ -220,13 +257,27 @@ mod tests {
     #[test]
     fn f32_blocked_dot_matches_portable_sums() {
         let k = 40;
-        let rows: Vec<Vec<f32>> = (0..6).map(|r| (0..k).map(|i| ((i * 7 + r * 13) as f32 * 0.21).sin()).collect()).collect();
-        let (x, w) = ([&rows[0][..], &rows[1], &rows[2], &rows[3]], [&rows[4][..], &rows[5]]);
+        let rows: Vec<Vec<f32>> = (0..6)
+            .map(|r| {
+                (0..k)
+                    .map(|i| ((i * 7 + r * 13) as f32 * 0.21).sin())
+                    .collect()
+            })
+            .collect();
+        let (x, w) = (
+            [&rows[0][..], &rows[1], &rows[2], &rows[3]],
+            [&rows[4][..], &rows[5]],
+        );
         let got = dot_float::<f32, 4, 2>(x, w);
         let want = portable_dot_float::<f32, 4, 2>(x, w);
         for r in 0..4 {
             for c in 0..2 {
-                assert!((got[r][c] - want[r][c]).abs() < 1e-5, "row {r} col {c}: {} vs {}", got[r][c], want[r][c]);
+                assert!(
+                    (got[r][c] - want[r][c]).abs() < 1e-5,
+                    "row {r} col {c}: {} vs {}",
+                    got[r][c],
+                    want[r][c]
+                );
             }
         }
     }
@@ -236,14 +287,31 @@ mod tests {
         let k = 64;
         let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<Vec<u16>> = (0..3)
-            .map(|c| (0..k).map(|i| half::bf16::from_f32(((i + c * 7) as f32 * 0.11).cos()).to_bits()).collect())
+            .map(|c| {
+                (0..k)
+                    .map(|i| half::bf16::from_f32(((i + c * 7) as f32 * 0.11).cos()).to_bits())
+                    .collect()
+            })
             .collect();
         let got = dot_float::<u16, 1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
         let portable = portable_dot_float::<u16, 1, 3>([&x], [&w[0], &w[1], &w[2]])[0];
         for c in 0..3 {
-            assert!((got[c] - portable[c]).abs() < 1e-5, "col {c}: vector {} vs portable {}", got[c], portable[c]);
-            let want: f64 = x.iter().zip(&w[c]).map(|(&a, &b)| a as f64 * bf16_to_f32(b) as f64).sum();
-            assert!((got[c] as f64 - want).abs() < 1e-5, "col {c}: {} vs {want}", got[c]);
+            assert!(
+                (got[c] - portable[c]).abs() < 1e-5,
+                "col {c}: vector {} vs portable {}",
+                got[c],
+                portable[c]
+            );
+            let want: f64 = x
+                .iter()
+                .zip(&w[c])
+                .map(|(&a, &b)| a as f64 * bf16_to_f32(b) as f64)
+                .sum();
+            assert!(
+                (got[c] as f64 - want).abs() < 1e-5,
+                "col {c}: {} vs {want}",
+                got[c]
+            );
         }
     }
 }

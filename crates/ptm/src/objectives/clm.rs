@@ -19,7 +19,10 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         mode: crate::nn::Mode,
     ) -> crate::Result<crate::train::LossTerms> {
         let device = self.model.transformer.wte().weight().device().clone();
-        let ids: Vec<u32> = examples.iter().flat_map(|&i| self.blocks.example(i)).collect();
+        let ids: Vec<u32> = examples
+            .iter()
+            .flat_map(|&i| self.blocks.example(i))
+            .collect();
         let len = ids.len() / examples.len().max(1);
         let tokens = ids.len();
         let labels: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
@@ -29,6 +32,10 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         let out = self.model.forward(input, Some(&labels), None, mode)?;
         // Each block predicts all but its first token.
         let count = examples.len() * len.saturating_sub(1);
-        Ok(crate::train::LossTerms { loss: out.loss.ok_or_else(|| crate::Error::invalid("no loss"))?, count, tokens })
+        Ok(crate::train::LossTerms {
+            loss: out.loss.ok_or_else(|| crate::Error::invalid("no loss"))?,
+            count,
+            tokens,
+        })
     }
 }

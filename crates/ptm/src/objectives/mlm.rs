@@ -39,10 +39,14 @@ impl MlmConfig {
 
     pub fn validate(&self) -> Result<()> {
         let p = |x: f64| (0.0..=1.0).contains(&x);
-        if !p(self.mlm_probability) || !p(self.mask_replace_prob) || !p(self.random_replace_prob)
+        if !p(self.mlm_probability)
+            || !p(self.mask_replace_prob)
+            || !p(self.random_replace_prob)
             || self.mask_replace_prob + self.random_replace_prob > 1.0
         {
-            return Err(Error::invalid(format!("MLM probabilities out of range: {self:?}")));
+            return Err(Error::invalid(format!(
+                "MLM probabilities out of range: {self:?}"
+            )));
         }
         if self.mask_token_id >= self.vocab_size {
             return Err(Error::invalid(format!(
@@ -66,12 +70,19 @@ pub fn mask_tokens(
 ) -> (Vec<u32>, Vec<i64>) {
     let chosen: Vec<bool> = match (cfg.whole_word, word_ids) {
         (true, Some(words)) => choose_whole_words(special, words, cfg.mlm_probability, rng),
-        _ => special.iter().map(|&s| !s && rng.random::<f64>() < cfg.mlm_probability).collect(),
+        _ => special
+            .iter()
+            .map(|&s| !s && rng.random::<f64>() < cfg.mlm_probability)
+            .collect(),
     };
     let mut inputs = ids.to_vec();
     let mut labels = vec![IGNORE_INDEX; ids.len()];
     // transformers draws "random" among the rest with probability random / (1 - mask).
-    let random_share = if cfg.mask_replace_prob < 1.0 { cfg.random_replace_prob / (1.0 - cfg.mask_replace_prob) } else { 0.0 };
+    let random_share = if cfg.mask_replace_prob < 1.0 {
+        cfg.random_replace_prob / (1.0 - cfg.mask_replace_prob)
+    } else {
+        0.0
+    };
     for (i, &c) in chosen.iter().enumerate() {
         if !c {
             continue;
@@ -88,12 +99,19 @@ pub fn mask_tokens(
 
 /// transformers' whole-word selection: words in random order, taken while the masked token
 /// count stays within round(n · p) (at least 1) of the non-special tokens.
-fn choose_whole_words(special: &[bool], word_ids: &[Option<u32>], p: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
+fn choose_whole_words(
+    special: &[bool],
+    word_ids: &[Option<u32>],
+    p: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<bool> {
     let mut words: Vec<Vec<usize>> = Vec::new();
     let mut last: Option<u32> = None;
     for (i, (&s, w)) in special.iter().zip(word_ids).enumerate() {
         match (s, w) {
-            (false, Some(w)) if last == Some(*w) => words.last_mut().into_iter().for_each(|g| g.push(i)),
+            (false, Some(w)) if last == Some(*w) => {
+                words.last_mut().into_iter().for_each(|g| g.push(i))
+            }
             (false, Some(w)) => {
                 words.push(vec![i]);
                 last = Some(*w);
@@ -141,9 +159,15 @@ pub struct MaskedBatch {
 
 impl MlmCollator {
     /// `items`: (example index, ids, token type ids if any).
-    pub fn collate(&self, items: &[(usize, Vec<u32>, Option<Vec<u32>>)], epoch: usize, device: &Device) -> Result<MaskedBatch> {
+    pub fn collate(
+        &self,
+        items: &[(usize, Vec<u32>, Option<Vec<u32>>)],
+        epoch: usize,
+        device: &Device,
+    ) -> Result<MaskedBatch> {
         let len = items.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
-        let (mut inputs, mut labels, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut inputs, mut labels, mut mask, mut types) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut tokens = 0;
         for (i, ids, type_ids) in items {
             let special: Vec<bool> = ids.iter().map(|t| self.special_ids.contains(t)).collect();
@@ -165,7 +189,9 @@ impl MlmCollator {
             input: crate::models::EncoderInput {
                 input_ids: Tensor::from_vec(inputs, (b, len), device)?,
                 attention_mask: Some(Tensor::from_vec(mask, (b, len), device)?),
-                token_type_ids: any_types.then(|| Tensor::from_vec(types, (b, len), device)).transpose()?,
+                token_type_ids: any_types
+                    .then(|| Tensor::from_vec(types, (b, len), device))
+                    .transpose()?,
             },
             labels: Tensor::from_vec(labels, (b, len), device)?,
             tokens,
@@ -185,18 +211,52 @@ impl crate::train::Objective for MaskedLmObjective<'_> {
         self.examples.num_examples()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
-        let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
-        let items: Vec<_> = examples.iter().map(|&i| (i, self.examples.example(i), None)).collect();
+    fn loss(
+        &self,
+        examples: &[usize],
+        epoch: usize,
+        mode: crate::nn::Mode,
+    ) -> Result<crate::train::LossTerms> {
+        let device = self
+            .model
+            .bert
+            .embeddings()
+            .word_embeddings()
+            .weight()
+            .device()
+            .clone();
+        let items: Vec<_> = examples
+            .iter()
+            .map(|&i| (i, self.examples.example(i), None))
+            .collect();
         let batch = self.collator.collate(&items, epoch, &device)?;
-        let loss = match self.model.masked_lm_loss(&batch.input, &batch.labels, mode)? {
+        let loss = match self
+            .model
+            .masked_lm_loss(&batch.input, &batch.labels, mode)?
+        {
             Some(loss) => loss,
             // A batch in which no token was chosen has no targets: a zero loss (not PyTorch's
             // NaN), still attached to the graph.
-            None => (self.model.forward(&batch.input, None, mode)?.logits.sum_all()? * 0.0)?,
+            None => {
+                (self
+                    .model
+                    .forward(&batch.input, None, mode)?
+                    .logits
+                    .sum_all()?
+                    * 0.0)?
+            }
         };
-        let count = batch.labels.ge(0i64)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
-        Ok(crate::train::LossTerms { loss, count, tokens: batch.tokens })
+        let count = batch
+            .labels
+            .ge(0i64)?
+            .to_dtype(candle_core::DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+        Ok(crate::train::LossTerms {
+            loss,
+            count,
+            tokens: batch.tokens,
+        })
     }
 }
 
@@ -208,10 +268,13 @@ mod tests {
     #[test]
     fn statistics_over_a_large_sample() {
         let cfg = MlmConfig::new(4, 1000);
-        let (mut tokens, mut chosen, mut masked, mut random, mut kept, mut special_hit) = (0, 0, 0, 0, 0, 0);
+        let (mut tokens, mut chosen, mut masked, mut random, mut kept, mut special_hit) =
+            (0, 0, 0, 0, 0, 0);
         for ex in 0..2000u64 {
             let mut rng = example_rng(7, 0, ex);
-            let ids: Vec<u32> = (0..64).map(|i| 5 + ((ex as u32 * 31 + i * 17) % 990)).collect();
+            let ids: Vec<u32> = (0..64)
+                .map(|i| 5 + ((ex as u32 * 31 + i * 17) % 990))
+                .collect();
             let special: Vec<bool> = (0..64).map(|i| i == 0 || i == 63).collect();
             let (inputs, labels) = mask_tokens(&ids, &special, None, &cfg, &mut rng);
             for i in 0..64 {
@@ -237,21 +300,57 @@ mod tests {
         }
         assert_eq!(special_hit, 0, "special tokens are never masked");
         let frac = |a: usize, b: usize| a as f64 / b as f64;
-        assert!((frac(chosen, tokens) - 0.15).abs() < 0.005, "{}", frac(chosen, tokens));
-        assert!((frac(masked, chosen) - 0.8).abs() < 0.01, "{}", frac(masked, chosen));
-        assert!((frac(random, chosen) - 0.1).abs() < 0.01, "{}", frac(random, chosen));
-        assert!((frac(kept, chosen) - 0.1).abs() < 0.01, "{}", frac(kept, chosen));
+        assert!(
+            (frac(chosen, tokens) - 0.15).abs() < 0.005,
+            "{}",
+            frac(chosen, tokens)
+        );
+        assert!(
+            (frac(masked, chosen) - 0.8).abs() < 0.01,
+            "{}",
+            frac(masked, chosen)
+        );
+        assert!(
+            (frac(random, chosen) - 0.1).abs() < 0.01,
+            "{}",
+            frac(random, chosen)
+        );
+        assert!(
+            (frac(kept, chosen) - 0.1).abs() < 0.01,
+            "{}",
+            frac(kept, chosen)
+        );
     }
 
     #[test]
     fn whole_words_are_masked_together() {
-        let cfg = MlmConfig { whole_word: true, mlm_probability: 0.3, ..MlmConfig::new(4, 100) };
+        let cfg = MlmConfig {
+            whole_word: true,
+            mlm_probability: 0.3,
+            ..MlmConfig::new(4, 100)
+        };
         // [CLS] w0 w0 w1 w2 w2 w2 w3 [SEP]
-        let words = [None, Some(0), Some(0), Some(1), Some(2), Some(2), Some(2), Some(3), None];
+        let words = [
+            None,
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(2),
+            Some(2),
+            Some(3),
+            None,
+        ];
         let special: Vec<bool> = words.iter().map(Option::is_none).collect();
         let ids: Vec<u32> = (10..19).collect();
         for ex in 0..200 {
-            let (_, labels) = mask_tokens(&ids, &special, Some(&words), &cfg, &mut example_rng(1, 0, ex));
+            let (_, labels) = mask_tokens(
+                &ids,
+                &special,
+                Some(&words),
+                &cfg,
+                &mut example_rng(1, 0, ex),
+            );
             let chosen: Vec<bool> = labels.iter().map(|l| *l != IGNORE_INDEX).collect();
             assert!(!chosen[0] && !chosen[8]);
             assert_eq!(chosen[1], chosen[2]);
@@ -271,6 +370,13 @@ mod tests {
         let c = mask_tokens(&ids, &special, None, &cfg, &mut example_rng(3, 2, 9));
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert!(MlmConfig { mask_token_id: 100, ..cfg }.validate().is_err());
+        assert!(
+            MlmConfig {
+                mask_token_id: 100,
+                ..cfg
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

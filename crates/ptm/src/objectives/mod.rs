@@ -13,7 +13,9 @@ use rand_chacha::ChaCha8Rng;
 /// order of the data or the number of processes.
 pub fn example_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
     // SplitMix64 over the three numbers: distinct inputs give unrelated streams.
-    let mut x = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut x = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ChaCha8Rng::seed_from_u64(x ^ (x >> 31))

@@ -38,14 +38,20 @@ pub fn nsp_pairs(corpus: &TokenizedCorpus, seq_len: usize, seed: u64) -> Result<
         )));
     }
     if seq_len < 5 {
-        return Err(Error::invalid("next-sentence prediction needs --seq-len of 5 or more"));
+        return Err(Error::invalid(
+            "next-sentence prediction needs --seq-len of 5 or more",
+        ));
     }
     let max_tokens = seq_len - 3;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut pairs = Vec::new();
     for d in 0..docs {
         let sentences = corpus.document(d);
-        let target = if rng.random::<f64>() < SHORT_SEQ_PROB { rng.random_range(2..=max_tokens) } else { max_tokens };
+        let target = if rng.random::<f64>() < SHORT_SEQ_PROB {
+            rng.random_range(2..=max_tokens)
+        } else {
+            max_tokens
+        };
         let (mut chunk_start, mut chunk_len, mut tokens) = (0, 0, 0);
         let mut i = 0;
         while i < sentences.len() {
@@ -53,7 +59,11 @@ pub fn nsp_pairs(corpus: &TokenizedCorpus, seq_len: usize, seed: u64) -> Result<
             tokens += sentences[i].len();
             if i + 1 == sentences.len() || tokens >= target {
                 let chunk = &sentences[chunk_start..chunk_start + chunk_len];
-                let a_end = if chunk.len() >= 2 { rng.random_range(1..chunk.len()) } else { 1 };
+                let a_end = if chunk.len() >= 2 {
+                    rng.random_range(1..chunk.len())
+                } else {
+                    1
+                };
                 let mut a = join(&chunk[..a_end]);
                 let random_next = chunk.len() == 1 || rng.random::<f64>() < 0.5;
                 let mut b = if random_next {
@@ -78,7 +88,11 @@ pub fn nsp_pairs(corpus: &TokenizedCorpus, seq_len: usize, seed: u64) -> Result<
                 };
                 truncate_pair(&mut a, &mut b, max_tokens, &mut rng);
                 if !a.is_empty() && !b.is_empty() {
-                    pairs.push(NspPair { a, b, is_random_next: random_next });
+                    pairs.push(NspPair {
+                        a,
+                        b,
+                        is_random_next: random_next,
+                    });
                 }
                 chunk_start = i + 1;
                 chunk_len = 0;
@@ -93,8 +107,16 @@ pub fn nsp_pairs(corpus: &TokenizedCorpus, seq_len: usize, seed: u64) -> Result<
 /// Consecutive sentences as one span.
 fn join(sentences: &[Span]) -> Span {
     match (sentences.first(), sentences.last()) {
-        (Some(f), Some(l)) => Span { shard: f.shard, start: f.start, end: l.end },
-        _ => Span { shard: 0, start: 0, end: 0 },
+        (Some(f), Some(l)) => Span {
+            shard: f.shard,
+            start: f.start,
+            end: l.end,
+        },
+        _ => Span {
+            shard: 0,
+            start: 0,
+            end: 0,
+        },
     }
 }
 
@@ -124,14 +146,28 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
         self.pairs.len()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
-        let device = self.model.bert.embeddings().word_embeddings().weight().device().clone();
+    fn loss(
+        &self,
+        examples: &[usize],
+        epoch: usize,
+        mode: crate::nn::Mode,
+    ) -> Result<crate::train::LossTerms> {
+        let device = self
+            .model
+            .bert
+            .embeddings()
+            .word_embeddings()
+            .weight()
+            .device()
+            .clone();
         let mut items = Vec::with_capacity(examples.len());
         let mut next_labels = Vec::with_capacity(examples.len());
         for &i in examples {
             let pair = &self.pairs[i];
             let (a, b) = (self.corpus.ids(pair.a), self.corpus.ids(pair.b));
-            let types: Vec<u32> = std::iter::repeat_n(0, a.len() + 2).chain(std::iter::repeat_n(1, b.len() + 1)).collect();
+            let types: Vec<u32> = std::iter::repeat_n(0, a.len() + 2)
+                .chain(std::iter::repeat_n(1, b.len() + 1))
+                .collect();
             let ids: Vec<u32> = std::iter::once(self.cls_id)
                 .chain(a)
                 .chain(std::iter::once(self.sep_id))
@@ -142,7 +178,9 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
             next_labels.push(i64::from(pair.is_random_next));
         }
         let batch = self.collator.collate(&items, epoch, &device)?;
-        let (mlm, nsp_logits) = self.model.pretraining_losses(&batch.input, &batch.labels, mode)?;
+        let (mlm, nsp_logits) = self
+            .model
+            .pretraining_losses(&batch.input, &batch.labels, mode)?;
         let next_labels = Tensor::from_vec(next_labels, examples.len(), &device)?;
         let nsp = cross_entropy_loss(&nsp_logits, &next_labels)?;
         // With no masked token the MLM term is absent rather than NaN.
@@ -151,7 +189,11 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
             None => nsp,
         };
         // MLM and NSP means added: each example weighs the same.
-        Ok(crate::train::LossTerms { loss, count: examples.len(), tokens: batch.tokens })
+        Ok(crate::train::LossTerms {
+            loss,
+            count: examples.len(),
+            tokens: batch.tokens,
+        })
     }
 }
 
@@ -172,13 +214,24 @@ mod tests {
             corpus.push_str("\n\n");
         }
         std::fs::write(&text, corpus).unwrap();
-        let tok = crate::tokenizer::Tokenizer::from_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer")).unwrap();
+        let tok = crate::tokenizer::Tokenizer::from_dir(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer"),
+        )
+        .unwrap();
         let c = TokenizedCorpus::prepare(&[text], &tok, &dir.path().join("tok")).unwrap();
         let pairs = nsp_pairs(&c, 40, 3).unwrap();
         assert!(pairs.len() > 40, "{}", pairs.len());
         let random = pairs.iter().filter(|p| p.is_random_next).count() as f64 / pairs.len() as f64;
         assert!((0.35..0.65).contains(&random), "{random}");
-        let doc_of = |s: &Span| (0..c.num_documents()).find(|&d| c.document(d).iter().any(|x| x.start <= s.start && s.start < x.end)).unwrap();
+        let doc_of = |s: &Span| {
+            (0..c.num_documents())
+                .find(|&d| {
+                    c.document(d)
+                        .iter()
+                        .any(|x| x.start <= s.start && s.start < x.end)
+                })
+                .unwrap()
+        };
         for p in &pairs {
             assert!(p.a.len() + p.b.len() <= 37 && !p.a.is_empty() && !p.b.is_empty());
             // A true next segment follows A in the same document.

@@ -25,7 +25,11 @@ pub struct PlmConfig {
 
 impl PlmConfig {
     pub fn new(mask_token_id: u32) -> Self {
-        PlmConfig { plm_probability: 1.0 / 6.0, max_span_length: 5, mask_token_id }
+        PlmConfig {
+            plm_probability: 1.0 / 6.0,
+            max_span_length: 5,
+            mask_token_id,
+        }
     }
 
     /// transformers' requirements: an even sequence length (the two halves of the order), a
@@ -37,7 +41,10 @@ impl PlmConfig {
             )));
         }
         if !(self.plm_probability > 0.0 && self.plm_probability <= 1.0) {
-            return Err(Error::invalid(format!("plm_probability {} is not in (0, 1]", self.plm_probability)));
+            return Err(Error::invalid(format!(
+                "plm_probability {} is not in (0, 1]",
+                self.plm_probability
+            )));
         }
         if self.max_span_length == 0 {
             return Err(Error::invalid("max_span_length must be at least 1"));
@@ -58,7 +65,12 @@ pub struct PlmExample {
 }
 
 /// Masks one example; `functional[i]` marks special tokens and padding, never masked.
-pub fn plm_example(ids: &[u32], functional: &[bool], cfg: &PlmConfig, rng: &mut ChaCha8Rng) -> Result<PlmExample> {
+pub fn plm_example(
+    ids: &[u32],
+    functional: &[bool],
+    cfg: &PlmConfig,
+    rng: &mut ChaCha8Rng,
+) -> Result<PlmExample> {
     let len = ids.len();
     cfg.validate(len)?;
     let mut masked = vec![false; len];
@@ -67,10 +79,17 @@ pub fn plm_example(ids: &[u32], functional: &[bool], cfg: &PlmConfig, rng: &mut 
         let span = rng.random_range(1..=cfg.max_span_length);
         let context = (span as f64 / cfg.plm_probability) as usize;
         let start = cur + rng.random_range(0..=context - span);
-        masked.iter_mut().skip(start).take(span).for_each(|m| *m = true);
+        masked
+            .iter_mut()
+            .skip(start)
+            .take(span)
+            .for_each(|m| *m = true);
         cur += context;
     }
-    masked.iter_mut().zip(functional).for_each(|(m, &f)| *m &= !f);
+    masked
+        .iter_mut()
+        .zip(functional)
+        .for_each(|(m, &f)| *m &= !f);
 
     // Ranks in the factorisation order: one permutation of the first half, repeated + half for
     // the second; unmasked ordinary tokens rank first (-1), seen by all and seeing no target.
@@ -79,16 +98,36 @@ pub fn plm_example(ids: &[u32], functional: &[bool], cfg: &PlmConfig, rng: &mut 
     order.shuffle(rng);
     let rank: Vec<i64> = (0..len)
         .map(|p| {
-            let r = if p < half { order[p] } else { order[p - half] + half as i64 };
+            let r = if p < half {
+                order[p]
+            } else {
+                order[p - half] + half as i64
+            };
             if !masked[p] && !functional[p] { -1 } else { r }
         })
         .collect();
     let perm_mask = (0..len)
-        .flat_map(|i| (0..len).map(|j| (rank[i] <= rank[j] && masked[j]) as u8 as f32).collect::<Vec<_>>())
+        .flat_map(|i| {
+            (0..len)
+                .map(|j| (rank[i] <= rank[j] && masked[j]) as u8 as f32)
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let input_ids = ids.iter().zip(&masked).map(|(&t, &m)| if m { cfg.mask_token_id } else { t }).collect();
-    let labels = ids.iter().zip(&masked).map(|(&t, &m)| if m { i64::from(t) } else { -100 }).collect();
-    Ok(PlmExample { input_ids, labels, perm_mask })
+    let input_ids = ids
+        .iter()
+        .zip(&masked)
+        .map(|(&t, &m)| if m { cfg.mask_token_id } else { t })
+        .collect();
+    let labels = ids
+        .iter()
+        .zip(&masked)
+        .map(|(&t, &m)| if m { i64::from(t) } else { -100 })
+        .collect();
+    Ok(PlmExample {
+        input_ids,
+        labels,
+        perm_mask,
+    })
 }
 
 /// The permutation-LM objective over blocks of equal, even length, for the trainer.
@@ -106,8 +145,19 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
         self.blocks.num_examples()
     }
 
-    fn loss(&self, examples: &[usize], epoch: usize, mode: crate::nn::Mode) -> Result<crate::train::LossTerms> {
-        let device: Device = self.model.transformer.word_embedding().weight().device().clone();
+    fn loss(
+        &self,
+        examples: &[usize],
+        epoch: usize,
+        mode: crate::nn::Mode,
+    ) -> Result<crate::train::LossTerms> {
+        let device: Device = self
+            .model
+            .transformer
+            .word_embedding()
+            .weight()
+            .device()
+            .clone();
         let mut rows = Vec::with_capacity(examples.len());
         for &i in examples {
             let ids = self.blocks.example(i);
@@ -117,10 +167,31 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
         }
         let (b, len) = (rows.len(), rows.first().map_or(0, |r| r.input_ids.len()));
         let tokens = b * len;
-        let input_ids = Tensor::from_vec(rows.iter().flat_map(|r| r.input_ids.clone()).collect::<Vec<_>>(), (b, len), &device)?;
-        let labels = Tensor::from_vec(rows.iter().flat_map(|r| r.labels.clone()).collect::<Vec<_>>(), (b, len), &device)?;
-        let perm_mask = Tensor::from_vec(rows.iter().flat_map(|r| r.perm_mask.clone()).collect::<Vec<_>>(), (b, len, len), &device)?;
-        let target_mapping = Tensor::eye(len, candle_core::DType::F32, &device)?.unsqueeze(0)?.broadcast_as((b, len, len))?.contiguous()?;
+        let input_ids = Tensor::from_vec(
+            rows.iter()
+                .flat_map(|r| r.input_ids.clone())
+                .collect::<Vec<_>>(),
+            (b, len),
+            &device,
+        )?;
+        let labels = Tensor::from_vec(
+            rows.iter()
+                .flat_map(|r| r.labels.clone())
+                .collect::<Vec<_>>(),
+            (b, len),
+            &device,
+        )?;
+        let perm_mask = Tensor::from_vec(
+            rows.iter()
+                .flat_map(|r| r.perm_mask.clone())
+                .collect::<Vec<_>>(),
+            (b, len, len),
+            &device,
+        )?;
+        let target_mapping = Tensor::eye(len, candle_core::DType::F32, &device)?
+            .unsqueeze(0)?
+            .broadcast_as((b, len, len))?
+            .contiguous()?;
         let input = XlnetInput {
             input_ids: Some(&input_ids),
             perm_mask: Some(&perm_mask),
@@ -134,8 +205,15 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
             // No target in the batch: a zero loss still attached to the graph (not NaN).
             (out.logits.sum_all()? * 0.0)?
         };
-        let count = rows.iter().map(|r| r.labels.iter().filter(|&&l| l >= 0).count()).sum();
-        Ok(crate::train::LossTerms { loss, count, tokens })
+        let count = rows
+            .iter()
+            .map(|r| r.labels.iter().filter(|&&l| l >= 0).count())
+            .sum();
+        Ok(crate::train::LossTerms {
+            loss,
+            count,
+            tokens,
+        })
     }
 }
 
@@ -151,7 +229,9 @@ mod tests {
         let (mut masked_total, mut tokens) = (0usize, 0usize);
         for ex in 0..3000u64 {
             let mut rng = example_rng(11, 0, ex);
-            let ids: Vec<u32> = (0..len as u32).map(|i| 10 + (i * 7 + ex as u32) % 90).collect();
+            let ids: Vec<u32> = (0..len as u32)
+                .map(|i| 10 + (i * 7 + ex as u32) % 90)
+                .collect();
             // <sep> <cls> at the end and two pads at the front in some rows, as XLNet lays out.
             let mut functional = vec![false; len];
             functional[len - 2] = true;
@@ -172,7 +252,10 @@ mod tests {
                 } else {
                     assert_eq!(e.input_ids[p], ids[p]);
                     // An unmasked token is visible from every position.
-                    assert!((0..len).all(|i| see(i, p)), "unmasked {p} hidden from some position");
+                    assert!(
+                        (0..len).all(|i| see(i, p)),
+                        "unmasked {p} hidden from some position"
+                    );
                 }
             }
             // Masked runs are spans of at most max_span_length tokens.
@@ -201,7 +284,10 @@ mod tests {
             }
             // Ordinary unmasked tokens come first in the order: they see no target.
             for p in (0..len).filter(|&p| !ranked(p)) {
-                assert!((0..len).filter(|&q| masked[q]).all(|q| !see(p, q)), "unmasked {p} sees a target");
+                assert!(
+                    (0..len).filter(|&q| masked[q]).all(|q| !see(p, q)),
+                    "unmasked {p} sees a target"
+                );
             }
             masked_total += masked.iter().filter(|&&m| m).count();
             tokens += functional.iter().filter(|&&f| !f).count();
@@ -214,7 +300,12 @@ mod tests {
     #[test]
     fn odd_lengths_are_refused() {
         let mut rng = example_rng(1, 0, 0);
-        let err = plm_example(&[5; 7], &[false; 7], &PlmConfig::new(3), &mut rng).unwrap_err().to_string();
-        assert!(err.contains("even sequence length") && err.contains('7'), "{err}");
+        let err = plm_example(&[5; 7], &[false; 7], &PlmConfig::new(3), &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("even sequence length") && err.contains('7'),
+            "{err}"
+        );
     }
 }

@@ -38,7 +38,11 @@ impl SentenceEmbedder {
     /// their pooling, normalisation and max_seq_length are the defaults; otherwise mean
     /// pooling without normalisation.
     pub fn load(spec: &str, opts: &EmbeddingOptions) -> Result<Self> {
-        let ModelDir { sentence_transformers: st, pretrained, .. } = ModelDir::open(spec)?;
+        let ModelDir {
+            sentence_transformers: st,
+            pretrained,
+            ..
+        } = ModelDir::open(spec)?;
         let mut tokenizer = pretrained.checked_tokenizer()?;
         let positions = pretrained.max_positions();
         let default_max = st
@@ -65,7 +69,10 @@ impl SentenceEmbedder {
         Ok(SentenceEmbedder {
             tokenizer,
             model,
-            normalize: opts.normalize.or(st.as_ref().map(|s| s.normalize)).unwrap_or(false),
+            normalize: opts
+                .normalize
+                .or(st.as_ref().map(|s| s.normalize))
+                .unwrap_or(false),
             lowercase: st.as_ref().is_some_and(|s| s.do_lower_case),
             pooling,
             max_length,
@@ -117,8 +124,15 @@ impl SentenceEmbedder {
     fn embed_encodings(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
         let input = EncoderInput::from_encodings(batch, self.tokenizer.pad_spec(), &self.device)?;
         let hidden = self.model.forward(&input, Mode::Eval)?;
-        let mask = input.attention_mask.as_ref().ok_or_else(|| Error::invalid("no attention mask"))?;
-        let pooled: Vec<Tensor> = self.pooling.iter().map(|p| p.pool(&hidden, mask)).collect::<Result<_>>()?;
+        let mask = input
+            .attention_mask
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no attention mask"))?;
+        let pooled: Vec<Tensor> = self
+            .pooling
+            .iter()
+            .map(|p| p.pool(&hidden, mask))
+            .collect::<Result<_>>()?;
         let mut emb = Tensor::cat(&pooled, 1)?; // (batch, dim · modes)
         if self.normalize {
             emb = l2_normalize(&emb)?;
@@ -132,5 +146,9 @@ pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }

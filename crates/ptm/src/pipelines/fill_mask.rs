@@ -50,9 +50,19 @@ impl FillMask {
                 )));
             }
         };
-        require_trained(&params, &pretrained.dir, "masked-LM head (e.g. saved as BertForMaskedLM or BertForPreTraining)")?;
+        require_trained(
+            &params,
+            &pretrained.dir,
+            "masked-LM head (e.g. saved as BertForMaskedLM or BertForPreTraining)",
+        )?;
         report_load(&params, BertForMaskedLM::ARCHITECTURE);
-        Ok(FillMask { tokenizer, model, mask_id, mask_token, device: store.device.clone() })
+        Ok(FillMask {
+            tokenizer,
+            model,
+            mask_id,
+            mask_token,
+            device: store.device.clone(),
+        })
     }
 
     pub fn mask_token(&self) -> &str {
@@ -63,9 +73,17 @@ impl FillMask {
     pub fn predict(&self, text: &str, top_k: usize) -> Result<Vec<Vec<FillMaskPrediction>>> {
         let enc = self.tokenizer.encode_batch(&[text])?;
         let ids = enc.encodings[0].get_ids().to_vec();
-        let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, id)| **id == self.mask_id).map(|(i, _)| i).collect();
+        let positions: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == self.mask_id)
+            .map(|(i, _)| i)
+            .collect();
         if positions.is_empty() {
-            return Err(Error::invalid(format!("no {} token in the input: {text:?}", self.mask_token)));
+            return Err(Error::invalid(format!(
+                "no {} token in the input: {text:?}",
+                self.mask_token
+            )));
         }
         let input = enc.to_input(self.tokenizer.pad_spec(), &self.device)?;
         let logits = match &self.model {
@@ -74,7 +92,8 @@ impl FillMask {
         let single = positions.len() == 1;
         let mut all = Vec::with_capacity(positions.len());
         for &pos in &positions {
-            let probs = softmax_last_dim(&logits.get(0)?.get(pos)?.to_dtype(candle_core::DType::F32)?)?;
+            let probs =
+                softmax_last_dim(&logits.get(0)?.get(pos)?.to_dtype(candle_core::DType::F32)?)?;
             let k = top_k.min(probs.dim(D::Minus1)?);
             let probs = probs.to_vec1::<f32>()?;
             let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
@@ -86,7 +105,12 @@ impl FillMask {
                 filled[pos] = token;
                 // With several masks the others stay visible, as transformers does.
                 let sequence = self.tokenizer.decode(&filled, single)?;
-                row.push(FillMaskPrediction { score, token, token_str: self.tokenizer.decode(&[token], false)?, sequence });
+                row.push(FillMaskPrediction {
+                    score,
+                    token,
+                    token_str: self.tokenizer.decode(&[token], false)?,
+                    sequence,
+                });
             }
             all.push(row);
         }

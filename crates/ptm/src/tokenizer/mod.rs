@@ -13,8 +13,8 @@ use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{
-    AddedToken, EncodeInput, Encoding, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor,
-    TruncationDirection, TruncationParams, TruncationStrategy,
+    AddedToken, EncodeInput, Encoding, PaddingDirection, PaddingParams, PaddingStrategy,
+    PostProcessor, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
 use crate::error::{Error, Result};
@@ -62,13 +62,26 @@ impl SpecialTokens {
     /// GPT-2's defaults: one `<|endoftext|>` for unknown, beginning and end; no padding token.
     fn gpt2() -> Self {
         let eot = Some("<|endoftext|>".to_string());
-        SpecialTokens { unk: eot.clone(), bos: eot.clone(), eos: eot, ..Default::default() }
+        SpecialTokens {
+            unk: eot.clone(),
+            bos: eot.clone(),
+            eos: eot,
+            ..Default::default()
+        }
     }
 
     /// XLNet's defaults (transformers' `XLNetTokenizer`).
     pub fn xlnet() -> Self {
         let t = |s: &str| Some(s.to_string());
-        SpecialTokens { unk: t("<unk>"), sep: t("<sep>"), pad: t("<pad>"), cls: t("<cls>"), mask: t("<mask>"), bos: t("<s>"), eos: t("</s>") }
+        SpecialTokens {
+            unk: t("<unk>"),
+            sep: t("<sep>"),
+            pad: t("<pad>"),
+            cls: t("<cls>"),
+            mask: t("<mask>"),
+            bos: t("<s>"),
+            eos: t("</s>"),
+        }
     }
 
     /// The defaults of the tokenizer class a model implies.
@@ -140,7 +153,10 @@ impl PadSpec {
     /// The same id padded on the right: for heads that read every position (token
     /// classification, answer spans), where an encoder's output does not depend on the side.
     pub fn on_right(self) -> Self {
-        PadSpec { left: false, ..self }
+        PadSpec {
+            left: false,
+            ..self
+        }
     }
 }
 
@@ -167,12 +183,18 @@ impl Tokenizer {
     /// Loads the tokenizer of a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let config_path = dir.join(TOKENIZER_CONFIG);
-        let config: Map<String, Value> =
-            if config_path.is_file() { crate::io::read_json(&config_path)? } else { Map::new() };
+        let config: Map<String, Value> = if config_path.is_file() {
+            crate::io::read_json(&config_path)?
+        } else {
+            Map::new()
+        };
         // Special tokens named in special_tokens_map.json, overridden by tokenizer_config.json.
         let map_path = dir.join(SPECIAL_TOKENS_MAP);
-        let mut named: Map<String, Value> =
-            if map_path.is_file() { crate::io::read_json(&map_path)? } else { Map::new() };
+        let mut named: Map<String, Value> = if map_path.is_file() {
+            crate::io::read_json(&map_path)?
+        } else {
+            Map::new()
+        };
         named.extend(config.clone());
 
         let json_path = dir.join(TOKENIZER_JSON);
@@ -180,26 +202,41 @@ impl Tokenizer {
         let vocab_path = dir.join(VOCAB_TXT);
         let (bpe_vocab, merges) = (dir.join(VOCAB_JSON), dir.join(MERGES_TXT));
         let (inner, source, special) = if json_path.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json_path).map_err(|e| Error::tokenizer(&json_path, e))?;
+            let t = tokenizers::Tokenizer::from_file(&json_path)
+                .map_err(|e| Error::tokenizer(&json_path, e))?;
             let mut special = SpecialTokens::for_model(t.get_model());
             special.update_from(&named);
             (t, json_path, special)
         } else if spiece_path.is_file() {
             let mut special = SpecialTokens::xlnet();
             special.update_from(&named);
-            (sentencepiece::from_spiece(&spiece_path, &config, &special)?, spiece_path, special)
+            (
+                sentencepiece::from_spiece(&spiece_path, &config, &special)?,
+                spiece_path,
+                special,
+            )
         } else if vocab_path.is_file() {
             let mut special = SpecialTokens::bert();
             special.update_from(&named);
-            (wordpiece_from_vocab(&vocab_path, &config, &special)?, vocab_path, special)
+            (
+                wordpiece_from_vocab(&vocab_path, &config, &special)?,
+                vocab_path,
+                special,
+            )
         } else if bpe_vocab.is_file() && merges.is_file() {
             let mut special = SpecialTokens::gpt2();
             special.update_from(&named);
-            (byte_level_bpe(&bpe_vocab, &merges, &config, &special)?, bpe_vocab, special)
+            (
+                byte_level_bpe(&bpe_vocab, &merges, &config, &special)?,
+                bpe_vocab,
+                special,
+            )
         } else {
             return Err(Error::tokenizer(
                 dir,
-                format!("no tokenizer found (looked for {TOKENIZER_JSON}, {SPIECE_MODEL}, {VOCAB_TXT}, {VOCAB_JSON} + {MERGES_TXT})"),
+                format!(
+                    "no tokenizer found (looked for {TOKENIZER_JSON}, {SPIECE_MODEL}, {VOCAB_TXT}, {VOCAB_JSON} + {MERGES_TXT})"
+                ),
             ));
         };
         // transformers writes 1e30 for "no limit".
@@ -213,11 +250,22 @@ impl Tokenizer {
             Some("left") => true,
             Some("right") => false,
             Some(other) => {
-                return Err(Error::config(config_path, "padding_side", format!("{other:?} is neither \"left\" nor \"right\"")));
+                return Err(Error::config(
+                    config_path,
+                    "padding_side",
+                    format!("{other:?} is neither \"left\" nor \"right\""),
+                ));
             }
             None => xlnet,
         };
-        let mut tok = Tokenizer { inner, source, special, pad_left, model_max_length, config };
+        let mut tok = Tokenizer {
+            inner,
+            source,
+            special,
+            pad_left,
+            model_max_length,
+            config,
+        };
         tok.set_truncation(None)?;
         tok.set_padding(Padding::Longest)?;
         Ok(tok)
@@ -225,15 +273,35 @@ impl Tokenizer {
 
     /// A tokenizer built in code (e.g. just trained), with its special tokens and the
     /// tokenizer_config.json fields to save.
-    pub fn from_parts(inner: tokenizers::Tokenizer, special: SpecialTokens, config: Map<String, Value>) -> Self {
-        let pad_left = config.get("padding_side").and_then(Value::as_str).map_or(is_xlnet(&config, &inner), |s| s == "left");
-        Tokenizer { inner, source: PathBuf::from("(trained)"), special, pad_left, model_max_length: None, config }
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        special: SpecialTokens,
+        config: Map<String, Value>,
+    ) -> Self {
+        let pad_left = config
+            .get("padding_side")
+            .and_then(Value::as_str)
+            .map_or(is_xlnet(&config, &inner), |s| s == "left");
+        Tokenizer {
+            inner,
+            source: PathBuf::from("(trained)"),
+            special,
+            pad_left,
+            model_max_length: None,
+            config,
+        }
     }
 
     /// Token ids of each text without special tokens, unpadded and untruncated.
     pub fn encode_plain(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let inputs: Vec<EncodeInput> = texts.iter().map(|t| EncodeInput::Single((*t).into())).collect();
-        let enc = self.plain()?.encode_batch(inputs, false).map_err(|e| Error::tokenizer(&self.source, e))?;
+        let inputs: Vec<EncodeInput> = texts
+            .iter()
+            .map(|t| EncodeInput::Single((*t).into()))
+            .collect();
+        let enc = self
+            .plain()?
+            .encode_batch(inputs, false)
+            .map_err(|e| Error::tokenizer(&self.source, e))?;
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
@@ -241,13 +309,17 @@ impl Tokenizer {
     fn plain(&self) -> Result<tokenizers::Tokenizer> {
         let mut plain = self.inner.clone();
         plain.with_padding(None);
-        plain.with_truncation(None).map_err(|e| Error::tokenizer(&self.source, e))?;
+        plain
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer(&self.source, e))?;
         Ok(plain)
     }
 
     /// tokenizer.json's content (without padding or truncation).
     pub fn to_json(&self, pretty: bool) -> Result<String> {
-        self.plain()?.to_string(pretty).map_err(|e| Error::tokenizer(&self.source, e))
+        self.plain()?
+            .to_string(pretty)
+            .map_err(|e| Error::tokenizer(&self.source, e))
     }
 
     pub fn special_tokens(&self) -> &SpecialTokens {
@@ -273,7 +345,9 @@ impl Tokenizer {
 
     /// The id of a special token role, e.g. `tok.special_id(|s| &s.mask)`.
     pub fn special_id(&self, role: impl Fn(&SpecialTokens) -> &Option<String>) -> Option<u32> {
-        role(&self.special).as_deref().and_then(|t| self.token_to_id(t))
+        role(&self.special)
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
 
     /// The padding id (0 when the tokenizer has no pad token, as BERT's [PAD] is).
@@ -283,14 +357,20 @@ impl Tokenizer {
 
     /// How batches of this tokenizer's encodings are padded.
     pub fn pad_spec(&self) -> PadSpec {
-        PadSpec { id: self.pad_id(), left: self.pad_left }
+        PadSpec {
+            id: self.pad_id(),
+            left: self.pad_left,
+        }
     }
 
     /// Checks every id this tokenizer can produce has a row in an embedding of `vocab_size`.
     pub fn check_fits(&self, vocab_size: usize) -> Result<()> {
         let max_id = self.inner.get_vocab(true).into_values().max().unwrap_or(0) as usize;
         if max_id >= vocab_size {
-            return Err(Error::VocabMismatch { tokenizer: max_id + 1, model: vocab_size });
+            return Err(Error::VocabMismatch {
+                tokenizer: max_id + 1,
+                model: vocab_size,
+            });
         }
         Ok(())
     }
@@ -301,7 +381,11 @@ impl Tokenizer {
         let params = match max_length {
             None => None,
             Some(n) => {
-                let added = self.inner.get_post_processor().map(|p| p.added_tokens(true)).unwrap_or(0);
+                let added = self
+                    .inner
+                    .get_post_processor()
+                    .map(|p| p.added_tokens(true))
+                    .unwrap_or(0);
                 if n <= added {
                     return Err(Error::invalid(format!(
                         "max length {n} leaves no room for text after the {added} special tokens"
@@ -314,13 +398,19 @@ impl Tokenizer {
                 })
             }
         };
-        self.inner.with_truncation(params).map_err(|e| Error::tokenizer(&self.source, e))?;
+        self.inner
+            .with_truncation(params)
+            .map_err(|e| Error::tokenizer(&self.source, e))?;
         Ok(())
     }
 
     /// Padding on the tokenizer's own side.
     pub fn set_padding(&mut self, padding: Padding) -> Result<()> {
-        let side = if self.pad_left { PaddingDirection::Left } else { PaddingDirection::Right };
+        let side = if self.pad_left {
+            PaddingDirection::Left
+        } else {
+            PaddingDirection::Right
+        };
         self.set_padding_side(padding, side)
     }
 
@@ -349,25 +439,46 @@ impl Tokenizer {
 
     /// Encodes texts, adding special tokens ([CLS] ... [SEP]).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<BatchEncoding> {
-        self.encode_inputs(texts.iter().map(|t| EncodeInput::Single((*t).into())).collect())
+        self.encode_inputs(
+            texts
+                .iter()
+                .map(|t| EncodeInput::Single((*t).into()))
+                .collect(),
+        )
     }
 
     /// Encodes text pairs ([CLS] a [SEP] b [SEP], token type 1 on b).
     pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<BatchEncoding> {
-        self.encode_inputs(pairs.iter().map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into())).collect())
+        self.encode_inputs(
+            pairs
+                .iter()
+                .map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into()))
+                .collect(),
+        )
     }
 
     /// Encodes texts already split into words (as transformers' `is_split_into_words=True`):
     /// each encoding's word ids point into its word list.
     pub fn encode_words(&self, sentences: &[Vec<String>]) -> Result<BatchEncoding> {
-        self.encode_inputs(sentences.iter().map(|words| EncodeInput::Single(words.clone().into())).collect())
+        self.encode_inputs(
+            sentences
+                .iter()
+                .map(|words| EncodeInput::Single(words.clone().into()))
+                .collect(),
+        )
     }
 
     /// Question-answering windows: `question` paired with `context`, only the context cut to
     /// fit `max_length`, consecutive windows overlapping by `stride` tokens (transformers'
     /// `truncation="only_second", return_overflowing_tokens=True`). Unpadded; offsets are byte
     /// offsets into each text.
-    pub fn encode_windows(&self, question: &str, context: &str, max_length: usize, stride: usize) -> Result<Vec<Encoding>> {
+    pub fn encode_windows(
+        &self,
+        question: &str,
+        context: &str,
+        max_length: usize,
+        stride: usize,
+    ) -> Result<Vec<Encoding>> {
         // The windows are cut here rather than by the tokenizer's truncation: tokenizers 0.23.2
         // cuts the second sequence to max_length before striding, which loses every window
         // past the second.
@@ -398,12 +509,17 @@ impl Tokenizer {
     }
 
     fn encode_inputs(&self, inputs: Vec<EncodeInput>) -> Result<BatchEncoding> {
-        let encodings = self.inner.encode_batch(inputs, true).map_err(|e| Error::tokenizer(&self.source, e))?;
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::tokenizer(&self.source, e))?;
         Ok(BatchEncoding { encodings })
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| Error::tokenizer(&self.source, e))
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::tokenizer(&self.source, e))
     }
 
     /// Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt for
@@ -423,12 +539,15 @@ impl Tokenizer {
         if let Some(n) = self.model_max_length {
             config.insert("model_max_length".into(), json!(n));
         }
-        config.entry("tokenizer_class").or_insert_with(|| json!("PreTrainedTokenizerFast"));
+        config
+            .entry("tokenizer_class")
+            .or_insert_with(|| json!("PreTrainedTokenizerFast"));
         crate::config::save_json(&Value::Object(config), &dir.join(TOKENIZER_CONFIG))?;
         crate::config::save_json(&Value::Object(special_map), &dir.join(SPECIAL_TOKENS_MAP))?;
 
         if let tokenizers::ModelWrapper::WordPiece(wp) = self.inner.get_model() {
-            let mut vocab: Vec<(String, u32)> = tokenizers::Model::get_vocab(wp).into_iter().collect();
+            let mut vocab: Vec<(String, u32)> =
+                tokenizers::Model::get_vocab(wp).into_iter().collect();
             vocab.sort_by_key(|(_, id)| *id);
             let mut text = String::new();
             for (token, _) in vocab {
@@ -452,7 +571,11 @@ pub struct StreamDecoder<'a> {
 
 impl<'a> StreamDecoder<'a> {
     pub fn new(tokenizer: &'a Tokenizer) -> Self {
-        StreamDecoder { tokenizer, ids: Vec::new(), emitted: 0 }
+        StreamDecoder {
+            tokenizer,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 
     /// The new complete text after appending `id` (empty while a character is incomplete).
@@ -475,14 +598,20 @@ fn is_xlnet(config: &Map<String, Value>, tok: &tokenizers::Tokenizer) -> bool {
     if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
         return class.starts_with("XLNetTokenizer");
     }
-    let one = tok.get_post_processor().and_then(|p| p.process(Encoding::default(), None, true).ok());
+    let one = tok
+        .get_post_processor()
+        .and_then(|p| p.process(Encoding::default(), None, true).ok());
     one.is_some_and(|e| e.get_type_ids().last() == Some(&2))
 }
 
 /// WordPiece as transformers' `BertTokenizerFast` converts a `vocab.txt`: BERT normaliser
 /// (clean text, Chinese characters split, accents, lower case), BERT pre-tokeniser,
 /// [CLS]/[SEP] template, `##` decoder.
-fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &SpecialTokens) -> Result<tokenizers::Tokenizer> {
+fn wordpiece_from_vocab(
+    path: &Path,
+    config: &Map<String, Value>,
+    special: &SpecialTokens,
+) -> Result<tokenizers::Tokenizer> {
     let flag = |k: &str| config.get(k).and_then(Value::as_bool);
     let lowercase = flag("do_lower_case").unwrap_or(true);
     let strip_accents = flag("strip_accents");
@@ -495,8 +624,12 @@ fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &Spec
         return Err(Error::tokenizer(path, "the vocabulary is empty"));
     }
     let id = |role: &str, t: &Option<String>| -> Result<(String, u32)> {
-        let t = t.clone().ok_or_else(|| Error::tokenizer(path, format!("no {role} token configured")))?;
-        let i = *vocab.get(&t).ok_or_else(|| Error::tokenizer(path, format!("{role} token {t:?} is not in the vocabulary")))?;
+        let t = t
+            .clone()
+            .ok_or_else(|| Error::tokenizer(path, format!("no {role} token configured")))?;
+        let i = *vocab.get(&t).ok_or_else(|| {
+            Error::tokenizer(path, format!("{role} token {t:?} is not in the vocabulary"))
+        })?;
         Ok((t, i))
     };
     let (sep, cls) = (id("sep", &special.sep)?, id("cls", &special.cls)?);
@@ -510,8 +643,13 @@ fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &Spec
         .build()
         .map_err(|e| Error::tokenizer(path, e))?;
     let mut tok = tokenizers::Tokenizer::new(model);
-    tok.with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase)))
-        .map_err(|e| Error::tokenizer(path, e))?;
+    tok.with_normalizer(Some(BertNormalizer::new(
+        true,
+        chinese,
+        strip_accents,
+        lowercase,
+    )))
+    .map_err(|e| Error::tokenizer(path, e))?;
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
     tok.with_post_processor(Some(BertProcessing::new(sep, cls)));
     tok.with_decoder(Some(WordPieceDecoder::default()));
@@ -522,7 +660,8 @@ fn wordpiece_from_vocab(path: &Path, config: &Map<String, Value>, special: &Spec
         .filter(|t| vocab.contains_key(*t))
         .map(|t| AddedToken::from(t.clone(), true))
         .collect();
-    tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(path, e))?;
+    tok.add_special_tokens(specials)
+        .map_err(|e| Error::tokenizer(path, e))?;
     Ok(tok)
 }
 
@@ -534,13 +673,22 @@ fn byte_level_bpe(
     config: &Map<String, Value>,
     special: &SpecialTokens,
 ) -> Result<tokenizers::Tokenizer> {
-    let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| Error::tokenizer(p, "path is not UTF-8"));
+    let path = |p: &Path| {
+        p.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::tokenizer(p, "path is not UTF-8"))
+    };
     let model = tokenizers::models::bpe::BPE::from_file(&path(vocab)?, &path(merges)?)
         .build()
         .map_err(|e| Error::tokenizer(vocab, e))?;
-    let prefix_space = config.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false);
+    let prefix_space = config
+        .get("add_prefix_space")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut tok = tokenizers::Tokenizer::new(model);
-    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::new(prefix_space, true, true)));
+    tok.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::byte_level::ByteLevel::new(prefix_space, true, true),
+    ));
     tok.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
     let specials: Vec<AddedToken> = special
         .roles()
@@ -549,7 +697,8 @@ fn byte_level_bpe(
         .filter(|t| tok.token_to_id(t).is_some())
         .map(|t| AddedToken::from(t.clone(), true))
         .collect();
-    tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(vocab, e))?;
+    tok.add_special_tokens(specials)
+        .map_err(|e| Error::tokenizer(vocab, e))?;
     Ok(tok)
 }
 

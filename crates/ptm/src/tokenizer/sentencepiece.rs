@@ -10,14 +10,16 @@
 use std::path::Path;
 
 use serde_json::{Map, Value};
+use tokenizers::AddedToken;
 use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
 use tokenizers::models::unigram::Unigram;
-use tokenizers::normalizers::{Lowercase, NFKD, NormalizerWrapper, Precompiled, Replace, Sequence, StripAccents};
+use tokenizers::normalizers::{
+    Lowercase, NFKD, NormalizerWrapper, Precompiled, Replace, Sequence, StripAccents,
+};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-use tokenizers::AddedToken;
 
 use super::SpecialTokens;
 use crate::error::{Error, Result};
@@ -117,13 +119,19 @@ fn parse(bytes: &[u8]) -> std::result::Result<SpModel, String> {
                 let mut w = Wire::new(b);
                 while let Some(f) = w.next()? {
                     match f {
-                        (1, Field::Bytes(s)) => piece = Some(String::from_utf8(s.to_vec()).map_err(|_| "a piece is not UTF-8")?),
+                        (1, Field::Bytes(s)) => {
+                            piece = Some(
+                                String::from_utf8(s.to_vec())
+                                    .map_err(|_| "a piece is not UTF-8")?,
+                            )
+                        }
                         (2, Field::Fixed32(s)) => score = f32::from_bits(s),
                         (3, Field::Varint(t)) => kind = t,
                         _ => {}
                     }
                 }
-                m.pieces.push((piece.ok_or("a piece without text")?, score, kind));
+                m.pieces
+                    .push((piece.ok_or("a piece without text")?, score, kind));
             }
             (2, Field::Bytes(b)) => {
                 let mut w = Wire::new(b);
@@ -157,17 +165,28 @@ fn parse(bytes: &[u8]) -> std::result::Result<SpModel, String> {
 
 /// XLNet's post-processor: `A <sep> <cls>` and `A <sep> B <sep> <cls>`, segment ids 0, 1 and 2
 /// for `<cls>`. Fails naming the token when `<sep>` or `<cls>` has no id.
-pub fn xlnet_template(tok: &tokenizers::Tokenizer, special: &SpecialTokens, path: &Path) -> Result<tokenizers::processors::template::TemplateProcessing> {
+pub fn xlnet_template(
+    tok: &tokenizers::Tokenizer,
+    special: &SpecialTokens,
+    path: &Path,
+) -> Result<tokenizers::processors::template::TemplateProcessing> {
     let id = |role: &str, t: &Option<String>| -> Result<(String, u32)> {
-        let t = t.clone().ok_or_else(|| Error::tokenizer(path, format!("no {role} token configured; XLNet ends every input with <sep> <cls>")))?;
+        let t = t.clone().ok_or_else(|| {
+            Error::tokenizer(
+                path,
+                format!("no {role} token configured; XLNet ends every input with <sep> <cls>"),
+            )
+        })?;
         let i = tok.token_to_id(&t).ok_or_else(|| Error::tokenizer(path, format!("{role} token {t:?} is not in the vocabulary; XLNet ends every input with <sep> <cls>")))?;
         Ok((t, i))
     };
     let (sep, cls) = (id("sep", &special.sep)?, id("cls", &special.cls)?);
     let err = |e: String| Error::tokenizer(path, e);
     let mut b = tokenizers::processors::template::TemplateProcessing::builder();
-    b.try_single(format!("$A:0 {}:0 {}:2", sep.0, cls.0)).map_err(err)?;
-    b.try_pair(format!("$A:0 {}:0 $B:1 {}:1 {}:2", sep.0, sep.0, cls.0)).map_err(err)?;
+    b.try_single(format!("$A:0 {}:0 {}:2", sep.0, cls.0))
+        .map_err(err)?;
+    b.try_pair(format!("$A:0 {}:0 $B:1 {}:1 {}:2", sep.0, sep.0, cls.0))
+        .map_err(err)?;
     b.special_tokens(vec![sep, cls]);
     b.build().map_err(|e| Error::tokenizer(path, e))
 }
@@ -175,7 +194,11 @@ pub fn xlnet_template(tok: &tokenizers::Tokenizer, special: &SpecialTokens, path
 /// The tokenizer of an XLNet-style `spiece.model` with `tokenizer_config.json`'s flags
 /// (`do_lower_case`, `keep_accents`), as transformers builds it. Special tokens that are not
 /// pieces are appended as added tokens, in transformers' order (ids after the pieces').
-pub fn from_spiece(path: &Path, config: &Map<String, Value>, special: &SpecialTokens) -> Result<tokenizers::Tokenizer> {
+pub fn from_spiece(
+    path: &Path,
+    config: &Map<String, Value>,
+    special: &SpecialTokens,
+) -> Result<tokenizers::Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let m = parse(&bytes).map_err(|e| Error::tokenizer(path, e))?;
     if m.model_type.unwrap_or(MODEL_UNIGRAM) != MODEL_UNIGRAM {
@@ -184,13 +207,23 @@ pub fn from_spiece(path: &Path, config: &Map<String, Value>, special: &SpecialTo
             "a BPE SentencePiece model; ptm reads Unigram spiece.model files (XLNet, ALBERT) — give a tokenizer.json for this one",
         ));
     }
-    let vocab: Vec<(String, f64)> = m.pieces.iter().map(|(p, s, _)| (p.clone(), f64::from(*s))).collect();
-    let unk_id = m.unk_id.map(|u| u as usize).or_else(|| m.pieces.iter().position(|p| p.2 == PIECE_UNKNOWN));
-    let model = Unigram::from(vocab, unk_id, m.byte_fallback).map_err(|e| Error::tokenizer(path, e))?;
+    let vocab: Vec<(String, f64)> = m
+        .pieces
+        .iter()
+        .map(|(p, s, _)| (p.clone(), f64::from(*s)))
+        .collect();
+    let unk_id = m
+        .unk_id
+        .map(|u| u as usize)
+        .or_else(|| m.pieces.iter().position(|p| p.2 == PIECE_UNKNOWN));
+    let model =
+        Unigram::from(vocab, unk_id, m.byte_fallback).map_err(|e| Error::tokenizer(path, e))?;
 
     let flag = |k: &str, default: bool| config.get(k).and_then(Value::as_bool).unwrap_or(default);
     let replace = |from: &str, to: &str| -> Result<NormalizerWrapper> {
-        Ok(Replace::new(from, to).map_err(|e| Error::tokenizer(path, e))?.into())
+        Ok(Replace::new(from, to)
+            .map_err(|e| Error::tokenizer(path, e))?
+            .into())
     };
     let mut normalizers = vec![replace("``", "\"")?, replace("''", "\"")?];
     // transformers 5 strips accents even with keep_accents; ptm honours the flag as 4.x did.
@@ -202,27 +235,44 @@ pub fn from_spiece(path: &Path, config: &Map<String, Value>, special: &SpecialTo
         normalizers.push(Lowercase.into());
     }
     if !m.precompiled_charsmap.is_empty() {
-        let p = Precompiled::from(&m.precompiled_charsmap).map_err(|e| Error::tokenizer(path, format!("precompiled_charsmap: {e}")))?;
+        let p = Precompiled::from(&m.precompiled_charsmap)
+            .map_err(|e| Error::tokenizer(path, format!("precompiled_charsmap: {e}")))?;
         normalizers.push(p.into());
     }
 
-    let scheme = if m.add_dummy_prefix.unwrap_or(true) { PrependScheme::Always } else { PrependScheme::Never };
+    let scheme = if m.add_dummy_prefix.unwrap_or(true) {
+        PrependScheme::Always
+    } else {
+        PrependScheme::Never
+    };
     let mut tok = tokenizers::Tokenizer::new(model);
-    tok.with_normalizer(Some(Sequence::new(normalizers))).map_err(|e| Error::tokenizer(path, e))?;
+    tok.with_normalizer(Some(Sequence::new(normalizers)))
+        .map_err(|e| Error::tokenizer(path, e))?;
     let split: PreTokenizerWrapper = WhitespaceSplit.into();
-    tok.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![split, Metaspace::new('▁', scheme, true).into()])));
+    tok.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+        split,
+        Metaspace::new('▁', scheme, true).into(),
+    ])));
     tok.with_decoder(Some(MetaspaceDecoder::new('▁', scheme, true)));
 
     // Control pieces (<s>, </s>, <cls>, ...) and every configured special token are special;
     // <mask> takes the space before it, as XLNetTokenizer's AddedToken(lstrip=True).
-    let mut specials: Vec<AddedToken> =
-        m.pieces.iter().filter(|p| p.2 == PIECE_CONTROL || p.2 == PIECE_UNKNOWN).map(|p| AddedToken::from(p.0.clone(), true)).collect();
+    let mut specials: Vec<AddedToken> = m
+        .pieces
+        .iter()
+        .filter(|p| p.2 == PIECE_CONTROL || p.2 == PIECE_UNKNOWN)
+        .map(|p| AddedToken::from(p.0.clone(), true))
+        .collect();
     for (role, t) in special.roles() {
-        if let Some(t) = t.as_ref().filter(|t| !specials.iter().any(|s| &s.content == *t)) {
+        if let Some(t) = t
+            .as_ref()
+            .filter(|t| !specials.iter().any(|s| &s.content == *t))
+        {
             specials.push(AddedToken::from(t.clone(), true).lstrip(role == "mask_token"));
         }
     }
-    tok.add_special_tokens(specials).map_err(|e| Error::tokenizer(path, e))?;
+    tok.add_special_tokens(specials)
+        .map_err(|e| Error::tokenizer(path, e))?;
     let template = xlnet_template(&tok, special, path)?;
     tok.with_post_processor(Some(template));
     Ok(tok)
@@ -235,7 +285,11 @@ mod tests {
     #[test]
     fn wire_reader_refuses_truncated_messages() {
         // Field 1, length 5, but only 2 bytes follow.
-        assert!(parse(&[0x0a, 0x05, b'a', b'b']).unwrap_err().contains("malformed"));
+        assert!(
+            parse(&[0x0a, 0x05, b'a', b'b'])
+                .unwrap_err()
+                .contains("malformed")
+        );
         assert!(parse(&[]).unwrap_err().contains("no pieces"));
     }
 }

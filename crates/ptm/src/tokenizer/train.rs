@@ -3,6 +3,7 @@
 //! Unigram with Metaspace and XLNet's `<sep> <cls>` ending, padded on the left, as XLNet's.
 
 use serde_json::{Map, Value, json};
+use tokenizers::AddedToken;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
@@ -15,7 +16,6 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::AddedToken;
 
 use super::{SpecialTokens, Tokenizer};
 use crate::error::{Error, Result};
@@ -34,7 +34,9 @@ impl TokenizerKind {
             "wordpiece" => Ok(TokenizerKind::WordPiece),
             "bpe" => Ok(TokenizerKind::Bpe),
             "unigram" => Ok(TokenizerKind::Unigram),
-            other => Err(Error::invalid(format!("unknown tokenizer kind {other:?}; supported: wordpiece, bpe, unigram"))),
+            other => Err(Error::invalid(format!(
+                "unknown tokenizer kind {other:?}; supported: wordpiece, bpe, unigram"
+            ))),
         }
     }
 }
@@ -97,7 +99,8 @@ pub fn train_tokenizer(
     let mut tok = tokenizers::Tokenizer::new(model);
     match kind {
         TokenizerKind::WordPiece => {
-            tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase))).map_err(err)?;
+            tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+                .map_err(err)?;
             tok.with_pre_tokenizer(Some(BertPreTokenizer));
             tok.with_decoder(Some(WordPieceDecoder::default()));
         }
@@ -107,7 +110,11 @@ pub fn train_tokenizer(
         }
         TokenizerKind::Unigram => {
             tok.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
-            tok.with_decoder(Some(MetaspaceDecoder::new('▁', PrependScheme::Always, true)));
+            tok.with_decoder(Some(MetaspaceDecoder::new(
+                '▁',
+                PrependScheme::Always,
+                true,
+            )));
         }
     }
     tok.train(&mut trainer, texts).map_err(err)?;
@@ -115,14 +122,20 @@ pub fn train_tokenizer(
     if kind == TokenizerKind::WordPiece {
         let id = |t: &Option<String>| -> Result<(String, u32)> {
             let t = t.clone().unwrap_or_default();
-            let i = tok.token_to_id(&t).ok_or_else(|| Error::invalid(format!("trained vocabulary lacks {t}")))?;
+            let i = tok
+                .token_to_id(&t)
+                .ok_or_else(|| Error::invalid(format!("trained vocabulary lacks {t}")))?;
             Ok((t, i))
         };
         let processor = BertProcessing::new(id(&special.sep)?, id(&special.cls)?);
         tok.with_post_processor(Some(processor));
     }
     if kind == TokenizerKind::Unigram {
-        let template = super::sentencepiece::xlnet_template(&tok, &special, std::path::Path::new("(trained)"))?;
+        let template = super::sentencepiece::xlnet_template(
+            &tok,
+            &special,
+            std::path::Path::new("(trained)"),
+        )?;
         tok.with_post_processor(Some(template));
     }
     let mut config = Map::new();
@@ -143,26 +156,45 @@ mod tests {
             "However little known the feelings or views of such a man may be on his first entering a neighbourhood.",
             "我爱北京天安门，天安门上太阳升。",
         ];
-        base.iter().cycle().take(300).map(|s| s.to_string()).collect()
+        base.iter()
+            .cycle()
+            .take(300)
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
     fn every_kind_trains_saves_and_reloads() {
-        for kind in [TokenizerKind::WordPiece, TokenizerKind::Bpe, TokenizerKind::Unigram] {
+        for kind in [
+            TokenizerKind::WordPiece,
+            TokenizerKind::Bpe,
+            TokenizerKind::Unigram,
+        ] {
             // Byte-level BPE starts from the 256 bytes, so the target must be above that.
             let tok = train_tokenizer(kind, 300, true, corpus().into_iter()).unwrap();
-            assert!(tok.vocab_size() <= 310 && tok.vocab_size() > 20, "{kind:?}: {}", tok.vocab_size());
+            assert!(
+                tok.vocab_size() <= 310 && tok.vocab_size() > 20,
+                "{kind:?}: {}",
+                tok.vocab_size()
+            );
             let dir = tempfile::tempdir().unwrap();
             tok.save(dir.path()).unwrap();
             let back = Tokenizer::from_dir(dir.path()).unwrap();
             let text = "a single man in possession";
             let a = tok.encode_batch(&[text]).unwrap();
             let b = back.encode_batch(&[text]).unwrap();
-            assert_eq!(a.encodings[0].get_ids(), b.encodings[0].get_ids(), "{kind:?}");
+            assert_eq!(
+                a.encodings[0].get_ids(),
+                b.encodings[0].get_ids(),
+                "{kind:?}"
+            );
             let decoded = back.decode(b.encodings[0].get_ids(), true).unwrap();
             assert_eq!(decoded.trim(), text, "{kind:?}");
             if kind == TokenizerKind::WordPiece {
-                assert_eq!(back.special_id(|s| &s.cls), Some(b.encodings[0].get_ids()[0]));
+                assert_eq!(
+                    back.special_id(|s| &s.cls),
+                    Some(b.encodings[0].get_ids()[0])
+                );
             }
         }
         assert!(TokenizerKind::parse("sentencepiece").is_err());

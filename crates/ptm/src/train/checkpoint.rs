@@ -83,11 +83,21 @@ pub fn save_checkpoint(
     let dir = output.join(format!("{PREFIX}{}", state.global_step));
     crate::io::write_dir_atomically(&dir, |tmp| {
         crate::models::save_pretrained(tmp, config, architecture, store, tokenizer)?;
-        crate::checkpoint::save_safetensors(&optimizer.state_tensors(), &tmp.join(OPTIMIZER_STATE))?;
-        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json { path: tmp.join(TRAINER_STATE), cause: source })?;
+        crate::checkpoint::save_safetensors(
+            &optimizer.state_tensors(),
+            &tmp.join(OPTIMIZER_STATE),
+        )?;
+        let json = serde_json::to_string_pretty(state).map_err(|source| Error::Json {
+            path: tmp.join(TRAINER_STATE),
+            cause: source,
+        })?;
         crate::io::write_atomic(&tmp.join(TRAINER_STATE), json.as_bytes())
     })?;
-    for old in checkpoints(output)?.into_iter().rev().skip(keep_last.max(1)) {
+    for old in checkpoints(output)?
+        .into_iter()
+        .rev()
+        .skip(keep_last.max(1))
+    {
         std::fs::remove_dir_all(&old.1).map_err(|e| Error::io(&old.1, e))?;
     }
     Ok(dir)
@@ -114,21 +124,33 @@ pub fn resolve_resume(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if !path.is_dir() {
-        return Err(Error::ModelNotFound { spec: path.display().to_string(), message: "no such checkpoint or output directory".into() });
+        return Err(Error::ModelNotFound {
+            spec: path.display().to_string(),
+            message: "no such checkpoint or output directory".into(),
+        });
     }
-    checkpoints(path)?
-        .pop()
-        .map(|(_, p)| p)
-        .ok_or_else(|| Error::invalid(format!("{}: no checkpoint-STEP directory to resume from", path.display())))
+    checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: no checkpoint-STEP directory to resume from",
+            path.display()
+        ))
+    })
 }
 
 /// Reads a checkpoint's trainer state and optimizer moments.
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let state: TrainerState = crate::io::read_json(&dir.join(TRAINER_STATE))?;
     let opt_path = dir.join(OPTIMIZER_STATE);
-    let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
-        .map_err(|e| Error::BadWeights { path: opt_path.clone(), message: e.to_string() })?;
-    Ok(Checkpoint { dir: dir.to_path_buf(), state, optimizer })
+    let optimizer =
+        candle_core::safetensors::load(&opt_path, &Device::Cpu).map_err(|e| Error::BadWeights {
+            path: opt_path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        state,
+        optimizer,
+    })
 }
 
 #[cfg(test)]
@@ -149,7 +171,12 @@ mod tests {
             epoch_position: step * 4,
             seed: 1,
             dropout_rng: DropoutRng::new(1).state(),
-            schedule: Schedule { kind: ScheduleKind::Linear, base_lr: 1e-3, warmup_steps: 1, total_steps: 10 },
+            schedule: Schedule {
+                kind: ScheduleKind::Linear,
+                base_lr: 1e-3,
+                warmup_steps: 1,
+                total_steps: 10,
+            },
             optimizer: AdamWConfig::default(),
             num_examples: 40,
             batch_size: 2,
@@ -162,17 +189,38 @@ mod tests {
     #[test]
     fn save_keep_last_and_resume() {
         let p = Pretrained::from_dir(&fixture()).unwrap();
-        let store = p.store(&StoreOptions { trainable: true, ..Default::default() }).unwrap();
-        let ModelConfig::Bert(cfg) = &p.config else { unreachable!("a BERT fixture") };
+        let store = p
+            .store(&StoreOptions {
+                trainable: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let ModelConfig::Bert(cfg) = &p.config else {
+            unreachable!("a BERT fixture")
+        };
         crate::models::bert::BertForMaskedLM::new(cfg, &store.root()).unwrap();
         let opt = AdamW::new(store.params(), AdamWConfig::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
         for step in [2, 4, 6] {
-            save_checkpoint(out.path(), &p.config, "BertForMaskedLM", &store, None, &opt, &state(step), 2).unwrap();
+            save_checkpoint(
+                out.path(),
+                &p.config,
+                "BertForMaskedLM",
+                &store,
+                None,
+                &opt,
+                &state(step),
+                2,
+            )
+            .unwrap();
         }
         // A save killed half-way leaves only a hidden temp folder behind.
         std::fs::create_dir(out.path().join(".checkpoint-8.tmp")).unwrap();
-        let names: Vec<String> = checkpoints(out.path()).unwrap().into_iter().map(|(s, _)| s.to_string()).collect();
+        let names: Vec<String> = checkpoints(out.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s.to_string())
+            .collect();
         assert_eq!(names, ["4", "6"]);
         let latest = resolve_resume(out.path()).unwrap();
         assert_eq!(latest, out.path().join("checkpoint-6"));
@@ -181,7 +229,12 @@ mod tests {
         assert_eq!(ck.state, state(6));
         assert_eq!(ck.optimizer.len(), 2 * store.params().len());
         // The checkpoint is a model directory too.
-        assert!(Pretrained::from_dir(&latest).unwrap().store(&StoreOptions::default()).is_ok());
+        assert!(
+            Pretrained::from_dir(&latest)
+                .unwrap()
+                .store(&StoreOptions::default())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -189,7 +242,9 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let err = resolve_resume(out.path()).unwrap_err().to_string();
         assert!(err.contains("no checkpoint-STEP"), "{err}");
-        let err = resolve_resume(&out.path().join("nope")).unwrap_err().to_string();
+        let err = resolve_resume(&out.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
         let broken = out.path().join("checkpoint-3");
         std::fs::create_dir(&broken).unwrap();

@@ -54,7 +54,10 @@ pub fn gather_batches(
     mut run: impl FnMut(usize) -> Result<Vec<f64>>,
 ) -> Result<Vec<Vec<f64>>> {
     let (rank, size) = world.map_or((0, 1), |w| (w.rank(), w.size()));
-    let mine = (rank..batches).step_by(size).map(|i| Ok((i, run(i)?))).collect::<Result<Vec<_>>>()?;
+    let mine = (rank..batches)
+        .step_by(size)
+        .map(|i| Ok((i, run(i)?)))
+        .collect::<Result<Vec<_>>>()?;
     let Some(w) = world.filter(|w| w.size() > 1) else {
         return Ok(mine.into_iter().map(|(_, v)| v).collect());
     };
@@ -72,7 +75,10 @@ pub fn gather_batches(
         values[offsets[i]..offsets[i + 1]].copy_from_slice(&v);
     }
     w.all_reduce_sum_f64(&mut values)?;
-    Ok(offsets.windows(2).map(|o| values[o[0]..o[1]].to_vec()).collect())
+    Ok(offsets
+        .windows(2)
+        .map(|o| values[o[0]..o[1]].to_vec())
+        .collect())
 }
 
 #[cfg(feature = "mpi")]
@@ -98,10 +104,14 @@ mod mpi_world {
         /// failure exit without dropping it, so mpirun ends the other ranks instead of waiting
         /// for this one in a collective.
         pub fn init() -> Result<Option<(mpi::environment::Universe, &'static MpiWorld)>> {
-            if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none() && std::env::var_os("PMI_SIZE").is_none() {
+            if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none()
+                && std::env::var_os("PMI_SIZE").is_none()
+            {
                 return Ok(None);
             }
-            let universe = mpi::initialize().ok_or_else(|| Error::invalid("MPI could not be initialised (already initialised?)"))?;
+            let universe = mpi::initialize().ok_or_else(|| {
+                Error::invalid("MPI could not be initialised (already initialised?)")
+            })?;
             let comm = universe.world();
             if comm.size() < 2 {
                 return Ok(None);
@@ -122,13 +132,15 @@ mod mpi_world {
 
         fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
             let send = values.to_vec();
-            self.comm.all_reduce_into(&send[..], values, SystemOperation::sum());
+            self.comm
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
             Ok(())
         }
 
         fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
             let send = values.to_vec();
-            self.comm.all_reduce_into(&send[..], values, SystemOperation::sum());
+            self.comm
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
             Ok(())
         }
     }
@@ -192,10 +204,18 @@ mod tests {
         assert_eq!(alone.len(), 8);
         assert_eq!(alone[5], [49.5, 50.5]);
         let size = 3;
-        let (sum, barrier) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Barrier::new(size)));
+        let (sum, barrier) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Barrier::new(size)),
+        );
         let ranks: Vec<_> = (0..size)
             .map(|rank| {
-                let world = ThreadWorld { rank, size, sum: sum.clone(), barrier: barrier.clone() };
+                let world = ThreadWorld {
+                    rank,
+                    size,
+                    sum: sum.clone(),
+                    barrier: barrier.clone(),
+                };
                 std::thread::spawn(move || {
                     let mut ran = Vec::new();
                     let got = gather_batches(Some(&world), 8, |i| {

@@ -10,7 +10,6 @@ mod trainer;
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, no_weight_decay};
 pub use schedule::{Schedule, ScheduleKind};
 pub use trainer::{
-    BEST_MODEL, BestModel, EvalRecord, Evaluator, LogRecord, LossEvaluator, LossTerms, ModelSpec, Objective, TRAIN_LOG, TrainArgs,
-    TrainOutcome,
-    epoch_order, train,
+    BEST_MODEL, BestModel, EvalRecord, Evaluator, LogRecord, LossEvaluator, LossTerms, ModelSpec,
+    Objective, TRAIN_LOG, TrainArgs, TrainOutcome, epoch_order, train,
 };

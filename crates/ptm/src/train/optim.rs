@@ -23,14 +23,22 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// transformers' Trainer defaults.
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
 /// transformers' Trainer: no weight decay on biases and on LayerNorm parameters.
 pub fn no_weight_decay(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.contains("bias") || lower.contains("layernorm") || lower.contains("layer_norm") || is_gpt2_ln(name)
+    lower.contains("bias")
+        || lower.contains("layernorm")
+        || lower.contains("layer_norm")
+        || is_gpt2_ln(name)
 }
 
 /// GPT-2 names its LayerNorms `ln_1`, `ln_2`, `ln_f`.
@@ -59,13 +67,25 @@ impl AdamW {
             .into_iter()
             .map(|p| {
                 if p.var.is_none() {
-                    return Err(Error::invalid(format!("parameter {} is not trainable", p.name)));
+                    return Err(Error::invalid(format!(
+                        "parameter {} is not trainable",
+                        p.name
+                    )));
                 }
                 let zeros = p.tensor.zeros_like()?.to_dtype(DType::F32)?;
-                Ok(Slot { decay: !no_weight_decay(&p.name), exp_avg: zeros.clone(), exp_avg_sq: zeros, param: p })
+                Ok(Slot {
+                    decay: !no_weight_decay(&p.name),
+                    exp_avg: zeros.clone(),
+                    exp_avg_sq: zeros,
+                    param: p,
+                })
             })
             .collect::<Result<_>>()?;
-        Ok(AdamW { slots, config, step: 0 })
+        Ok(AdamW {
+            slots,
+            config,
+            step: 0,
+        })
     }
 
     pub fn steps_taken(&self) -> usize {
@@ -83,7 +103,9 @@ impl AdamW {
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         for slot in &mut self.slots {
             let Some(var) = &slot.param.var else { continue };
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?;
             let mut w = var.as_tensor().to_dtype(DType::F32)?;
             if slot.decay && c.weight_decay != 0.0 {
@@ -114,9 +136,14 @@ impl AdamW {
     /// Restores moments and the step count saved by [`AdamW::state_tensors`].
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: usize) -> Result<()> {
         for s in &mut self.slots {
-            for (key, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
+            for (key, dst) in [
+                ("exp_avg", &mut s.exp_avg),
+                ("exp_avg_sq", &mut s.exp_avg_sq),
+            ] {
                 let name = format!("{key}.{}", s.param.name);
-                let t = tensors.get(&name).ok_or_else(|| Error::invalid(format!("optimizer state lacks {name}")))?;
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| Error::invalid(format!("optimizer state lacks {name}")))?;
                 if t.dims() != dst.dims() {
                     return Err(Error::invalid(format!(
                         "optimizer state {name} has shape {:?}, the parameter {:?}",
@@ -140,7 +167,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) ->
     for p in params {
         if let Some(var) = &p.var {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sum += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+                sum += g
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
             }
         }
     }
@@ -172,11 +203,30 @@ mod tests {
 
     /// A small quadratic problem: loss = Σ (w ⊙ x − y)².
     fn problem(seed: u64) -> (ParamStore, Tensor, Tensor) {
-        let opts = StoreOptions { trainable: true, seed, ..Default::default() };
+        let opts = StoreOptions {
+            trainable: true,
+            seed,
+            ..Default::default()
+        };
         let store = ParamStore::new(None, &[], &opts);
-        store.root().get((4, 3), "dense.weight", Init::normal(1.0)).unwrap();
-        store.root().get(3, "dense.bias", Init::normal(1.0)).unwrap();
-        let x = Tensor::new(&[[1.0f32, -2.0, 0.5], [0.3, 0.1, -1.0], [2.0, 1.0, 1.0], [-1.0, 0.0, 3.0]], &candle_core::Device::Cpu).unwrap();
+        store
+            .root()
+            .get((4, 3), "dense.weight", Init::normal(1.0))
+            .unwrap();
+        store
+            .root()
+            .get(3, "dense.bias", Init::normal(1.0))
+            .unwrap();
+        let x = Tensor::new(
+            &[
+                [1.0f32, -2.0, 0.5],
+                [0.3, 0.1, -1.0],
+                [2.0, 1.0, 1.0],
+                [-1.0, 0.0, 3.0],
+            ],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         let y = Tensor::new(&[0.5f32, -1.0, 2.0], &candle_core::Device::Cpu).unwrap();
         (store, x, y)
     }
@@ -196,7 +246,10 @@ mod tests {
 
     #[test]
     fn saved_state_resumes_exactly() {
-        let cfg = AdamWConfig { weight_decay: 0.1, ..Default::default() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
         let (store, x, y) = problem(1);
         let mut straight = AdamW::new(store.params(), cfg).unwrap();
         let losses = run(&store, &mut straight, &x, &y, 6);
@@ -214,7 +267,9 @@ mod tests {
 
     #[test]
     fn decay_groups_follow_transformers() {
-        assert!(no_weight_decay("bert.encoder.layer.0.output.LayerNorm.weight"));
+        assert!(no_weight_decay(
+            "bert.encoder.layer.0.output.LayerNorm.weight"
+        ));
         assert!(no_weight_decay("cls.predictions.bias"));
         assert!(no_weight_decay("transformer.h.0.ln_1.weight"));
         assert!(!no_weight_decay("transformer.h.0.attn.c_attn.weight"));
@@ -226,7 +281,14 @@ mod tests {
         let (store, x, y) = problem(2);
         let p = store.params();
         let out = (p[0].tensor.mul(&x).unwrap().sum(0).unwrap() + &p[1].tensor).unwrap();
-        let mut grads = (out - &y).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let mut grads = (out - &y)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let before = clip_grad_norm(&mut grads, &p, 0.5).unwrap();
         assert!(before > 0.5);
         let after = clip_grad_norm(&mut grads, &p, 1e9).unwrap();

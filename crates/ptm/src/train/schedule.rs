@@ -24,8 +24,18 @@ impl Schedule {
     /// The learning rate of optimizer step `step` (0-based): with warmup, step 0 has rate 0,
     /// as transformers' LambdaLR gives it.
     pub fn lr(&self, step: usize) -> f64 {
-        let (s, w, t) = (step as f64, self.warmup_steps as f64, self.total_steps as f64);
-        let warm = |f: f64| if step < self.warmup_steps { s / w.max(1.0) } else { f };
+        let (s, w, t) = (
+            step as f64,
+            self.warmup_steps as f64,
+            self.total_steps as f64,
+        );
+        let warm = |f: f64| {
+            if step < self.warmup_steps {
+                s / w.max(1.0)
+            } else {
+                f
+            }
+        };
         let factor = match self.kind {
             ScheduleKind::Constant => 1.0,
             ScheduleKind::ConstantWithWarmup => warm(1.0),
@@ -45,7 +55,12 @@ mod tests {
 
     #[test]
     fn shapes_of_the_schedules() {
-        let s = |kind| Schedule { kind, base_lr: 1.0, warmup_steps: 2, total_steps: 10 };
+        let s = |kind| Schedule {
+            kind,
+            base_lr: 1.0,
+            warmup_steps: 2,
+            total_steps: 10,
+        };
         assert_eq!(s(ScheduleKind::Linear).lr(0), 0.0);
         assert_eq!(s(ScheduleKind::Linear).lr(1), 0.5);
         assert_eq!(s(ScheduleKind::Linear).lr(2), 1.0);

@@ -103,7 +103,10 @@ impl Evaluator for LossEvaluator<'_> {
         let chunks: Vec<&[usize]> = all.chunks(self.batch_size.max(1)).collect();
         let sums = gather_batches(world, chunks.len(), |i| {
             let loss = self.objective.loss(chunks[i], 0, Mode::Eval)?.loss;
-            Ok(vec![loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * chunks[i].len() as f64])
+            Ok(vec![
+                loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?
+                    * chunks[i].len() as f64,
+            ])
         })?;
         let loss = sums.iter().map(|s| s[0]).sum::<f64>() / n as f64;
         Ok(BTreeMap::from([("eval_loss".to_string(), loss)]))
@@ -188,7 +191,13 @@ pub fn train(
             check_resumable(&ck.state, &ck.dir, n, args)?;
             opt.load_state(&ck.optimizer, ck.state.global_step)?;
             let s = &ck.state;
-            (s.global_step, s.epoch, s.epoch_position, DropoutRng::from_state(&s.dropout_rng)?, s.best.clone())
+            (
+                s.global_step,
+                s.epoch,
+                s.epoch_position,
+                DropoutRng::from_state(&s.dropout_rng)?,
+                s.best.clone(),
+            )
         }
         None => (0, 0, 0, DropoutRng::new(args.seed), None),
     };
@@ -201,7 +210,10 @@ pub fn train(
         }
     }
     let mut order = epoch_order(n, args.seed, epoch);
-    let mut outcome = TrainOutcome { best, ..Default::default() };
+    let mut outcome = TrainOutcome {
+        best,
+        ..Default::default()
+    };
     let best_dir = args.output.join(BEST_MODEL);
     // Evaluates, keeps the best model, and returns the seconds it took, which are left out of
     // the tokens/s of training.
@@ -209,25 +221,46 @@ pub fn train(
         let started = std::time::Instant::now();
         let Some(e) = eval else { return Ok(0.0) };
         // The ranks share the evaluation and all get its metrics; rank 0 writes.
-        let record = EvalRecord { step, metrics: e.evaluate(args.world)? };
+        let record = EvalRecord {
+            step,
+            metrics: e.evaluate(args.world)?,
+        };
         if writer {
             append_log(&log_path, &record)?;
         }
         if let Some(b) = &args.best {
             let value = *record.metrics.get(&b.metric).ok_or_else(|| {
                 let names: Vec<&String> = record.metrics.keys().collect();
-                Error::invalid(format!("the metric {:?} is not among the evaluation's {names:?}", b.metric))
+                Error::invalid(format!(
+                    "the metric {:?} is not among the evaluation's {names:?}",
+                    b.metric
+                ))
             })?;
             let improved = outcome.best.as_ref().is_none_or(|old| {
-                if b.greater_is_better { value > old.value } else { value < old.value }
+                if b.greater_is_better {
+                    value > old.value
+                } else {
+                    value < old.value
+                }
             });
             if improved && writer {
                 crate::io::write_dir_atomically(&best_dir, |tmp| {
-                    crate::models::save_pretrained(tmp, model.config, model.architecture, model.store, model.tokenizer)
+                    crate::models::save_pretrained(
+                        tmp,
+                        model.config,
+                        model.architecture,
+                        model.store,
+                        model.tokenizer,
+                    )
                 })?;
             }
             if improved {
-                outcome.best = Some(BestSoFar { metric: b.metric.clone(), value, step, evals_since: 0 });
+                outcome.best = Some(BestSoFar {
+                    metric: b.metric.clone(),
+                    value,
+                    step,
+                    evals_since: 0,
+                });
             } else if let Some(old) = &mut outcome.best {
                 old.evals_since += 1;
                 outcome.stopped_early = b.patience.is_some_and(|p| old.evals_since >= p);
@@ -262,7 +295,11 @@ pub fn train(
         let (mut loss_sum, mut targets, mut step_tokens) = (0f64, 0usize, 0usize);
         let mine = position + rank * per_rank;
         for micro in order[mine..mine + per_rank].chunks(args.batch_size) {
-            let LossTerms { loss, count, tokens } = objective.loss(micro, epoch, Mode::Train(&dropout))?;
+            let LossTerms {
+                loss,
+                count,
+                tokens,
+            } = objective.loss(micro, epoch, Mode::Train(&dropout))?;
             let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Err(Error::invalid(format!(
@@ -274,7 +311,11 @@ pub fn train(
             loss_sum += value * count as f64;
             targets += count;
             step_tokens += tokens;
-            let g = if accumulating { (loss * count as f64)?.backward()? } else { loss.backward()? };
+            let g = if accumulating {
+                (loss * count as f64)?.backward()?
+            } else {
+                loss.backward()?
+            };
             grads = Some(match grads {
                 None => g,
                 Some(acc) => add_grads(acc, g, &params)?,
@@ -312,14 +353,25 @@ pub fn train(
         opt.step(&grads, lr)?;
         outcome.step_secs += step_started.elapsed().as_secs_f64();
         step += 1;
-        let loss = if targets > 0 { loss_sum / targets as f64 } else { 0.0 };
+        let loss = if targets > 0 {
+            loss_sum / targets as f64
+        } else {
+            0.0
+        };
         outcome.losses.push(loss);
 
         if args.log_every > 0 && (step % args.log_every == 0 || step == args.max_steps) {
             let now = std::time::Instant::now();
             let secs = (now.duration_since(last_log).as_secs_f64() - eval_secs).max(1e-9);
             eval_secs = 0.0;
-            let record = LogRecord { step, epoch, loss, lr, grad_norm, tokens_per_s: tokens_since_log as f64 / secs };
+            let record = LogRecord {
+                step,
+                epoch,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s: tokens_since_log as f64 / secs,
+            };
             if writer {
                 append_log(&log_path, &record)?;
                 on_log(&record);
@@ -346,7 +398,16 @@ pub fn train(
                 world_size,
                 best: outcome.best.clone(),
             };
-            save_checkpoint(&args.output, model.config, model.architecture, model.store, model.tokenizer, &opt, &state, args.keep_last)?;
+            save_checkpoint(
+                &args.output,
+                model.config,
+                model.architecture,
+                model.store,
+                model.tokenizer,
+                &opt,
+                &state,
+                args.keep_last,
+            )?;
         }
         if outcome.stopped_early {
             break;
@@ -360,7 +421,13 @@ pub fn train(
     if outcome.best.is_some() && best_dir.is_dir() {
         copy_files(&best_dir, &args.output)?;
     } else {
-        crate::models::save_pretrained(&args.output, model.config, model.architecture, model.store, model.tokenizer)?;
+        crate::models::save_pretrained(
+            &args.output,
+            model.config,
+            model.architecture,
+            model.store,
+            model.tokenizer,
+        )?;
     }
     Ok(outcome)
 }
@@ -380,12 +447,19 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
 /// The example order of an epoch: a permutation drawn from the seed and the epoch alone.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
     order
 }
 
 /// A resumed run continues the interrupted one only over the same examples in the same order.
-fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: &TrainArgs) -> Result<()> {
+fn check_resumable(
+    state: &TrainerState,
+    dir: &std::path::Path,
+    n: usize,
+    args: &TrainArgs,
+) -> Result<()> {
     let mut differ = Vec::new();
     let mut check = |what: &str, was: usize, now: usize| {
         if was != 0 && was != now {
@@ -394,7 +468,11 @@ fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: 
     };
     check("examples", state.num_examples, n);
     check("batch size", state.batch_size, args.batch_size);
-    check("gradient accumulation", state.grad_accum, args.grad_accum.max(1));
+    check(
+        "gradient accumulation",
+        state.grad_accum,
+        args.grad_accum.max(1),
+    );
     let world_size = args.world.map_or(1, |w| w.size());
     if state.world_size != world_size {
         // The batch per process stays; the global batch, and so the grouping of the examples
@@ -423,14 +501,21 @@ fn check_resumable(state: &TrainerState, dir: &std::path::Path, n: usize, args: 
 
 /// Sums every parameter's gradient over the ranks, flattened into one f32 buffer (a parameter
 /// without a gradient on this rank contributes zeros).
-fn all_reduce_grads(world: Option<&dyn Collective>, grads: &mut GradStore, params: &[crate::nn::Param]) -> Result<()> {
+fn all_reduce_grads(
+    world: Option<&dyn Collective>,
+    grads: &mut GradStore,
+    params: &[crate::nn::Param],
+) -> Result<()> {
     let mut flat = Vec::new();
     let mut shapes = Vec::new();
     for p in params {
         let Some(var) = &p.var else { continue };
         let t = var.as_tensor();
         let g = match grads.get(t) {
-            Some(g) => g.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            Some(g) => g
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
             None => vec![0f32; t.elem_count()],
         };
         shapes.push((t.clone(), g.len()));
@@ -439,14 +524,19 @@ fn all_reduce_grads(world: Option<&dyn Collective>, grads: &mut GradStore, param
     all_reduce_bucketed(world, &mut flat)?;
     let mut at = 0;
     for (t, len) in shapes {
-        let g = Tensor::from_slice(&flat[at..at + len], t.shape(), t.device())?.to_dtype(t.dtype())?;
+        let g =
+            Tensor::from_slice(&flat[at..at + len], t.shape(), t.device())?.to_dtype(t.dtype())?;
         grads.insert(&t, g);
         at += len;
     }
     Ok(())
 }
 
-fn add_grads(mut acc: GradStore, more: GradStore, params: &[crate::nn::Param]) -> Result<GradStore> {
+fn add_grads(
+    mut acc: GradStore,
+    more: GradStore,
+    params: &[crate::nn::Param],
+) -> Result<GradStore> {
     for p in params {
         let Some(var) = &p.var else { continue };
         let t = var.as_tensor();
@@ -481,7 +571,14 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
 
 fn append_log(path: &std::path::Path, record: &impl Serialize) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    let line = serde_json::to_string(record).map_err(|source| Error::Json { path: path.to_path_buf(), cause: source })?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let line = serde_json::to_string(record).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        cause: source,
+    })?;
     writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }

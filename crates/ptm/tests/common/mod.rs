@@ -23,7 +23,9 @@ impl Reference {
     }
 
     pub fn get(&self, name: &str) -> &Tensor {
-        self.0.get(name).unwrap_or_else(|| panic!("reference has no tensor {name}"))
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("reference has no tensor {name}"))
     }
 
     pub fn u32(&self, name: &str) -> Tensor {
@@ -41,12 +43,24 @@ impl Reference {
     /// Reference gradients by parameter name (keys `{prefix}grad.NAME`).
     pub fn grads(&self, prefix: &str) -> HashMap<String, Tensor> {
         let key = format!("{prefix}grad.");
-        self.0.iter().filter_map(|(k, v)| k.strip_prefix(&key).map(|n| (n.to_string(), v.clone()))).collect()
+        self.0
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&key).map(|n| (n.to_string(), v.clone())))
+            .collect()
     }
 }
 
 pub fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -58,7 +72,9 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Asserts max |a - b| <= tol, naming what is compared.
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    let got = got.reshape(want.shape()).unwrap_or_else(|_| panic!("{what}: shape {:?} vs {:?}", got.dims(), want.dims()));
+    let got = got
+        .reshape(want.shape())
+        .unwrap_or_else(|_| panic!("{what}: shape {:?} vs {:?}", got.dims(), want.dims()));
     let d = max_abs_diff(&got, want);
     assert!(d <= tol, "{what}: max abs diff {d:e} > {tol:e}");
 }
@@ -68,12 +84,17 @@ pub fn minilm_dir() -> PathBuf {
     let dir = match std::env::var_os("PTM_MINILM_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            let cache = std::env::var_os("PTM_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
-                    .join("ptm")
-            });
+            let cache = std::env::var_os("PTM_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| {
+                            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                                .join(".cache")
+                        })
+                        .join("ptm")
+                });
             cache.join("models/all-MiniLM-L6-v2")
         }
     };
@@ -89,12 +110,21 @@ pub fn minilm_dir() -> PathBuf {
 /// Backpropagates `loss` and checks the gradient of every parameter of `store` against the
 /// reference: present on both sides or on neither, finite, non-zero, and within `tol` of the
 /// tensor's largest reference entry.
-pub fn check_gradients(name: &str, store: &ParamStore, loss: &Tensor, want: &HashMap<String, Tensor>, tol: f32) {
+pub fn check_gradients(
+    name: &str,
+    store: &ParamStore,
+    loss: &Tensor,
+    want: &HashMap<String, Tensor>,
+    tol: f32,
+) {
     let grads = loss.backward().unwrap();
     let params = store.params();
     let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
     for n in want.keys() {
-        assert!(names.contains(&n.as_str()), "{name}: reference gradient for {n}, which ptm lacks");
+        assert!(
+            names.contains(&n.as_str()),
+            "{name}: reference gradient for {n}, which ptm lacks"
+        );
     }
     let global = want.values().map(max_abs).fold(0.0f32, f32::max);
     for p in params {
@@ -103,18 +133,36 @@ pub fn check_gradients(name: &str, store: &ParamStore, loss: &Tensor, want: &Has
             (Some(g), Some(r)) => (g, r),
             // A parameter the loss does not use (untied `cls.predictions.bias`), in both.
             (None, None) => continue,
-            (g, r) => panic!("{name}: gradient of {}: ptm {}, PyTorch {}", p.name, g.is_some(), r.is_some()),
+            (g, r) => panic!(
+                "{name}: gradient of {}: ptm {}, PyTorch {}",
+                p.name,
+                g.is_some(),
+                r.is_some()
+            ),
         };
         let scale = max_abs(g);
-        assert!(scale.is_finite(), "{name}: gradient of {} is {scale}", p.name);
+        assert!(
+            scale.is_finite(),
+            "{name}: gradient of {} is {scale}",
+            p.name
+        );
         if max_abs(reference) <= 1e-6 * global {
             // Softmax ignores a shift shared by a whole row, so some gradients are exactly zero
             // in real arithmetic (the attention key bias; for span logits the last LayerNorm
             // bias and the QA bias) and rounding noise in floats, in PyTorch as here.
-            assert!(scale <= 1e-5 * global, "{name}: gradient of {} is {scale}, expected ~0", p.name);
+            assert!(
+                scale <= 1e-5 * global,
+                "{name}: gradient of {} is {scale}, expected ~0",
+                p.name
+            );
             continue;
         }
         assert!(scale > 0.0, "{name}: gradient of {} is zero", p.name);
-        assert_close(&format!("{name} grad {}", p.name), g, reference, tol * max_abs(reference));
+        assert_close(
+            &format!("{name} grad {}", p.name),
+            g,
+            reference,
+            tol * max_abs(reference),
+        );
     }
 }
