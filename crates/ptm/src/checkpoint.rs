@@ -157,6 +157,16 @@ impl Weights {
                 Ok(view) if view.dtype() == safetensors::Dtype::I8 => {
                     return self.dequantize(name, &view, dtype, device);
                 }
+                Ok(view) if dtype.is_float() && !is_float(view.dtype()) => {
+                    return Err(bad(
+                        &self.file_of(name),
+                        format!(
+                            "weight `{name}` is stored as {:?}, an integer type, where a float \
+                             weight is expected (integers are never read as float bits)",
+                            view.dtype()
+                        ),
+                    ));
+                }
                 _ => r[i].load(name, device),
             },
             Backend::Pickle(r) => r[i].get(name).and_then(|t| {
@@ -167,7 +177,28 @@ impl Weights {
         };
         let tensor =
             loaded.map_err(|e| bad(&self.file_of(name), format!("weight `{name}`: {e}")))?;
-        Ok(tensor.to_dtype(dtype)?)
+        if dtype.is_float() && !tensor.dtype().is_float() {
+            return Err(bad(
+                &self.file_of(name),
+                format!(
+                    "weight `{name}` is stored as {:?}, an integer type, where a float weight is \
+                     expected",
+                    tensor.dtype()
+                ),
+            ));
+        }
+        let tensor = tensor.to_dtype(dtype)?;
+        if dtype.is_float() {
+            // One NaN or infinity spreads to every output; refused here, with its name, it
+            // cannot pass silently as `null`s or plausible-looking int8 numbers.
+            if let Some(what) = crate::nn::ops::first_non_finite(&tensor)? {
+                return Err(bad(
+                    &self.file_of(name),
+                    format!("weight `{name}` holds {what}: the checkpoint is damaged"),
+                ));
+            }
+        }
+        Ok(tensor)
     }
 }
 
@@ -204,6 +235,11 @@ impl Weights {
     }
 }
 
+fn is_float(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype::*;
+    matches!(dtype, F16 | BF16 | F32 | F64)
+}
+
 fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::BadWeights {
         path: path.to_path_buf(),
@@ -228,16 +264,33 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
     files
         .into_iter()
         .map(|f| {
-            let p = dir.join(&f);
-            if p.is_file() {
-                Ok(p)
-            } else {
+            let refuse = |why: &str| {
                 Err(Error::config(
                     index,
                     "weight_map",
-                    format!("shard {f} is missing"),
+                    format!("shard {f:?} {why}"),
                 ))
+            };
+            // A plain name inside the model directory: no absolute path, no `..`, and (after
+            // symbolic links are followed) still inside it.
+            let plain = Path::new(&f)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                return refuse("is not a file name inside the model directory");
             }
+            let p = dir.join(&f);
+            if !p.is_file() {
+                return refuse("is missing");
+            }
+            let inside = match (std::fs::canonicalize(&p), std::fs::canonicalize(dir)) {
+                (Ok(file), Ok(dir)) => file.starts_with(dir),
+                _ => false,
+            };
+            if !inside {
+                return refuse("leads outside the model directory");
+            }
+            Ok(p)
         })
         .collect()
 }

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod heads;
 pub mod hub;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod nn;

@@ -224,3 +224,136 @@ fn no_tokenizer_files() {
         "{err}"
     );
 }
+
+/// Rewrites one weight of a copied fixture.
+fn set_weight(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&candle_core::Tensor) -> candle_core::Tensor,
+) {
+    let p = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap();
+    let t = edit(&tensors[name]);
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &p).unwrap();
+}
+
+/// One NaN (or infinity) in one weight is refused at load with the weight's name, in every
+/// precision the weights can be loaded in; it never reaches an output as `null`.
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    let name = "encoder.layer.1.intermediate.dense.weight";
+    for (bad, says) in [
+        (f32::NAN, "NaN at index 5"),
+        (f32::INFINITY, "inf at index 5"),
+    ] {
+        let (_t, dir) = copy_of("tiny-base");
+        set_weight(&dir, name, |t| {
+            let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[5] = bad;
+            candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).unwrap()
+        });
+        for precision in [
+            ptm::nn::Precision::F32,
+            ptm::nn::Precision::Bf16,
+            ptm::nn::Precision::Int8,
+        ] {
+            let p = Pretrained::from_dir(&dir).unwrap();
+            let opts = StoreOptions {
+                precision,
+                ..Default::default()
+            };
+            let err = match load_architecture(&p, &opts) {
+                Ok(_) => panic!("{precision:?}: a {bad} weight loaded"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(&format!(
+                    "weight `{name}` holds a non-finite value ({says})"
+                )) && err.contains("model.safetensors"),
+                "{precision:?}: {err}"
+            );
+        }
+    }
+}
+
+/// Integer tensors are never reinterpreted as float bits.
+#[test]
+fn an_integer_tensor_where_a_float_weight_belongs_is_refused() {
+    let (_t, dir) = copy_of("tiny-base");
+    let name = "pooler.dense.bias";
+    set_weight(&dir, name, |t| {
+        candle_core::Tensor::ones(
+            t.shape(),
+            candle_core::DType::I64,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains(&format!("weight `{name}` is stored as")) && err.contains("an integer type"),
+        "{err}"
+    );
+}
+
+/// Shard names in an index are file names inside the model directory: no absolute path, no
+/// `..`, no symbolic link out of it.
+#[test]
+fn shard_index_paths_stay_inside_the_model_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    for (shard, says) in [
+        (
+            "/etc/passwd",
+            "is not a file name inside the model directory",
+        ),
+        (
+            "../secret.safetensors",
+            "is not a file name inside the model directory",
+        ),
+        ("link.safetensors", "leads outside the model directory"),
+    ] {
+        let (_t, dir) = copy_of("tiny-base-sharded");
+        let target = outside.path().join("secret.safetensors");
+        std::fs::copy(dir.join("model-00002-of-00003.safetensors"), &target).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link.safetensors")).unwrap();
+        let index = dir.join("model.safetensors.index.json");
+        let text = std::fs::read_to_string(&index)
+            .unwrap()
+            .replace("model-00002-of-00003.safetensors", shard);
+        std::fs::write(&index, text).unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains("model.safetensors.index.json")
+                && err.contains("weight_map")
+                && err.contains(says),
+            "{shard}: {err}"
+        );
+    }
+}
+
+/// A config whose sizes cannot fit is refused before anything is allocated; zero layers too.
+#[test]
+fn absurd_config_sizes_are_refused_before_loading() {
+    for (field, value, says) in [
+        (
+            "num_hidden_layers",
+            serde_json::json!(0),
+            "must be at least 1",
+        ),
+        ("vocab_size", serde_json::json!(1u64 << 40), "32-bit ids"),
+        (
+            "intermediate_size",
+            serde_json::json!(1u64 << 62),
+            "overflows",
+        ),
+    ] {
+        let (_t, dir) = copy_of("tiny-base");
+        edit_config(&dir, |v| v[field] = value.clone());
+        let err = Pretrained::from_dir(&dir).err().unwrap().to_string();
+        assert!(
+            err.contains("config.json") && err.contains(says),
+            "{field}: {err}"
+        );
+    }
+}

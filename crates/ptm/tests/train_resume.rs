@@ -81,6 +81,7 @@ fn args(output: &Path, max_steps: usize) -> TrainArgs {
         eval_at_start: false,
         best: None,
         world: None,
+        data_fingerprint: Some("the examples of examples()".into()),
     }
 }
 
@@ -191,6 +192,57 @@ fn resumed_run_equals_an_uninterrupted_one() {
     assert!(b.path().join("checkpoint-6").is_dir() && b.path().join("checkpoint-7").is_dir());
     assert!(!b.path().join("checkpoint-3").exists(), "keep_last 2");
     assert!(b.path().join("config.json").is_file() && b.path().join("model.safetensors").is_file());
+}
+
+/// A resume continues only the run the checkpoint describes: a finished run says so (unless
+/// more steps are asked for), and other data or settings are refused with the fields named.
+#[test]
+fn resume_refuses_a_finished_run_other_data_and_other_settings() {
+    let out = tempfile::tempdir().unwrap();
+    run(&fixtures().join("bert/tiny-mlm"), out.path(), 7, false);
+    let last = resolve_resume(out.path()).unwrap();
+    let (examples, special_ids) = examples();
+    let t = TinyMlm::load(&last, true, special_ids);
+    let objective = MaskedLmObjective {
+        model: &t.model,
+        examples: &examples,
+        collator: t.collator.clone(),
+    };
+    let resume = |a: TrainArgs| {
+        train(
+            &objective,
+            None,
+            &t.spec(),
+            &a,
+            Some(load_checkpoint(&last).unwrap()),
+            &mut |_| {},
+        )
+    };
+    let err = resume(args(out.path(), 7)).unwrap_err().to_string();
+    assert!(
+        err.contains("that run finished (7 of 7 steps done)") && err.contains("--max-steps"),
+        "{err}"
+    );
+    let mut other = args(out.path(), 9);
+    other.data_fingerprint = Some("a shuffled corpus".into());
+    other.schedule.base_lr = 1e-3;
+    other.optimizer.weight_decay = 0.0;
+    let err = resume(other).unwrap_err().to_string();
+    assert!(
+        err.contains("other training data")
+            && err.contains("learning rate 0.005 (now 0.001)")
+            && err.contains("weight decay 0.01 (now 0)"),
+        "{err}"
+    );
+    // Asked for more steps, the same run goes on.
+    let longer = TrainArgs {
+        schedule: Schedule {
+            total_steps: 9,
+            ..args(out.path(), 9).schedule
+        },
+        ..args(out.path(), 9)
+    };
+    assert_eq!(resume(longer).unwrap().losses.len(), 2);
 }
 
 #[test]
@@ -310,6 +362,10 @@ fn a_non_finite_gradient_stops_the_run_before_the_step() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("the gradient norm is NaN at step 1"), "{err}");
+    assert!(
+        err.contains("the gradient norm is NaN at step 1")
+            && err.contains("no checkpoint was saved yet"),
+        "{err}"
+    );
     assert_close(&param.name, &t.store.params()[0].tensor, &before, 0.0);
 }

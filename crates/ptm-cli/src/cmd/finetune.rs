@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
+use ptm::data::fingerprint::data_fingerprint;
 use ptm::finetune::models::{
     QaModel, SeqClsModel, TokenClsModel, check_tokenizer, similarity_encoder,
 };
@@ -80,6 +81,8 @@ const DEFAULTS: Defaults = Defaults {
 
 pub fn run(a: Args) -> Result<()> {
     let task = Task::parse(&a.task)?;
+    // Held until the run ends: no other run writes here meanwhile.
+    let _output = a.train.claim_output()?;
     let pretrained = Pretrained::open(&a.model)?;
     let tokenizer = pretrained.tokenizer()?;
     if !matches!(
@@ -93,6 +96,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
+    ptm::limits::check_training(&pretrained.config, a.train.batch_size, a.max_length)?;
     check_tokenizer(&pretrained.config, &tokenizer)
         .with_context(|| format!("{}", pretrained.dir.display()))?;
     match task {
@@ -214,12 +218,23 @@ fn train_and_report(
         store,
         tokenizer: Some(tokenizer),
     };
+    // What turns the file into examples: the task, lengths, the share kept and the labels.
+    let settings = format!(
+        "{} max_length {} doc_stride {:?} fraction {:?} labels {:?}",
+        a.task,
+        a.max_length,
+        a.doc_stride,
+        a.train_fraction,
+        config.common().id2label
+    );
+    let fingerprint = data_fingerprint(std::slice::from_ref(&a.train_file), tokenizer, &settings)?;
     let outcome = a.train.run(
         objective,
         evaluator,
         &spec,
         &DEFAULTS,
         best(a, default_metric),
+        fingerprint,
     )?;
     print_best(&outcome, &a.train.output)
 }

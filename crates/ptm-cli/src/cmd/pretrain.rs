@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ptm::config::ModelConfig;
+use ptm::data::fingerprint::sha256_of;
 use ptm::data::{Blocks, TokenizedCorpus};
 use ptm::models::bert::{BertForMaskedLM, BertForPreTraining};
 use ptm::models::gpt2::Gpt2LMHeadModel;
@@ -56,6 +57,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // Held until the run ends: no other run writes here meanwhile.
+    let _output = a.train.claim_output()?;
     let resume_dir = a.train.resume_dir()?;
     // Where weights, config and tokenizer come from.
     let (config, tokenizer, weights_dir): (ModelConfig, Tokenizer, Option<PathBuf>) =
@@ -86,6 +89,7 @@ pub fn run(a: Args) -> Result<()> {
                 bail!("give --config CONFIG.json --tokenizer DIR, --init-from DIR or --resume DIR")
             }
         };
+    ptm::limits::check_training(&config, a.train.batch_size, a.seq_len)?;
     let dims = config.dims();
     tokenizer.check_fits(dims.vocab_size)?;
     if a.seq_len > dims.max_positions {
@@ -134,6 +138,12 @@ pub fn run(a: Args) -> Result<()> {
         .as_ref()
         .map(|f| lead_first(|| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))))
         .transpose()?;
+    // The examples are the corpus's ids cut by the objective into --seq-len pieces.
+    let fingerprint = sha256_of(&[
+        train_corpus.fingerprint().as_bytes(),
+        objective_name.as_bytes(),
+        &a.seq_len.to_le_bytes(),
+    ]);
     let run = |objective: &dyn Objective,
                eval: Option<&dyn Objective>,
                architecture: &str|
@@ -160,6 +170,7 @@ pub fn run(a: Args) -> Result<()> {
             &spec,
             &defaults,
             None,
+            fingerprint.clone(),
         )?;
         if let (true, Some(first), Some(last)) =
             (is_lead(), outcome.evals.first(), outcome.evals.last())

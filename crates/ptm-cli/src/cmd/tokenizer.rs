@@ -32,6 +32,8 @@ pub struct TrainArgs {
 pub fn run(c: Command) -> Result<()> {
     let Command::Train(a) = c;
     let kind = TokenizerKind::parse(&a.kind)?;
+    // Before the corpus is read: a vocabulary that cannot fit is known from the flag alone.
+    ptm::limits::check_vocab_size(a.vocab_size)?;
     let mut docs = Vec::new();
     let report = read_corpus(&a.files, |d| {
         docs.push(d);

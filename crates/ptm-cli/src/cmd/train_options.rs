@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use ptm::train::checkpoint::{load_checkpoint, resolve_resume};
 use ptm::train::distributed::Collective;
+use ptm::train::output_dir::{OutputLock, Reuse, claim};
 use ptm::train::{
     AdamWConfig, BestModel, Evaluator, ModelSpec, Objective, Schedule, ScheduleKind, TrainArgs,
     TrainOutcome, train,
@@ -63,6 +64,10 @@ pub struct TrainOptions {
     /// Resume from a checkpoint directory or an output directory's latest checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start over in an --output that holds another run: its checkpoints, log and model are
+    /// removed first (without this, such a directory is refused).
+    #[arg(long)]
+    pub overwrite_output_dir: bool,
     /// A JSON file of these options (keys as the option names, e.g. "batch_size": 32);
     /// options on the command line win.
     #[arg(long, value_name = "FILE.json")]
@@ -71,6 +76,12 @@ pub struct TrainOptions {
     /// layer multiplies its bf16-rounded input and weight, accumulating in f32).
     #[arg(long = "dtype", default_value = "f32")]
     pub dtype: ptm::nn::Precision,
+}
+
+/// Whether a checkpoint's folder is `output` (compared as the file system resolves them).
+fn same_dir(parent: Option<&std::path::Path>, output: &std::path::Path) -> bool {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    parent.is_some_and(|p| canonical(p).is_some() && canonical(p) == canonical(output))
 }
 
 thread_local! {
@@ -125,18 +136,86 @@ impl TrainOptions {
         Ok(self.resume.as_deref().map(resolve_resume).transpose()?)
     }
 
+    /// Checks the options, then takes the output directory for this run (rank 0 of a
+    /// data-parallel run; the others write nothing): call before anything is written there.
+    pub fn claim_output(&self) -> Result<Option<OutputLock>> {
+        self.validate()?;
+        if !is_lead() {
+            return Ok(None);
+        }
+        let continuing = match self.resume_dir()? {
+            Some(checkpoint) => same_dir(checkpoint.parent(), &self.output),
+            None => false,
+        };
+        let reuse = match (continuing, self.overwrite_output_dir) {
+            (true, true) => bail!(
+                "--overwrite-output-dir would remove the checkpoint that --resume continues from"
+            ),
+            (true, false) => Reuse::Continue,
+            (false, true) => Reuse::Overwrite,
+            (false, false) => Reuse::Refuse,
+        };
+        Ok(Some(claim(&self.output, reuse)?))
+    }
+
+    /// Values no training run can use are refused before anything starts.
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("--lr", self.lr),
+            ("--max-grad-norm", Some(self.max_grad_norm)),
+        ];
+        for (flag, v) in positive {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                bail!("{flag} {v} must be a positive, finite number");
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "--weight-decay {} must be a finite number of at least 0",
+                self.weight_decay
+            );
+        }
+        if let Some(r) = self.warmup_ratio.filter(|r| !(0.0..=1.0).contains(r)) {
+            bail!("--warmup-ratio {r} is not between 0 and 1");
+        }
+        for (flag, v) in [
+            ("--batch-size", Some(self.batch_size)),
+            ("--grad-accum", Some(self.grad_accum)),
+            ("--eval-batch-size", self.eval_batch_size),
+            ("--keep-last", Some(self.keep_last)),
+        ] {
+            if v == Some(0) {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
     fn train_args(
         &self,
         num_examples: usize,
         defaults: &Defaults,
         best: Option<BestModel>,
+        data_fingerprint: String,
     ) -> Result<TrainArgs> {
         // Examples per optimizer step, over all the processes of a data-parallel run.
-        let per_step = self.batch_size * self.grad_accum.max(1) * world().map_or(1, |w| w.size());
+        let per_step = self
+            .batch_size
+            .checked_mul(self.grad_accum.max(1))
+            .and_then(|b| b.checked_mul(world().map_or(1, |w| w.size())));
+        let Some(per_step) = per_step else {
+            bail!("--batch-size x --grad-accum x processes overflows");
+        };
         let steps_per_epoch = (num_examples / per_step.max(1)).max(1);
         let max_steps = match (self.max_steps, self.epochs) {
             (Some(s), _) => s,
-            (None, e) => e.unwrap_or(defaults.epochs) * steps_per_epoch,
+            (None, e) => {
+                let epochs = e.unwrap_or(defaults.epochs);
+                let Some(steps) = epochs.checked_mul(steps_per_epoch) else {
+                    bail!("--epochs {epochs} x {steps_per_epoch} steps per epoch overflows");
+                };
+                steps
+            }
         };
         let kind = match self.schedule.as_str() {
             "linear" => ScheduleKind::Linear,
@@ -145,8 +224,7 @@ impl TrainOptions {
             other => bail!("unknown --schedule {other:?}; supported: linear, cosine, constant"),
         };
         let warmup_steps = match self.warmup_ratio {
-            Some(r) if (0.0..=1.0).contains(&r) => (r * max_steps as f64).ceil() as usize,
-            Some(r) => bail!("--warmup-ratio {r} is not between 0 and 1"),
+            Some(r) => (r * max_steps as f64).ceil() as usize,
             None => self.warmup_steps,
         };
         let lr = self.lr.unwrap_or(defaults.lr);
@@ -178,10 +256,12 @@ impl TrainOptions {
             eval_at_start: defaults.eval_at_start,
             best,
             world: world(),
+            data_fingerprint: Some(data_fingerprint),
         })
     }
 
-    /// Trains with a progress bar and prints a summary.
+    /// Trains with a progress bar and prints a summary. `data_fingerprint` identifies the
+    /// training data (see `TrainArgs`), so a resume on other data is refused.
     pub fn run(
         &self,
         objective: &dyn Objective,
@@ -189,9 +269,10 @@ impl TrainOptions {
         spec: &ModelSpec,
         defaults: &Defaults,
         best: Option<BestModel>,
+        data_fingerprint: String,
     ) -> Result<TrainOutcome> {
         let n = objective.num_examples();
-        let args = self.train_args(n, defaults, best)?;
+        let args = self.train_args(n, defaults, best, data_fingerprint)?;
         let checkpoint = self
             .resume_dir()?
             .as_deref()

@@ -1,6 +1,7 @@
 //! Data: reading corpora and labeled sets from files, and tokenized corpora on disk.
 
 mod corpus;
+pub mod fingerprint;
 mod tokenized;
 
 pub use corpus::{CorpusReport, corpus_files, read_corpus};

@@ -3,11 +3,12 @@
 //! ends (u64 token offsets) and where each document ends (u64 sentence counts). Training then
 //! memory-maps the shards, so a corpus larger than RAM costs only page cache.
 //!
-//! `index.json` records the format, the tokenizer's hash and each source file's size and
-//! modification time; a later run with the same inputs reuses the shards. The folder is built
-//! under a temp name and renamed into place, so a kill leaves no half-written corpus behind.
+//! `index.json` records the format, the tokenizer's hash and each source file's content hash
+//! (not its path or time: a file edited in place with its time restored is still seen); a later
+//! run with the same inputs reuses the shards. The folder is built under a temp name and renamed
+//! into place, so a kill leaves no half-written corpus behind, and a lock beside it makes a
+//! second process wait for the first to finish building, then reuse its work.
 
-use std::hash::{Hash, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,11 +16,13 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{corpus_files, read_corpus};
+use super::fingerprint::{file_sha256, sha256_of};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
 const INDEX: &str = "index.json";
-const FORMAT: u32 = 1;
+/// 2: sources keyed on their content.
+const FORMAT: u32 = 2;
 /// A new shard starts at the first document end past this many tokens (256 MB of ids).
 const SHARD_TOKENS: u64 = 1 << 26;
 /// Text handed to the (parallel) tokenizer at once.
@@ -27,9 +30,18 @@ const BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Source {
+    /// Where the text was read, for the reader's information (not part of the key).
     path: PathBuf,
     bytes: u64,
-    modified_ns: u128,
+    sha256: String,
+}
+
+/// What decides whether shards can be reused: the sources' contents, in order.
+fn content_key(sources: &[Source]) -> Vec<(&str, u64)> {
+    sources
+        .iter()
+        .map(|s| (s.sha256.as_str(), s.bytes))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,19 +96,21 @@ pub struct TokenizedCorpus {
     skipped_lines: Vec<String>,
     /// Whether this call tokenized the text (false: the shards on disk were reused).
     pub built: bool,
+    fingerprint: String,
 }
 
 impl TokenizedCorpus {
     /// Opens the tokenized corpus in `dir` if it was made from these files with this tokenizer,
     /// else tokenizes `files` (text, folders or JSONL, as [`read_corpus`] reads them) into it.
     pub fn prepare(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<Self> {
+        let _building = lock_beside(dir)?;
         let sources = sources(files)?;
-        let tokenizer_hash = hash_hex(&tokenizer.to_json(false)?);
+        let tokenizer_hash = sha256_of(&[tokenizer.to_json(false)?.as_bytes()]);
         if dir.join(INDEX).is_file() {
             if let Ok(index) = crate::io::read_json::<Index>(&dir.join(INDEX)) {
                 if index.format == FORMAT
                     && index.tokenizer_hash == tokenizer_hash
-                    && index.sources == sources
+                    && content_key(&index.sources) == content_key(&sources)
                 {
                     return Self::open_index(dir, index, false);
                 }
@@ -104,6 +118,11 @@ impl TokenizedCorpus {
         }
         let index = build(files, tokenizer, dir, sources, tokenizer_hash)?;
         Self::open_index(dir, index, true)
+    }
+
+    /// A hash of what the ids were made from: the sources' contents and the tokenizer.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     fn open_index(dir: &Path, index: Index, built: bool) -> Result<Self> {
@@ -147,10 +166,13 @@ impl TokenizedCorpus {
                 dir.display()
             )));
         }
+        let mut parts: Vec<&[u8]> = vec![index.tokenizer_hash.as_bytes()];
+        parts.extend(index.sources.iter().map(|s| s.sha256.as_bytes()));
         Ok(TokenizedCorpus {
             dir: dir.to_path_buf(),
             shards,
             first_document,
+            fingerprint: sha256_of(&parts),
             skipped_lines: index.skipped_lines,
             built,
         })
@@ -218,27 +240,35 @@ fn read_u64(map: &Mmap, i: usize) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-fn hash_hex(text: &str) -> String {
-    // Only a cache key: a different hash after a toolchain update just means tokenizing again.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    format!("{:016x}", h.finish())
+/// Holds `.NAME.lock` beside `dir` until dropped: one process builds, the others wait and then
+/// find its shards.
+fn lock_beside(dir: &Path) -> Result<std::fs::File> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let path = dir.with_file_name(format!(".{name}.lock"));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::io::create_dir_all(parent)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    file.lock().map_err(|e| Error::io(&path, e))?;
+    Ok(file)
 }
 
 fn sources(files: &[PathBuf]) -> Result<Vec<Source>> {
     corpus_files(files)?
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-            let modified_ns = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len();
             Ok(Source {
+                sha256: file_sha256(&path)?,
                 path: std::path::absolute(&path).unwrap_or(path),
-                bytes: meta.len(),
-                modified_ns,
+                bytes,
             })
         })
         .collect()
@@ -568,6 +598,30 @@ mod tests {
                 .unwrap()
                 .built
         );
+        // A source edited at the same size with its modification time put back (cp -p,
+        // rsync -t) is tokenized again: the key is the content.
+        let before = std::fs::metadata(&text).unwrap().modified().unwrap();
+        let edited = std::fs::read_to_string(&text)
+            .unwrap()
+            .replace("two", "TWO");
+        std::fs::write(&text, edited).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&text)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        let c = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).unwrap();
+        assert!(c.built, "same size and time, other content");
+        let moved = dir.path().join("moved.txt");
+        std::fs::copy(&text, &moved).unwrap();
+        let again = TokenizedCorpus::prepare(std::slice::from_ref(&moved), &tok, &cache).unwrap();
+        assert!(
+            !again.built,
+            "the same content elsewhere is the same corpus"
+        );
+        assert_eq!(again.fingerprint(), c.fingerprint());
+        drop((c, again));
         // A changed source is tokenized again.
         std::fs::write(&text, "Something else entirely, and longer.\n").unwrap();
         let c = TokenizedCorpus::prepare(std::slice::from_ref(&text), &tok, &cache).unwrap();

@@ -68,8 +68,10 @@ impl Pretrained {
         Self::from_dir(&crate::hub::resolve_model_dir(spec)?)
     }
 
+    /// Reads `dir/config.json`, refusing a model whose weights could not fit in memory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
+        crate::limits::check_model(&config)?;
         Ok(Pretrained {
             dir: dir.to_path_buf(),
             config,

@@ -48,6 +48,7 @@ pub fn train_tokenizer(
     lowercase: bool,
     texts: impl Iterator<Item = String> + Send,
 ) -> Result<Tokenizer> {
+    crate::limits::check_vocab_size(vocab_size)?;
     let err = |e: tokenizers::Error| Error::invalid(format!("tokenizer training: {e}"));
     let (special, class) = match kind {
         TokenizerKind::WordPiece => (SpecialTokens::bert(), "BertTokenizer"),

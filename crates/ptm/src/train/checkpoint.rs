@@ -18,7 +18,7 @@ use crate::tokenizer::Tokenizer;
 
 pub const TRAINER_STATE: &str = "trainer_state.json";
 pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
-const PREFIX: &str = "checkpoint-";
+pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
 
 /// Everything besides weights and moments that resuming needs to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,66 @@ pub struct TrainerState {
     pub world_size: usize,
     #[serde(default)]
     pub best: Option<BestSoFar>,
+    /// The content hash of the training data (see `TrainArgs::data_fingerprint`; `None`: not
+    /// recorded by an older ptm).
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+}
+
+impl TrainerState {
+    /// Values no run of ptm writes are refused before they steer the optimizer (bias
+    /// corrections), the data position or the schedule.
+    fn check(&self, path: &Path) -> Result<()> {
+        let field = |name: &str, why: String| Err(Error::config(path, name, why));
+        let n = self.num_examples;
+        if n > 0 && self.epoch_position > n {
+            return field(
+                "epoch_position",
+                format!("{} is past the {n} examples", self.epoch_position),
+            );
+        }
+        // Every step consumes at least one example of the epoch it belongs to.
+        let most = (self.epoch as u128 + 1) * n.max(1) as u128;
+        if n > 0 && self.global_step as u128 > most {
+            return field(
+                "global_step",
+                format!(
+                    "{} steps cannot fit in {} epochs of {n} examples",
+                    self.global_step,
+                    self.epoch + 1
+                ),
+            );
+        }
+        if self.epoch > self.global_step {
+            return field(
+                "epoch",
+                format!("{} is past global_step {}", self.epoch, self.global_step),
+            );
+        }
+        if self.world_size == 0 {
+            return field("world_size", "must be at least 1".into());
+        }
+        let s = &self.schedule;
+        if !(s.base_lr.is_finite() && s.base_lr >= 0.0) {
+            return field(
+                "schedule.base_lr",
+                format!("{} is not a learning rate", s.base_lr),
+            );
+        }
+        let o = &self.optimizer;
+        let finite = [
+            ("optimizer.weight_decay", o.weight_decay),
+            ("optimizer.eps", o.eps),
+            ("optimizer.beta1", o.beta1),
+            ("optimizer.beta2", o.beta2),
+        ];
+        if let Some((name, v)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return field(name, format!("{v} is not finite"));
+        }
+        Ok(())
+    }
 }
 
 fn one() -> usize {
@@ -80,7 +140,7 @@ pub fn save_checkpoint(
     keep_last: usize,
 ) -> Result<PathBuf> {
     crate::io::create_dir_all(output)?;
-    let dir = output.join(format!("{PREFIX}{}", state.global_step));
+    let dir = output.join(format!("{CHECKPOINT_PREFIX}{}", state.global_step));
     crate::io::write_dir_atomically(&dir, |tmp| {
         crate::models::save_pretrained(tmp, config, architecture, store, tokenizer)?;
         crate::checkpoint::save_safetensors(
@@ -110,7 +170,7 @@ fn checkpoints(output: &Path) -> Result<Vec<(usize, PathBuf)>> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix(PREFIX)?.parse().ok()?;
+            let step = name.strip_prefix(CHECKPOINT_PREFIX)?.parse().ok()?;
             Some((step, e.path()))
         })
         .collect();
@@ -140,6 +200,7 @@ pub fn resolve_resume(path: &Path) -> Result<PathBuf> {
 /// Reads a checkpoint's trainer state and optimizer moments.
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let state: TrainerState = crate::io::read_json(&dir.join(TRAINER_STATE))?;
+    state.check(&dir.join(TRAINER_STATE))?;
     let opt_path = dir.join(OPTIMIZER_STATE);
     let optimizer =
         candle_core::safetensors::load(&opt_path, &Device::Cpu).map_err(|e| Error::BadWeights {
@@ -183,6 +244,8 @@ mod tests {
             grad_accum: 2,
             world_size: 1,
             best: None,
+            data_fingerprint: Some("abc".into()),
+            max_grad_norm: Some(1.0),
         }
     }
 
@@ -251,5 +314,28 @@ mod tests {
         std::fs::write(broken.join(TRAINER_STATE), "{\"global_step\": 3}").unwrap();
         let err = load_checkpoint(&broken).err().unwrap().to_string();
         assert!(err.contains("trainer_state.json"), "{err}");
+        // Well-formed but impossible values are refused by field.
+        for (field, value, says) in [
+            (
+                "global_step",
+                serde_json::json!(1_000_000_000u64),
+                "cannot fit in 1 epochs",
+            ),
+            (
+                "epoch_position",
+                serde_json::json!(41),
+                "past the 40 examples",
+            ),
+            ("world_size", serde_json::json!(0), "at least 1"),
+        ] {
+            let mut v = serde_json::to_value(state(6)).unwrap();
+            v[field] = value;
+            std::fs::write(broken.join(TRAINER_STATE), v.to_string()).unwrap();
+            let err = load_checkpoint(&broken).err().unwrap().to_string();
+            assert!(
+                err.contains(&format!("field `{field}`")) && err.contains(says),
+                "{err}"
+            );
+        }
     }
 }

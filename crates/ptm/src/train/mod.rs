@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod distributed;
 mod optim;
+pub mod output_dir;
 mod schedule;
 mod trainer;
 

@@ -67,6 +67,10 @@ pub struct TrainArgs {
     pub world: Option<&'static dyn Collective>,
     /// Keep the model that scores best on a metric (and maybe stop when it no longer improves).
     pub best: Option<BestModel>,
+    /// A content hash of the training data as the objective sees it (the tokenized examples'
+    /// sources, the tokenizer and the settings that cut them), recorded in checkpoints: a run
+    /// resumes only on the same data. `None`: not checked.
+    pub data_fingerprint: Option<String>,
 }
 
 /// Which evaluation metric picks the model left in the output directory.
@@ -189,6 +193,15 @@ pub fn train(
     let (mut step, mut epoch, mut position, dropout, best) = match &resume {
         Some(ck) => {
             check_resumable(&ck.state, &ck.dir, n, args)?;
+            if ck.state.global_step >= args.max_steps {
+                return Err(Error::invalid(format!(
+                    "{}: that run finished ({} of {} steps done); nothing to resume (a larger \
+                     --max-steps trains it further)",
+                    ck.dir.display(),
+                    ck.state.global_step,
+                    args.max_steps
+                )));
+            }
             opt.load_state(&ck.optimizer, ck.state.global_step)?;
             let s = &ck.state;
             (
@@ -210,6 +223,8 @@ pub fn train(
         }
     }
     let mut order = epoch_order(n, args.seed, epoch);
+    // Named when a run stops on a non-finite loss: what is left to resume from.
+    let mut last_checkpoint = resume.as_ref().map(|ck| ck.dir.clone());
     let mut outcome = TrainOutcome {
         best,
         ..Default::default()
@@ -303,9 +318,9 @@ pub fn train(
             let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Err(Error::invalid(format!(
-                    "the loss is {value} at step {}; stopping (the last checkpoint in {} is intact)",
+                    "the loss is {value} at step {}; stopping ({})",
                     step + 1,
-                    args.output.display()
+                    intact(&last_checkpoint)
                 )));
             }
             loss_sum += value * count as f64;
@@ -344,9 +359,9 @@ pub fn train(
         // reaches the parameters (and a checkpoint).
         if !grad_norm.is_finite() {
             return Err(Error::invalid(format!(
-                "the gradient norm is {grad_norm} at step {}; stopping (the last checkpoint in {} is intact)",
+                "the gradient norm is {grad_norm} at step {}; stopping ({})",
                 step + 1,
-                args.output.display()
+                intact(&last_checkpoint)
             )));
         }
         let lr = args.schedule.lr(step);
@@ -397,8 +412,10 @@ pub fn train(
                 grad_accum: args.grad_accum.max(1),
                 world_size,
                 best: outcome.best.clone(),
+                data_fingerprint: args.data_fingerprint.clone(),
+                max_grad_norm: args.max_grad_norm,
             };
-            save_checkpoint(
+            last_checkpoint = Some(save_checkpoint(
                 &args.output,
                 model.config,
                 model.architecture,
@@ -407,7 +424,7 @@ pub fn train(
                 &opt,
                 &state,
                 args.keep_last,
-            )?;
+            )?);
         }
         if outcome.stopped_early {
             break;
@@ -430,6 +447,14 @@ pub fn train(
         )?;
     }
     Ok(outcome)
+}
+
+/// What a stopped run leaves to resume from.
+fn intact(last_checkpoint: &Option<PathBuf>) -> String {
+    match last_checkpoint {
+        Some(dir) => format!("the last checkpoint, {}, is intact", dir.display()),
+        None => "no checkpoint was saved yet".to_string(),
+    }
 }
 
 /// The files of `from` (not folders) copied into `to`, each atomically.
@@ -489,7 +514,59 @@ fn check_resumable(
     if state.seed != args.seed {
         differ.push(format!("seed {} (now {})", state.seed, args.seed));
     }
+    if let (Some(was), Some(now)) = (&state.data_fingerprint, &args.data_fingerprint) {
+        if was != now {
+            differ.push(format!(
+                "other training data (content hash {}, now {})",
+                short(was),
+                short(now)
+            ));
+        }
+    }
+    let (was, now) = (&state.schedule, &args.schedule);
+    if was.kind != now.kind {
+        differ.push(format!("schedule {:?} (now {:?})", was.kind, now.kind));
+    }
+    let mut float = |what: &str, was: f64, now: f64| {
+        // Exact: both come from the same decimal flag through the same parse.
+        if was != now {
+            differ.push(format!("{what} {was} (now {now})"));
+        }
+    };
+    float("learning rate", was.base_lr, now.base_lr);
+    float(
+        "weight decay",
+        state.optimizer.weight_decay,
+        args.optimizer.weight_decay,
+    );
+    float("adam beta1", state.optimizer.beta1, args.optimizer.beta1);
+    float("adam beta2", state.optimizer.beta2, args.optimizer.beta2);
+    float("adam epsilon", state.optimizer.eps, args.optimizer.eps);
+    if let Some(was) = state.max_grad_norm {
+        float(
+            "max grad norm",
+            was,
+            args.max_grad_norm.unwrap_or(f64::INFINITY),
+        );
+    }
+    // A warm-up given as a ratio scales with a changed length; that change is warned below.
+    if was.total_steps == now.total_steps && was.warmup_steps != now.warmup_steps {
+        differ.push(format!(
+            "warmup steps {} (now {})",
+            was.warmup_steps, now.warmup_steps
+        ));
+    }
     if differ.is_empty() {
+        if was.total_steps != now.total_steps {
+            // A longer (or shorter) run: the decay stretches from the resumed step on.
+            tracing::warn!(
+                "{}: the run was planned for {} steps, now {}: the learning-rate schedule changes from step {}",
+                dir.display(),
+                was.total_steps,
+                now.total_steps,
+                state.global_step + 1
+            );
+        }
         return Ok(());
     }
     Err(Error::invalid(format!(
@@ -497,6 +574,11 @@ fn check_resumable(
         dir.display(),
         differ.join(", ")
     )))
+}
+
+/// The first 12 hex digits of a hash, enough to tell two apart in a message.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// Sums every parameter's gradient over the ranks, flattened into one f32 buffer (a parameter
