@@ -17,7 +17,7 @@ mkdir -p "$out" "$res"
 if [ ! -f "$out/tiny-bert-zh/model.safetensors" ]; then
   "$ptm" pretrain --config data/tiny-bert-chinese.json --tokenizer tests/fixtures/tokenizers/bert-base-chinese \
     --train $zh/chinese_poetry/*.jsonl $zh/chinese_sentiment/train.jsonl --output "$out/tiny-bert-zh" \
-    --max-steps 800 --batch-size 32 --seq-len 64 --lr 1e-3 --warmup-steps 80 --save-every 100000 -q
+    --max-steps 800 --batch-size 32 --seq-len 64 --lr 1e-3 --warmup-steps 80 --save-every 100000 --overwrite-output-dir -q
 fi
 for f in "${@:-1.0 0.1}"; do
   if [ "$f" = 1.0 ]; then epochs=2 every=100; else epochs=10 every=25; fi

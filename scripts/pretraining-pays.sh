@@ -44,7 +44,7 @@ for part in "${@:-tiny minilm}"; do
           "$ptm" pretrain --config data/tiny-bert.json --tokenizer data/tokenizer \
             --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
             --output "$tiny" --max-steps "$steps" --batch-size 16 --seq-len 64 --lr 1e-3 \
-            --warmup-steps $((steps / 10)) --save-every 100000 -q
+            --warmup-steps $((steps / 10)) --save-every 100000 --overwrite-output-dir -q
         fi
         for f in 1.0 0.1; do
           if [ $f = 1.0 ]; then every=60 epochs=3; else every=24 epochs=10; fi
@@ -57,7 +57,7 @@ for part in "${@:-tiny minilm}"; do
           "$ptm" pretrain --objective plm --config data/tiny-xlnet.json --tokenizer data/tokenizer-xlnet \
             --train data/austen/prideprejudice.txt data/austen/sensesensibility.txt \
             --output "$xl" --max-steps "$steps" --batch-size 16 --seq-len 64 --lr 1e-3 \
-            --warmup-steps $((steps / 10)) --save-every 100000 -q
+            --warmup-steps $((steps / 10)) --save-every 100000 --overwrite-output-dir -q
         fi
         for f in 1.0 0.1; do
           if [ $f = 1.0 ]; then every=60 epochs=3; else every=24 epochs=10; fi

@@ -1,20 +1,44 @@
 //! Reading input texts: JSONL with a `text` field (files ending in .jsonl, or --jsonl), else
-//! one text per line; a file or stdin. Errors name the file and line.
+//! one text per line; a file or stdin. Lines are at most `--max-line-bytes` long. Errors name
+//! the file and line.
 
 use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use ptm::io::{LineReader, MAX_LINE_BYTES, line_content};
+
+/// `--max-line-bytes`: the longest input line read.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LineLimitArg {
+    /// The longest input line, in bytes; a longer one (a file without line breaks) is an
+    /// error naming the line.
+    #[arg(long = "max-line-bytes", default_value_t = MAX_LINE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_line_bytes: usize,
+}
+
+/// The next line of `lines` without its ending: None at the end. A line over the limit gets
+/// the flag that raises it added to its message.
+pub fn next_line<'a>(
+    lines: &mut LineReader<impl BufRead>,
+    buf: &'a mut Vec<u8>,
+) -> Result<Option<&'a [u8]>> {
+    match lines.read_line(buf) {
+        Ok(true) => Ok(Some(line_content(buf))),
+        Ok(false) => Ok(None),
+        Err(ptm::Error::InvalidInput(m)) => bail!("{m}; --max-line-bytes raises it"),
+        Err(e) => Err(e.into()),
+    }
+}
 
 pub struct TextSource {
-    reader: Box<dyn BufRead>,
-    name: String,
+    lines: LineReader<Box<dyn BufRead>>,
     jsonl: bool,
-    line: usize,
 }
 
 impl TextSource {
-    pub fn open(path: Option<&Path>, force_jsonl: bool) -> Result<Self> {
+    pub fn open(path: Option<&Path>, force_jsonl: bool, limit: LineLimitArg) -> Result<Self> {
         let (reader, name, jsonl): (Box<dyn BufRead>, String, bool) = match path {
             Some(p) => {
                 let f = std::fs::File::open(p)
@@ -33,11 +57,18 @@ impl TextSource {
             ),
         };
         Ok(TextSource {
-            reader,
-            name,
+            lines: LineReader::new(reader, name, limit.max_line_bytes),
             jsonl,
-            line: 0,
         })
+    }
+
+    /// The 1-based number of the line last read.
+    pub fn line(&self) -> usize {
+        self.lines.line()
+    }
+
+    pub fn name(&self) -> &str {
+        self.lines.name()
     }
 
     /// Up to `n` more texts; empty at the end of the input.
@@ -45,25 +76,14 @@ impl TextSource {
         let mut out = Vec::with_capacity(n);
         let mut buf = Vec::new();
         while out.len() < n {
-            buf.clear();
-            let read = self
-                .reader
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading {}", self.name))?;
-            if read == 0 {
+            let Some(line) = next_line(&mut self.lines, &mut buf)? else {
                 break;
-            }
-            self.line += 1;
-            for end in [b'\n', b'\r'] {
-                if buf.last() == Some(&end) {
-                    buf.pop();
-                }
-            }
-            let text = std::str::from_utf8(&buf).map_err(|e| {
+            };
+            let text = std::str::from_utf8(line).map_err(|e| {
                 anyhow::anyhow!(
                     "{}:{}: not valid UTF-8 (byte {})",
-                    self.name,
-                    self.line,
+                    self.lines.name(),
+                    self.lines.line(),
                     e.valid_up_to()
                 )
             })?;
@@ -77,16 +97,13 @@ impl TextSource {
     }
 
     fn parse_jsonl(&self, line: &str) -> Result<String> {
+        let (name, n) = (self.lines.name(), self.lines.line());
         let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", self.name, self.line))?;
+            .map_err(|e| anyhow::anyhow!("{name}:{n}: invalid JSON: {e}"))?;
         match v.get("text") {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(_) => bail!(
-                "{}:{}: field \"text\" is not a string",
-                self.name,
-                self.line
-            ),
-            None => bail!("{}:{}: no \"text\" field", self.name, self.line),
+            Some(_) => bail!("{name}:{n}: field \"text\" is not a string"),
+            None => bail!("{name}:{n}: no \"text\" field"),
         }
     }
 }

@@ -15,8 +15,9 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Pretrained Transformer language models: embed, fill masks, generate, pretrain, inspect, convert"
 )]
 struct Cli {
-    /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS).
-    #[arg(long, global = true)]
+    /// Worker threads for tensor maths (default: all cores; also RAYON_NUM_THREADS), at most
+    /// 4 × the cores (and 1024).
+    #[arg(long, global = true, value_parser = parse_threads)]
     threads: Option<usize>,
     /// More log output (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -58,10 +59,21 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Some(n) = cli.threads {
-        // Read by rayon and by candle's GEMM when their pools start, which is later.
+    let threads = match cli.threads.map_or_else(threads_from_env, |n| Ok(Some(n))) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(n) = threads {
+        // Read by candle's GEMM for its share of the pool.
         // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+    if let Err(e) = start_thread_pool(threads) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
     // Under mpirun (the `mpi` feature) this process is one rank of a data-parallel run; the
     // universe finalises MPI when a successful run ends.
@@ -114,6 +126,39 @@ fn main() {
     drop(mpi);
 }
 
+/// `--threads`: 1 to 4 × the cores, at most 1024. Each thread reserves a stack, and ten
+/// thousand of them made a two-line `embed` take minutes, or panic under a memory cap.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let max = cores.saturating_mul(4).min(1024);
+    if n == 0 || n > max {
+        return Err(format!(
+            "must be in 1..={max} (4 × the {cores} cores, at most 1024)"
+        ));
+    }
+    Ok(n)
+}
+
+/// RAYON_NUM_THREADS, held to the bound of `--threads` (0 and non-numbers: rayon's default).
+fn threads_from_env() -> Result<Option<usize>, String> {
+    match std::env::var("RAYON_NUM_THREADS").map(|v| v.trim().parse::<usize>()) {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Ok(None),
+        Ok(Ok(n)) => parse_threads(&n.to_string())
+            .map(Some)
+            .map_err(|e| format!("RAYON_NUM_THREADS={n}: {e}")),
+    }
+}
+
+/// Starts rayon's global pool now, so a pool that cannot start (no memory for the threads'
+/// stacks, a process limit) is an error here rather than a panic in the first tensor op.
+fn start_thread_pool(threads: Option<usize>) -> anyhow::Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))
+}
+
 /// Tensor code allocates and frees buffers of megabytes at every op. glibc hands blocks that
 /// large back to the kernel on free (mmap/munmap), so each new tensor page-faults its memory in
 /// again: a quarter of a training step's time went to the kernel. Serving them from the heap
@@ -142,4 +187,30 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_bounded_by_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let max = (4 * cores).min(1024);
+        assert_eq!(parse_threads(&max.to_string()), Ok(max));
+        for bad in ["0", "1025", &(max + 1).to_string(), "-1", "many"] {
+            assert!(parse_threads(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pool_that_cannot_start_is_an_error() {
+        // The global pool starts once; a second start fails as a spawn failure would.
+        let _ = start_thread_pool(Some(1));
+        let err = start_thread_pool(Some(1)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot start the worker threads: "),
+            "{err}"
+        );
+    }
 }

@@ -510,18 +510,21 @@ fn generate_rejects_what_does_not_fit() {
         "--truncate-left",
         &long,
     ]);
-    let err = fails(&[
-        "generate",
-        "--model",
-        &gpt2(),
-        "--do-sample",
-        "--top-p",
-        "0",
-        "x",
-    ]);
-    assert!(err.contains("top_p"), "{err}");
-    let err = fails(&["generate", "--model", &gpt2(), "--num-beams", "0", "x"]);
-    assert!(err.contains("num_beams"), "{err}");
+    // Values out of range are usage errors (status 2), found before the model loads.
+    for (flag, value) in [("--top-p", "0"), ("--num-beams", "0")] {
+        let o = ptm(&[
+            "generate",
+            "--model",
+            &gpt2(),
+            "--do-sample",
+            flag,
+            value,
+            "x",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
 }
 
 /// A few steps of masked-LM pretraining from scratch (options partly from a --train-config

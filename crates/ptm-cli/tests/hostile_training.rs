@@ -307,3 +307,91 @@ fn training_flags_are_checked_up_front_and_a_nan_stop_tells_the_truth() {
         "{err}"
     );
 }
+
+/// A full disk while a checkpoint is written (here: a file-size limit, which fails writes the
+/// same way) ends the run with the file named, and the checkpoint before it stays whole and
+/// resumable.
+#[test]
+fn a_failed_checkpoint_write_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = corpus(dir.path(), 20_000);
+    let out = dir.path().join("run");
+    ok(&strs(&pretrain(&train, &out, &["--max-steps", "1"])));
+    let weights = std::fs::metadata(out.join("checkpoint-1/model.safetensors"))
+        .unwrap()
+        .len();
+    // Files may grow to half the model's size: the next model.safetensors cannot be written.
+    let limit_kb = weights / 2048;
+    let args = pretrain(
+        &train,
+        &out,
+        &["--max-steps", "3", "--resume", out.to_str().unwrap()],
+    );
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f {limit_kb}; trap '' XFSZ; exec '{}' {}",
+            env!("CARGO_BIN_EXE_ptm"),
+            quoted.join(" ")
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    assert_eq!(
+        names,
+        ["checkpoint-1"],
+        "no half-written checkpoint is left"
+    );
+    ok(&strs(&args));
+    assert_eq!(steps_logged(&out), [1, 2, 3]);
+}
+
+/// Finding 5, the writing side: `ptm quantize --int8` of a model with one NaN weight used to
+/// write plausible int8 numbers; it refuses, naming the weight, and writes nothing.
+#[test]
+fn quantize_refuses_a_non_finite_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for e in std::fs::read_dir(common::fixtures().join("bert/tiny-base")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let file = model.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let name = "encoder.layer.0.attention.self.query.weight";
+    let t = &tensors[name];
+    let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[3] = f32::NAN;
+    let t = candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).unwrap();
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let output = dir.path().join("int8");
+    let err = fails(&[
+        "quantize",
+        "--int8",
+        "--model",
+        model.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "weight `{name}` holds a non-finite value (NaN at index 3)"
+        )),
+        "{err}"
+    );
+    assert!(!output.join("model.safetensors").exists());
+}

@@ -168,6 +168,12 @@ pub fn perplexity(
             "perplexity needs a text of at least two tokens",
         ));
     }
+    if max_length < 2 || max_length > model.max_positions() {
+        return Err(Error::invalid(format!(
+            "the window length must be in 2..={} (the model's positions), got {max_length}",
+            model.max_positions()
+        )));
+    }
     if stride == 0 || stride > max_length {
         return Err(Error::invalid(format!(
             "stride must be in 1..={max_length}, got {stride}"
@@ -205,6 +211,10 @@ pub fn perplexity(
                 .loss(&input, &labels_t)?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
+            crate::pipelines::check_finite(
+                || format!("perplexity: the loss of the window at tokens {begin}..{end}"),
+                &[loss],
+            )?;
             nll_sum += loss * scored as f64;
             counted += scored;
         }
@@ -349,11 +359,21 @@ impl GenerationConfig {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
-        if !(self.temperature > 0.0) && self.do_sample {
+        // Greedy search ignores the temperature, as transformers does, unless it is not a number.
+        if !self.temperature.is_finite() || (self.temperature <= 0.0 && self.do_sample) {
             return bad(format!(
-                "temperature must be positive, got {}",
+                "temperature must be a finite number above 0, got {}",
                 self.temperature
             ));
+        }
+        if !self.length_penalty.is_finite() {
+            return bad(format!(
+                "length_penalty must be a finite number, got {}",
+                self.length_penalty
+            ));
+        }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return bad("a stop string is empty (it would stop at once)".into());
         }
         if self.num_beams == 0 {
             return bad("num_beams must be at least 1".into());
@@ -374,9 +394,9 @@ impl GenerationConfig {
                 self.num_return_sequences, self.num_beams
             ));
         }
-        if !(self.repetition_penalty > 0.0) {
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
             return bad(format!(
-                "repetition_penalty must be positive, got {}",
+                "repetition_penalty must be a finite number above 0, got {}",
                 self.repetition_penalty
             ));
         }
@@ -479,6 +499,9 @@ pub fn top_p_filter(scores: &mut [f32], p: f64) {
         }
     }
 }
+
+/// Whether a generation's new tokens so far should stop it (e.g. [`stop_string_checker`]).
+pub type StopTest<'a> = &'a dyn Fn(&[u32]) -> bool;
 
 /// The outcome of one prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -599,7 +622,7 @@ pub fn generate(
     model: &dyn CausalLM,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
-    stop: Option<&dyn Fn(&[u32]) -> bool>,
+    stop: Option<StopTest>,
     on_token: &mut dyn FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
     cfg.validate()?;
@@ -610,7 +633,7 @@ pub fn generate(
     }
     let prompt_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let limit = cfg.new_token_limit(prompt_len);
-    if prompt_len + limit > model.max_positions() {
+    if prompt_len.saturating_add(limit) > model.max_positions() {
         return Err(Error::invalid(format!(
             "prompt of {prompt_len} tokens + {limit} new tokens exceeds the model's {} positions",
             model.max_positions()
@@ -644,6 +667,7 @@ pub fn generate(
                 state.seqs[row].push(pad);
                 continue;
             }
+            check_logits(step + 1, row / cfg.num_return_sequences + 1, scores)?;
             process_logits(cfg, &state.seqs[row], step, scores);
             let t = if cfg.do_sample {
                 sample(scores, &mut rng)?
@@ -687,7 +711,7 @@ fn beam_search(
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
     limit: usize,
-    stop: Option<&dyn Fn(&[u32]) -> bool>,
+    stop: Option<StopTest>,
 ) -> Result<Vec<Generation>> {
     const NEG: f32 = -1.0e9;
     let beams = cfg.num_beams;
@@ -699,7 +723,7 @@ fn beam_search(
         .collect();
     let mut state = Prefill::run(model, &rows, cfg.pad_id())?;
     let prompt_len = state.width;
-    let max_length = prompt_len + limit;
+    let max_length = prompt_len.saturating_add(limit);
     let lp = cfg.length_penalty as f32;
 
     let n = prompts.len();
@@ -736,12 +760,13 @@ fn beam_search(
         for p in 0..n {
             // Accumulated log-probabilities of every (beam, token) continuation.
             let mut cands: Vec<(f32, usize, u32)> = Vec::new();
-            for k in 0..beams {
+            for (k, beam) in running[p].iter().enumerate() {
                 let row = p * beams + k;
                 let scores = &mut state.logits[row];
+                check_logits(cur_len - prompt_len + 1, p + 1, scores)?;
                 log_softmax_in_place(scores);
                 process_logits(cfg, &state.seqs[row], cur_len - prompt_len, scores);
-                let base = running[p][k].score;
+                let base = beam.score;
                 cands.extend(
                     scores
                         .iter()
@@ -853,6 +878,15 @@ fn beam_search(
         }
     }
     Ok(out)
+}
+
+/// Refuses non-finite logits, naming the decoding step (n: the step that picks the n-th new
+/// token) and the prompt (1-based): NaN would make greedy search pick token 0.
+fn check_logits(step: usize, prompt: usize, scores: &[f32]) -> Result<()> {
+    crate::pipelines::check_finite(
+        || format!("generate: decoding step {step} of prompt {prompt}"),
+        scores,
+    )
 }
 
 fn log_softmax_in_place(scores: &mut [f32]) {
@@ -997,6 +1031,104 @@ mod tests {
         assert!(
             err.contains("generation_config.json") && err.contains("`top_p`"),
             "{err}"
+        );
+    }
+
+    /// A decoder whose logits turn NaN from its `nan_from`-th forward call on (1: the prompt).
+    struct NanFrom {
+        nan_from: usize,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl CausalLM for NanFrom {
+        fn new_cache(&self) -> DecodeCache {
+            DecodeCache::Mems(XlnetGenerationState::default())
+        }
+
+        fn step(&self, input: DecoderInput, _: &mut DecodeCache) -> Result<Tensor> {
+            self.calls.set(self.calls.get() + 1);
+            let (b, s) = input.input_ids.dims2()?;
+            let value = if self.calls.get() >= self.nan_from {
+                f32::NAN
+            } else {
+                0.0
+            };
+            // (batch, seq, vocab): token 1 leads, so nothing ends early.
+            let mut row = vec![value; 8];
+            row[1] += 1.0;
+            Ok(Tensor::new(row, &Device::Cpu)?
+                .broadcast_as((b, s, 8))?
+                .contiguous()?)
+        }
+
+        fn loss(&self, _: &Tensor, _: &Tensor) -> Result<Tensor> {
+            Err(Error::invalid("no loss"))
+        }
+
+        fn max_positions(&self) -> usize {
+            64
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_name_the_decoding_step_and_prompt() {
+        for num_beams in [1, 2] {
+            let model = NanFrom {
+                nan_from: 3,
+                calls: Default::default(),
+            };
+            let cfg = GenerationConfig {
+                max_new_tokens: Some(6),
+                num_beams,
+                eos_token_id: Some(TokenIds::Many(vec![7])),
+                ..Default::default()
+            };
+            let err = generate(&model, &[vec![2, 3], vec![4]], &cfg, None, &mut |_, _| {})
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(
+                    "generate: decoding step 3 of prompt 1: the model's output is not finite (NaN"
+                ),
+                "{num_beams} beams: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_are_not_finite_or_empty_are_refused() {
+        let check = |cfg: GenerationConfig, says: &str| {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        };
+        let base = GenerationConfig::default;
+        check(
+            GenerationConfig {
+                length_penalty: f64::NAN,
+                ..base()
+            },
+            "length_penalty must be a finite number, got NaN",
+        );
+        check(
+            GenerationConfig {
+                temperature: f64::INFINITY,
+                ..base()
+            },
+            "temperature must be a finite number above 0, got inf",
+        );
+        check(
+            GenerationConfig {
+                repetition_penalty: f64::INFINITY,
+                ..base()
+            },
+            "repetition_penalty must be a finite number above 0",
+        );
+        check(
+            GenerationConfig {
+                stop_strings: vec!["ok".into(), String::new()],
+                ..base()
+            },
+            "a stop string is empty",
         );
     }
 

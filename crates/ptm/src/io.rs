@@ -2,7 +2,7 @@
 //! crash leaves either the old file or the new one, never half of one.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -89,9 +89,125 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     Ok(())
 }
 
+/// The longest line, in bytes, that the readers of texts accept by default: a file without
+/// line breaks (`/dev/zero`) is refused there instead of filling memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Reads a file or stream line by line, each line at most `limit` bytes (its ending not
+/// counted), so one endless line costs at most `limit` bytes of memory; errors name the
+/// source and the line.
+pub struct LineReader<R> {
+    reader: R,
+    name: String,
+    limit: usize,
+    line: usize,
+}
+
+impl LineReader<std::io::BufReader<File>> {
+    /// Opens `path`, with errors naming it.
+    pub fn open(path: &Path, limit: usize) -> Result<Self> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(LineReader::new(
+            std::io::BufReader::new(f),
+            path.display().to_string(),
+            limit,
+        ))
+    }
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// `name` is what messages call the source (a path, `<stdin>`).
+    pub fn new(reader: R, name: impl Into<String>, limit: usize) -> Self {
+        LineReader {
+            reader,
+            name: name.into(),
+            limit,
+            line: 0,
+        }
+    }
+
+    /// Replaces `buf` with the next line, its ending (`\n` or `\r\n`) kept; false at the end.
+    pub fn read_line(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        // Two bytes past the limit: room for "\r\n" after a line of exactly `limit` bytes.
+        let cap = self.limit.saturating_add(2) as u64;
+        let n = self
+            .reader
+            .by_ref()
+            .take(cap)
+            .read_until(b'\n', buf)
+            .map_err(|e| Error::io(&self.name, e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line += 1;
+        if line_content(buf).len() > self.limit {
+            return Err(Error::invalid(format!(
+                "{}:{}: a line longer than {} bytes (the limit per line)",
+                self.name, self.line, self.limit
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The 1-based number of the line last read.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// What messages call the source.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `line` without its ending (`\n` or `\r\n`).
+pub fn line_content(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines_of(bytes: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut r = LineReader::new(bytes, "in.txt", limit);
+        let (mut out, mut buf) = (Vec::new(), Vec::new());
+        while r.read_line(&mut buf)? {
+            out.push(line_content(&buf).to_vec());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_up_to_the_limit_are_read_whole() {
+        let lines = lines_of(b"abcd\r\nab\n\nabcd", 4).unwrap();
+        assert_eq!(lines, [&b"abcd"[..], b"ab", b"", b"abcd"]);
+    }
+
+    #[test]
+    fn a_longer_line_names_the_source_and_line() {
+        let err = lines_of(b"ab\nabcde\nab\n", 4).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "in.txt:2: a line longer than 4 bytes (the limit per line)"
+        );
+        let err = lines_of(b"abcdef", 4).unwrap_err().to_string();
+        assert!(err.starts_with("in.txt:1:"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_stops_at_the_limit() {
+        let mut r = LineReader::new(
+            std::io::BufReader::new(std::io::repeat(0)),
+            "zeros",
+            1 << 10,
+        );
+        let mut buf = Vec::new();
+        assert!(r.read_line(&mut buf).is_err());
+        assert!(buf.len() <= (1 << 10) + 2, "{}", buf.len());
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

@@ -83,7 +83,7 @@ pub fn run(a: Args) -> Result<()> {
     for &(name, what, unit) in WORKLOADS {
         let named = a.only.iter().any(|n| n == name);
         let inference_only = a.dtype.dtype == Precision::Int8 && name.starts_with("train-");
-        if (!a.only.is_empty() && !named) || (inference_only && !named) {
+        if (inference_only || !a.only.is_empty()) && !named {
             continue;
         }
         let mut work = workload(name, a.dtype.dtype)?;

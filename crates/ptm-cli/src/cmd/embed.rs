@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use ptm::heads::Pooling;
 use ptm::pipelines::{EmbeddingOptions, SentenceEmbedder};
 
-use crate::input::TextSource;
+use crate::input::{LineLimitArg, TextSource};
 use crate::output::Sink;
 
 /// Embed texts: JSONL with a "text" field (files ending in .jsonl) or one text per line.
@@ -41,6 +41,8 @@ pub struct Args {
     batch_size: usize,
     #[command(flatten)]
     dtype: super::DtypeArg,
+    #[command(flatten)]
+    line_limit: LineLimitArg,
 }
 
 #[derive(serde::Serialize)]
@@ -66,19 +68,22 @@ pub fn run(a: Args) -> Result<()> {
         max_length: a.max_length,
         batch_size: Some(a.batch_size),
         store: a.dtype.store(),
-        ..Default::default()
     };
     let embedder =
         SentenceEmbedder::load(&a.model, &opts).with_context(|| format!("loading {}", a.model))?;
-    let mut source = TextSource::open(a.input.as_deref(), a.jsonl)?;
+    let mut source = TextSource::open(a.input.as_deref(), a.jsonl, a.line_limit)?;
     let mut sink = Sink::open(a.output.as_deref())?;
     loop {
+        let first = source.line() + 1;
         let texts = source.next_chunk(CHUNK)?;
         if texts.is_empty() {
             break;
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        for e in embedder.embed(&refs)? {
+        let embeddings = embedder
+            .embed(&refs)
+            .with_context(|| format!("{} lines {first}-{}", source.name(), source.line()))?;
+        for e in embeddings {
             // f32 as f32: the shortest text that reads back to the same value.
             serde_json::to_writer(sink.writer(), &Row { embedding: &e })?;
             sink.writer().write_all(b"\n")?;

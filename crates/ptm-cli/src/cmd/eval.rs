@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use ptm::finetune::{qa, seq_cls, similarity, token_cls};
 
 use super::Format;
-use super::task_model::{self, InferenceOptions, TaskModel};
+use super::task_model::{self, InferenceOptions, TaskModel, check_records, tag_scores};
 
 /// Evaluate a fine-tuned model on labeled JSONL.
 #[derive(clap::Args)]
@@ -87,13 +87,16 @@ fn summary(m: &serde_json::Value) -> String {
 }
 
 fn evaluate(a: &Args) -> Result<serde_json::Value> {
-    let (model, tokenizer) = task_model::load(&a.model, a.options.dtype)?;
+    let (model, tokenizer, positions) = task_model::load(&a.model, a.options.dtype)?;
     let o = &a.options;
+    let max_length = o.max_length(positions)?;
     let pad = tokenizer.pad_spec();
+    let path = a.data.as_path();
     Ok(match model {
         TaskModel::SeqCls(model, labels) => {
-            let data = seq_cls::load(&a.data, &tokenizer, o.max_length, &labels, true)?;
+            let data = seq_cls::load(path, &tokenizer, max_length, &labels, true)?;
             let probs = seq_cls::predict(&model, &data, pad, o.batch_size, None)?;
+            check_records(path, "class probabilities", &probs)?;
             let (report, loss) = seq_cls::report(&data, &labels, &probs)?;
             let mut v = serde_json::to_value(&report)?;
             v["task"] = "seq-cls".into();
@@ -103,7 +106,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
             v
         }
         TaskModel::TokenCls(model, labels) => {
-            let data = token_cls::load(&a.data, &tokenizer, o.max_length, &labels, true)?;
+            let data = token_cls::load(path, &tokenizer, max_length, &labels, true)?;
             let (pred, loss) = token_cls::predict(
                 &model,
                 &data,
@@ -112,6 +115,8 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
                 token_cls::outside_id(&labels),
                 None,
             )?;
+            check_records(path, "tag scores", pred.iter().map(|r| tag_scores(r)))?;
+            ptm::pipelines::check_finite(|| "eval_loss".into(), &[loss])?;
             let (report, accuracy) = token_cls::report(&data, &labels, &pred)?;
             let mut v = serde_json::to_value(&report)?;
             v["task"] = "token-cls".into();
@@ -121,20 +126,22 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
             v
         }
         TaskModel::Qa(model) => {
-            let data = qa::load(&a.data, &tokenizer, o.max_length, o.doc_stride(), true)?;
+            let data = qa::load(path, &tokenizer, max_length, o.doc_stride(max_length), true)?;
             let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
+            check_records(path, "answer score", answers.iter().map(|x| [x.score]))?;
             let mut v = serde_json::to_value(qa::report(&data, &answers)?)?;
             v["task"] = "qa".into();
             v
         }
         TaskModel::Similarity(model, pooling) => {
-            let data = similarity::load(&a.data, &tokenizer, o.max_length, true)?;
+            let data = similarity::load(path, &tokenizer, max_length, true)?;
             let cos = similarity::BiEncoder {
                 model: &model,
                 pooling,
                 pad,
             }
             .cosines(&data, o.batch_size, None)?;
+            check_records(path, "cosine", cos.iter().map(|c| [*c]))?;
             let (spearman, pearson) = similarity::correlations(&data, &cos)?;
             serde_json::json!({ "task": "similarity", "spearman": spearman, "pearson": pearson, "count": data.records.len() })
         }

@@ -38,8 +38,12 @@ pub struct Args {
     /// Label names, one per line (default: labels.txt beside the training file, else the data's).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Tokens per example (longer inputs are truncated).
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per example (longer inputs are truncated); default 128, or the model's positions
+    /// when fewer.
+    #[arg(long = "max-length")]
+    max_length_flag: Option<usize>,
+    /// --max-length, resolved against the model.
+    #[arg(skip)]
     max_length: usize,
     /// The metric that picks the kept model (default: accuracy for seq-cls, f1 for token-cls
     /// and qa, spearman for similarity); names with "loss" are better lower.
@@ -79,7 +83,7 @@ const DEFAULTS: Defaults = Defaults {
     eval_at_start: false,
 };
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
     let task = Task::parse(&a.task)?;
     // Held until the run ends: no other run writes here meanwhile.
     let _output = a.train.claim_output()?;
@@ -96,6 +100,14 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
+    let positions = pretrained.config.dims().max_positions;
+    a.max_length = match a.max_length_flag {
+        Some(n) if n > positions => {
+            bail!("--max-length {n} exceeds the model's {positions} positions")
+        }
+        Some(n) => n,
+        None => positions.min(128),
+    };
     ptm::limits::check_training(&pretrained.config, a.train.batch_size, a.max_length)?;
     check_tokenizer(&pretrained.config, &tokenizer)
         .with_context(|| format!("{}", pretrained.dir.display()))?;

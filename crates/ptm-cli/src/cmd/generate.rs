@@ -11,6 +11,7 @@ use ptm::models::Pretrained;
 use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
 
 use super::Format;
+use crate::input::{LineLimitArg, next_line};
 
 /// Generate text. Greedy unless sampling (or the model's generation_config.json) says otherwise.
 #[derive(clap::Args)]
@@ -27,31 +28,32 @@ pub struct Args {
     /// Sample instead of picking the most likely token.
     #[arg(long)]
     do_sample: bool,
-    #[arg(long)]
+    /// Divides the logits before sampling; a finite number above 0.
+    #[arg(long, value_parser = positive)]
     temperature: Option<f64>,
     /// Sample among the k most likely tokens (0: all).
     #[arg(long)]
     top_k: Option<usize>,
     /// Sample among the most likely tokens whose probabilities add up to p, in (0, 1].
-    #[arg(long)]
+    #[arg(long, value_parser = probability)]
     top_p: Option<f64>,
-    /// Beam search with this many beams.
-    #[arg(long)]
-    num_beams: Option<usize>,
-    /// Results per prompt (sampling or beam search), best first for beams.
-    #[arg(long)]
-    num_return_sequences: Option<usize>,
-    /// Beam scores are divided by length^length_penalty.
-    #[arg(long)]
+    /// Beam search with this many beams (1 to 1024).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    num_beams: Option<u16>,
+    /// Results per prompt (sampling or beam search), best first for beams (1 to 1024).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    num_return_sequences: Option<u16>,
+    /// Beam scores are divided by length^length_penalty; a finite number.
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     length_penalty: Option<f64>,
-    /// Above 1 discourages tokens already in the text.
-    #[arg(long)]
+    /// Above 1 discourages tokens already in the text; a finite number above 0.
+    #[arg(long, value_parser = positive)]
     repetition_penalty: Option<f64>,
     /// Never repeat an n-gram of this size.
     #[arg(long)]
     no_repeat_ngram_size: Option<usize>,
-    /// Stop once the generated text contains this string (repeatable).
-    #[arg(long = "stop")]
+    /// Stop once the generated text contains this string (repeatable; not empty).
+    #[arg(long = "stop", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     stop: Vec<String>,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
@@ -78,6 +80,8 @@ pub struct Args {
     prompt: Option<String>,
     #[command(flatten)]
     dtype: super::DtypeArg,
+    #[command(flatten)]
+    line_limit: LineLimitArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -88,9 +92,14 @@ pub fn run(a: Args) -> Result<()> {
     apply_flags(&a, &mut cfg);
     cfg.validate()?;
     let stop = stop_string_checker(&cfg.stop_strings, |ids| tokenizer.decode(ids, true).ok());
-    let max_prompt = model
-        .max_positions()
-        .saturating_sub(cfg.max_new_tokens.unwrap_or(0));
+    let new_tokens = cfg.max_new_tokens.unwrap_or(0);
+    if new_tokens >= model.max_positions() {
+        bail!(
+            "--max-new-tokens {new_tokens} leaves no room for a prompt in the model's {} positions",
+            model.max_positions()
+        );
+    }
+    let max_prompt = model.max_positions() - new_tokens;
     let prefix = a
         .prefix
         .clone()
@@ -135,7 +144,7 @@ pub fn run(a: Args) -> Result<()> {
 
     if let Some(path) = &a.input {
         return run_file(
-            path,
+            &read_prompts(path, a.line_limit)?,
             batch_size,
             &tokenizer,
             &*model,
@@ -240,10 +249,10 @@ fn apply_flags(a: &Args, cfg: &mut GenerationConfig) {
         cfg.top_p = v;
     }
     if let Some(v) = a.num_beams {
-        cfg.num_beams = v;
+        cfg.num_beams = v.into();
     }
     if let Some(v) = a.num_return_sequences {
-        cfg.num_return_sequences = v;
+        cfg.num_return_sequences = v.into();
     }
     if let Some(v) = a.length_penalty {
         cfg.length_penalty = v;
@@ -271,7 +280,7 @@ fn result_json(
 }
 
 fn run_file(
-    path: &std::path::Path,
+    prompts: &[String],
     batch_size: usize,
     tokenizer: &Tokenizer,
     model: &dyn ptm::generate::CausalLM,
@@ -279,28 +288,17 @@ fn run_file(
     stop: &dyn Fn(&[u32]) -> bool,
     prompt_ids: &dyn Fn(&str) -> Result<Vec<u32>>,
 ) -> Result<()> {
-    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut prompts = Vec::new();
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let line = std::str::from_utf8(line)
-            .map_err(|_| anyhow::anyhow!("{}:{}: not valid UTF-8", path.display(), i + 1))?;
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
-        let Some(p) = v.get("prompt").and_then(|p| p.as_str()) else {
-            bail!("{}:{}: no string \"prompt\" field", path.display(), i + 1);
-        };
-        prompts.push(p.to_string());
-    }
     let mut out = std::io::stdout().lock();
-    for chunk in prompts.chunks(batch_size.max(1)) {
+    let batch_size = batch_size.max(1);
+    for (c, chunk) in prompts.chunks(batch_size).enumerate() {
+        let first = c * batch_size + 1;
+        let at = || format!("prompts {first}-{} of --input", first + chunk.len() - 1);
         let ids = chunk
             .iter()
             .map(|p| prompt_ids(p))
-            .collect::<Result<Vec<_>>>()?;
-        let results = generate(model, &ids, cfg, Some(stop), &mut |_, _| {})?;
+            .collect::<Result<Vec<_>>>()
+            .with_context(at)?;
+        let results = generate(model, &ids, cfg, Some(stop), &mut |_, _| {}).with_context(at)?;
         // num_return_sequences results per prompt, prompt by prompt.
         let per = results.len() / chunk.len().max(1);
         for (i, g) in results.iter().enumerate() {
@@ -317,4 +315,50 @@ fn run_file(
         }
     }
     Ok(())
+}
+
+/// The "prompt" field of each line of a JSONL file (blank lines skipped).
+fn read_prompts(path: &std::path::Path, limit: LineLimitArg) -> Result<Vec<String>> {
+    let mut lines = ptm::io::LineReader::open(path, limit.max_line_bytes)?;
+    let (mut prompts, mut buf) = (Vec::new(), Vec::new());
+    while let Some(line) = next_line(&mut lines, &mut buf)? {
+        let at = format!("{}:{}", path.display(), lines.line());
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let line =
+            std::str::from_utf8(line).map_err(|_| anyhow::anyhow!("{at}: not valid UTF-8"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{at}: invalid JSON: {e}"))?;
+        let Some(p) = v.get("prompt").and_then(|p| p.as_str()) else {
+            bail!("{at}: no string \"prompt\" field");
+        };
+        prompts.push(p.to_string());
+    }
+    Ok(prompts)
+}
+
+/// `--temperature`, `--repetition-penalty`: a finite number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    match finite(s)? {
+        v if v > 0.0 => Ok(v),
+        v => Err(format!("{v} is not above 0")),
+    }
+}
+
+/// `--length-penalty`: any finite number (NaN would end a beam search at once).
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--top-p`: a probability in (0, 1].
+fn probability(s: &str) -> Result<f64, String> {
+    match finite(s)? {
+        v if v > 0.0 && v <= 1.0 => Ok(v),
+        v => Err(format!("{v} is not in (0, 1]")),
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use ptm::finetune::token_cls::TokenClsData;
 use ptm::finetune::{LabelSet, qa, seq_cls, similarity, token_cls};
 
-use super::task_model::{self, InferenceOptions, TaskModel};
+use super::task_model::{self, InferenceOptions, TaskModel, check_records, tag_scores};
 use crate::output::Sink;
 
 /// Predict with a fine-tuned model.
@@ -25,13 +25,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokenizer) = task_model::load(&a.model, a.options.dtype)?;
+    let (model, tokenizer, positions) = task_model::load(&a.model, a.options.dtype)?;
     let o = &a.options;
+    let max_length = o.max_length(positions)?;
     let pad = tokenizer.pad_spec();
+    let path = a.input.as_path();
     let lines: Vec<serde_json::Value> = match model {
         TaskModel::SeqCls(model, labels) => {
-            let data = seq_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
+            let data = seq_cls::load(path, &tokenizer, max_length, &labels, false)?;
             let probs = seq_cls::predict(&model, &data, pad, o.batch_size, None)?;
+            check_records(path, "class probabilities", &probs)?;
             let ids = data.records.iter().map(|r| r.id.clone());
             probs
                 .iter()
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         }
         TaskModel::TokenCls(model, labels) => {
-            let data = token_cls::load(&a.input, &tokenizer, o.max_length, &labels, false)?;
+            let data = token_cls::load(path, &tokenizer, max_length, &labels, false)?;
             let (pred, _) = token_cls::predict(
                 &model,
                 &data,
@@ -54,6 +57,7 @@ pub fn run(a: Args) -> Result<()> {
                 token_cls::outside_id(&labels),
                 None,
             )?;
+            check_records(path, "tag scores", pred.iter().map(|r| tag_scores(r)))?;
             (0..data.records.len())
                 .map(|i| {
                     with_id(
@@ -64,8 +68,15 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         }
         TaskModel::Qa(model) => {
-            let data = qa::load(&a.input, &tokenizer, o.max_length, o.doc_stride(), false)?;
+            let data = qa::load(
+                path,
+                &tokenizer,
+                max_length,
+                o.doc_stride(max_length),
+                false,
+            )?;
             let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
+            check_records(path, "answer score", answers.iter().map(|x| [x.score]))?;
             let ids = data.records.iter().map(|r| r.id.clone());
             answers
                 .into_iter()
@@ -74,13 +85,14 @@ pub fn run(a: Args) -> Result<()> {
                 .collect::<Result<_>>()?
         }
         TaskModel::Similarity(model, pooling) => {
-            let data = similarity::load(&a.input, &tokenizer, o.max_length, false)?;
+            let data = similarity::load(path, &tokenizer, max_length, false)?;
             let cos = similarity::BiEncoder {
                 model: &model,
                 pooling,
                 pad,
             }
             .cosines(&data, o.batch_size, None)?;
+            check_records(path, "cosine", cos.iter().map(|c| [*c]))?;
             let ids = data.records.iter().map(|r| r.id.clone());
             cos.into_iter()
                 .zip(ids)

@@ -1,6 +1,8 @@
 //! A fine-tuned model loaded for its task (from its architecture), with the options evaluation
 //! and prediction share.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
 use ptm::finetune::{LabelSet, Task};
@@ -14,9 +16,10 @@ use ptm::tokenizer::Tokenizer;
 pub struct InferenceOptions {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Tokens per input (longer ones are truncated; qa: per window).
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Tokens per input, longer ones truncated (qa: per window); at most the model's
+    /// positions (default: 128, or the positions when fewer).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// qa: context tokens shared by consecutive windows (default: a third of --max-length).
     #[arg(long)]
     pub doc_stride: Option<usize>,
@@ -28,9 +31,36 @@ pub struct InferenceOptions {
 }
 
 impl InferenceOptions {
-    pub fn doc_stride(&self) -> usize {
-        self.doc_stride.unwrap_or(self.max_length / 3)
+    /// `--max-length` checked against the model's `positions`, or its default.
+    pub fn max_length(&self, positions: usize) -> Result<usize> {
+        match self.max_length {
+            Some(n) if n > positions => {
+                bail!("--max-length {n} exceeds the model's {positions} positions")
+            }
+            Some(n) => Ok(n),
+            None => Ok(positions.min(128)),
+        }
     }
+
+    pub fn doc_stride(&self, max_length: usize) -> usize {
+        self.doc_stride.unwrap_or(max_length / 3)
+    }
+}
+
+/// Refuses a record's non-finite outputs (`what` they are), naming the file and the record:
+/// NaN from an overflowing model would print as `null` or pick the first class.
+pub fn check_records<T, R>(path: &Path, what: &str, rows: impl IntoIterator<Item = R>) -> Result<()>
+where
+    T: Copy + Into<f64>,
+    R: AsRef<[T]>,
+{
+    for (i, row) in rows.into_iter().enumerate() {
+        ptm::pipelines::check_finite(
+            || format!("{}: record {}: {what}", path.display(), i + 1),
+            row.as_ref(),
+        )?;
+    }
+    Ok(())
 }
 
 pub enum TaskModel {
@@ -40,8 +70,14 @@ pub enum TaskModel {
     Similarity(EncoderModel, Vec<Pooling>),
 }
 
-/// Loads `spec` as the head its config names, refusing a head that was never trained.
-pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)> {
+/// The scores of a record's predicted tags.
+pub fn tag_scores(pred: &[(usize, f32)]) -> Vec<f32> {
+    pred.iter().map(|p| p.1).collect()
+}
+
+/// Loads `spec` as the head its config names, refusing a head that was never trained; with
+/// the model's positions.
+pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer, usize)> {
     let pretrained = Pretrained::open(spec)?;
     let tokenizer = pretrained.tokenizer()?;
     let store = pretrained.store(&dtype.store())?;
@@ -87,5 +123,5 @@ pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer)
     if !matches!(model, TaskModel::Similarity(..)) {
         ptm::models::require_trained(&store, &pretrained.dir, &format!("trained {arch} head"))?;
     }
-    Ok((model, tokenizer))
+    Ok((model, tokenizer, pretrained.max_positions()))
 }

@@ -1,11 +1,12 @@
 //! Pretraining corpora: plain-text files or folders of them (documents separated by blank
 //! lines) and JSONL files with a `text` field per line. Lines that are not UTF-8 are skipped
-//! and reported with their file and line; malformed JSON is an error naming both.
+//! and reported with their file and line; malformed JSON is an error naming both. A line
+//! longer than the limit (`MAX_LINE_BYTES` by default) is an error naming both too.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::{LineReader, MAX_LINE_BYTES};
 
 /// What reading a corpus found.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -17,16 +18,27 @@ pub struct CorpusReport {
 }
 
 /// Calls `on_document` with every document of `paths` (files, or folders read recursively in
-/// name order; `.jsonl` files by line, others as text), in order.
+/// name order; `.jsonl` files by line, others as text), in order; lines of at most
+/// [`MAX_LINE_BYTES`].
 pub fn read_corpus(
     paths: &[PathBuf],
+    on_document: impl FnMut(String) -> Result<()>,
+) -> Result<CorpusReport> {
+    read_corpus_with_limit(paths, MAX_LINE_BYTES, on_document)
+}
+
+/// [`read_corpus`] with lines of at most `max_line_bytes`.
+pub fn read_corpus_with_limit(
+    paths: &[PathBuf],
+    max_line_bytes: usize,
     mut on_document: impl FnMut(String) -> Result<()>,
 ) -> Result<CorpusReport> {
     let mut report = CorpusReport::default();
     for file in corpus_files(paths)? {
         report.files += 1;
         let jsonl = file.extension().is_some_and(|e| e == "jsonl");
-        read_file(&file, jsonl, &mut report, &mut on_document)?;
+        let mut lines = LineReader::open(&file, max_line_bytes)?;
+        read_file(&mut lines, &file, jsonl, &mut report, &mut on_document)?;
     }
     Ok(report)
 }
@@ -63,16 +75,14 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_file(
+    lines: &mut LineReader<impl std::io::BufRead>,
     file: &Path,
     jsonl: bool,
     report: &mut CorpusReport,
     on_document: &mut impl FnMut(String) -> Result<()>,
 ) -> Result<()> {
-    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    let mut reader = std::io::BufReader::new(f);
     let mut buf = Vec::new();
     let mut doc = String::new();
-    let mut line_no = 0;
     let mut emit = |doc: &mut String, report: &mut CorpusReport| -> Result<()> {
         if !doc.trim().is_empty() {
             report.documents += 1;
@@ -81,16 +91,8 @@ fn read_file(
         doc.clear();
         Ok(())
     };
-    loop {
-        buf.clear();
-        if reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(file, e))?
-            == 0
-        {
-            break;
-        }
-        line_no += 1;
+    while lines.read_line(&mut buf)? {
+        let line_no = lines.line();
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
@@ -182,5 +184,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.txt"), "{err}");
+    }
+
+    #[test]
+    fn a_line_past_the_limit_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        std::fs::write(&f, "short\n\n0123456789\n").unwrap();
+        let err = read_corpus_with_limit(std::slice::from_ref(&f), 8, |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:3: a line longer than 8 bytes (the limit per line)",
+                f.display()
+            )
+        );
+        let report = read_corpus_with_limit(&[f], 10, |_| Ok(())).unwrap();
+        assert_eq!(report.documents, 2);
     }
 }

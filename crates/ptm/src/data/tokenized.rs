@@ -106,15 +106,13 @@ impl TokenizedCorpus {
         let _building = lock_beside(dir)?;
         let sources = sources(files)?;
         let tokenizer_hash = sha256_of(&[tokenizer.to_json(false)?.as_bytes()]);
-        if dir.join(INDEX).is_file() {
-            if let Ok(index) = crate::io::read_json::<Index>(&dir.join(INDEX)) {
-                if index.format == FORMAT
-                    && index.tokenizer_hash == tokenizer_hash
-                    && content_key(&index.sources) == content_key(&sources)
-                {
-                    return Self::open_index(dir, index, false);
-                }
-            }
+        if dir.join(INDEX).is_file()
+            && let Ok(index) = crate::io::read_json::<Index>(&dir.join(INDEX))
+            && index.format == FORMAT
+            && index.tokenizer_hash == tokenizer_hash
+            && content_key(&index.sources) == content_key(&sources)
+        {
+            return Self::open_index(dir, index, false);
         }
         let index = build(files, tokenizer, dir, sources, tokenizer_hash)?;
         Self::open_index(dir, index, true)

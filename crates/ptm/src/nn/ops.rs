@@ -49,6 +49,40 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok((x.neg()?.exp()? + 1.0)?.recip()?)
 }
 
+/// `None` when every value of `t` is finite, else a description of what is not ("3
+/// non-finite values (the first, NaN, at index 17)"). The common case costs one pass and one sum
+/// (x * 0 is 0 for every finite x and NaN otherwise); the values are read only on failure.
+pub fn first_non_finite(t: &Tensor) -> Result<Option<String>> {
+    let zero = t
+        .affine(0.0, 0.0)?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()?;
+    if zero == 0.0 {
+        return Ok(None);
+    }
+    let values = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    let bad: Vec<(usize, f32)> = values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_finite())
+        .collect();
+    Ok(bad.first().map(|&(i, v)| {
+        let what = if v.is_nan() {
+            "NaN".to_string()
+        } else {
+            format!("{v}")
+        };
+        match bad.len() {
+            1 => format!("a non-finite value ({what} at index {i})"),
+            n => format!("{n} non-finite values (the first, {what}, at index {i})"),
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,37 +129,4 @@ mod tests {
             assert!((p - q).abs() < 1e-5);
         }
     }
-}
-
-/// `None` when every value of `t` is finite, else a description of the first that is not
-/// ("NaN at index 17 of 3 non-finite values"). The common case costs one subtraction and one
-/// sum (x - x is 0 for every finite x and NaN otherwise); the values are read only on failure.
-pub fn first_non_finite(t: &Tensor) -> Result<Option<String>> {
-    let zero = (t - t)?
-        .sum_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_scalar::<f32>()?;
-    if zero == 0.0 {
-        return Ok(None);
-    }
-    let values = t
-        .flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?;
-    let bad: Vec<(usize, f32)> = values
-        .into_iter()
-        .enumerate()
-        .filter(|(_, v)| !v.is_finite())
-        .collect();
-    Ok(bad.first().map(|&(i, v)| {
-        let what = if v.is_nan() {
-            "NaN".to_string()
-        } else {
-            format!("{v}")
-        };
-        match bad.len() {
-            1 => format!("a non-finite value ({what} at index {i})"),
-            n => format!("{n} non-finite values (the first, {what}, at index {i})"),
-        }
-    }))
 }

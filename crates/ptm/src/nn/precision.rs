@@ -322,6 +322,12 @@ pub(crate) fn quantize_int8_rows(w: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
 /// Symmetric int8 quantization of one row into `dst` (zeros past `src`); returns the scale.
 fn quantize_row(src: &[f32], dst: &mut [i8]) -> f32 {
     let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // f32::max skips NaN and `NaN as i8` is 0: a NaN or infinite input would come out as
+    // plausible numbers. A NaN scale carries it into every output of the row instead.
+    if !amax.is_finite() || src.iter().any(|v| v.is_nan()) {
+        dst.fill(0);
+        return f32::NAN;
+    }
     let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     // Half away from zero, as f32::round, but without its libm call, so the loop vectorises.
     dst.iter_mut().zip(src).for_each(|(d, &v)| {

@@ -98,7 +98,7 @@ impl SentenceEmbedder {
     }
 
     /// One embedding per text, in order. Texts are batched by token length so that little
-    /// compute goes to padding.
+    /// compute goes to padding. An embedding that is not finite is an error naming its text.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let lowered: Vec<String>;
         let texts: Vec<&str> = if self.lowercase {
@@ -115,6 +115,7 @@ impl SentenceEmbedder {
             let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             let rows = self.embed_encodings(&batch)?;
             for (&i, row) in chunk.iter().zip(rows) {
+                super::check_finite(|| format!("embedding of text {}", i + 1), &row)?;
                 out[i] = row;
             }
         }
@@ -141,14 +142,33 @@ impl SentenceEmbedder {
     }
 }
 
-/// Cosine similarity of two vectors (0 when either is zero).
+/// Cosine similarity of two vectors (0 when either is zero). Summed in f64, where squares of
+/// any finite f32 stay finite, so large unnormalised embeddings do not overflow to NaN.
 pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let (na, nb) = (norm(a), norm(b));
     if na == 0.0 || nb == 0.0 {
         0.0
     } else {
-        dot / (na * nb)
+        (dot / (na * nb)) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_large_finite_vectors_is_finite() {
+        let a = [3e30f32, -1e30, 2e30];
+        assert!((cosine_similarity(&a, &a) - 1.0).abs() < 1e-6);
+        let b = [-3e30f32, 1e30, -2e30];
+        assert!((cosine_similarity(&a, &b) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine_similarity(&a, &[0.0; 3]), 0.0);
     }
 }

@@ -28,6 +28,8 @@ pub struct FillMask {
     model: MaskedLm,
     mask_id: u32,
     mask_token: String,
+    /// The most tokens a text may have (the model's positions).
+    max_tokens: usize,
     device: Device,
 }
 
@@ -61,6 +63,7 @@ impl FillMask {
             model,
             mask_id,
             mask_token,
+            max_tokens: pretrained.max_positions(),
             device: store.device.clone(),
         })
     }
@@ -69,10 +72,18 @@ impl FillMask {
         &self.mask_token
     }
 
-    /// For each mask in `text`, the `top_k` most likely tokens, best first.
+    /// For each mask in `text`, the `top_k` most likely tokens, best first. A text longer than
+    /// the model's positions is refused (cutting it could cut a mask away).
     pub fn predict(&self, text: &str, top_k: usize) -> Result<Vec<Vec<FillMaskPrediction>>> {
         let enc = self.tokenizer.encode_batch(&[text])?;
         let ids = enc.encodings[0].get_ids().to_vec();
+        if ids.len() > self.max_tokens {
+            return Err(Error::invalid(format!(
+                "the text has {} tokens; the model takes at most {} (max_position_embeddings)",
+                ids.len(),
+                self.max_tokens
+            )));
+        }
         let positions: Vec<usize> = ids
             .iter()
             .enumerate()
@@ -91,9 +102,13 @@ impl FillMask {
         };
         let single = positions.len() == 1;
         let mut all = Vec::with_capacity(positions.len());
-        for &pos in &positions {
-            let probs =
-                softmax_last_dim(&logits.get(0)?.get(pos)?.to_dtype(candle_core::DType::F32)?)?;
+        for (n, &pos) in positions.iter().enumerate() {
+            let scores = logits.get(0)?.get(pos)?.to_dtype(candle_core::DType::F32)?; // (vocab)
+            super::check_finite(
+                || format!("fill-mask: the scores of mask {} (position {pos})", n + 1),
+                &scores.to_vec1::<f32>()?,
+            )?;
+            let probs = softmax_last_dim(&scores)?;
             let k = top_k.min(probs.dim(D::Minus1)?);
             let probs = probs.to_vec1::<f32>()?;
             let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();

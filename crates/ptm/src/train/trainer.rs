@@ -514,14 +514,14 @@ fn check_resumable(
     if state.seed != args.seed {
         differ.push(format!("seed {} (now {})", state.seed, args.seed));
     }
-    if let (Some(was), Some(now)) = (&state.data_fingerprint, &args.data_fingerprint) {
-        if was != now {
-            differ.push(format!(
-                "other training data (content hash {}, now {})",
-                short(was),
-                short(now)
-            ));
-        }
+    if let (Some(was), Some(now)) = (&state.data_fingerprint, &args.data_fingerprint)
+        && was != now
+    {
+        differ.push(format!(
+            "other training data (content hash {}, now {})",
+            short(was),
+            short(now)
+        ));
     }
     let (was, now) = (&state.schedule, &args.schedule);
     if was.kind != now.kind {
