@@ -27,8 +27,15 @@ pub fn next_line<'a>(
     match lines.read_line(buf) {
         Ok(true) => Ok(Some(line_content(buf))),
         Ok(false) => Ok(None),
-        Err(ptm::Error::InvalidInput(m)) => bail!("{m}; --max-line-bytes raises it"),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(with_line_hint(e)),
+    }
+}
+
+/// A line over the limit gets the flag that raises it added to its message.
+pub fn with_line_hint(e: ptm::Error) -> anyhow::Error {
+    match e {
+        e @ ptm::Error::LineTooLong { .. } => anyhow::anyhow!("{e}; --max-line-bytes raises it"),
+        e => e.into(),
     }
 }
 

@@ -395,3 +395,36 @@ fn quantize_refuses_a_non_finite_weight() {
     );
     assert!(!output.join("model.safetensors").exists());
 }
+
+/// Finding 8, the training side: a corpus line without end is refused at the line limit, which
+/// --max-line-bytes moves.
+#[test]
+fn an_endless_corpus_line_stops_at_the_line_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("long.txt");
+    std::fs::write(&train, format!("short line\n{}\n", "x".repeat(5000))).unwrap();
+    let out = dir.path().join("run");
+    let err = fails(&strs(&pretrain(
+        &train,
+        &out,
+        &["--max-steps", "1", "--max-line-bytes", "4096"],
+    )));
+    assert!(
+        err.contains("long.txt:2: a line longer than 4096 bytes")
+            && err.contains("--max-line-bytes raises it"),
+        "{err}"
+    );
+    let err = fails(&[
+        "tokenizer",
+        "train",
+        "--max-line-bytes",
+        "4096",
+        "--output",
+        dir.path().join("tok").to_str().unwrap(),
+        train.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("long.txt:2: a line longer than 4096 bytes"),
+        "{err}"
+    );
+}

@@ -70,6 +70,14 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A line past the per-line byte limit (a file without line breaks, say).
+    #[error("{source_name}:{line}: a line longer than {limit} bytes (the limit per line)")]
+    LineTooLong {
+        source_name: String,
+        line: usize,
+        limit: usize,
+    },
+
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }

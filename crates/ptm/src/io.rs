@@ -142,10 +142,11 @@ impl<R: BufRead> LineReader<R> {
         }
         self.line += 1;
         if line_content(buf).len() > self.limit {
-            return Err(Error::invalid(format!(
-                "{}:{}: a line longer than {} bytes (the limit per line)",
-                self.name, self.line, self.limit
-            )));
+            return Err(Error::LineTooLong {
+                source_name: self.name.clone(),
+                line: self.line,
+                limit: self.limit,
+            });
         }
         Ok(true)
     }

@@ -21,6 +21,7 @@ use ptm::tokenizer::Tokenizer;
 use ptm::train::{Evaluator, LossEvaluator, ModelSpec, Objective};
 
 use super::train_options::{Defaults, TrainOptions, is_lead, lead_first};
+use crate::input::{LineLimitArg, with_line_hint};
 
 /// Pretrain a model on unlabeled text.
 #[derive(clap::Args)]
@@ -52,6 +53,8 @@ pub struct Args {
     /// Tokens per example.
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
+    #[command(flatten)]
+    line_limit: LineLimitArg,
     #[command(flatten)]
     train: TrainOptions,
 }
@@ -132,11 +135,27 @@ pub fn run(a: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| a.train.output.join("tokenized"));
     // Rank 0 tokenizes; the other ranks of a data-parallel run then read its cache.
-    let train_corpus = lead_first(|| tokenized(&a.train_files, &tokenizer, &cache.join("train")))?;
+    let train_corpus = lead_first(|| {
+        tokenized(
+            &a.train_files,
+            &tokenizer,
+            &cache.join("train"),
+            a.line_limit,
+        )
+    })?;
     let eval_corpus = a
         .eval
         .as_ref()
-        .map(|f| lead_first(|| tokenized(std::slice::from_ref(f), &tokenizer, &cache.join("eval"))))
+        .map(|f| {
+            lead_first(|| {
+                tokenized(
+                    std::slice::from_ref(f),
+                    &tokenizer,
+                    &cache.join("eval"),
+                    a.line_limit,
+                )
+            })
+        })
         .transpose()?;
     // The examples are the corpus's ids cut by the objective into --seq-len pieces.
     let fingerprint = sha256_of(&[
@@ -353,9 +372,15 @@ fn show(v: Option<&serde_json::Value>) -> String {
 
 /// The corpus tokenized into `dir` (reused when its sources and the tokenizer are unchanged),
 /// with skipped lines reported.
-fn tokenized(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<TokenizedCorpus> {
+fn tokenized(
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    dir: &Path,
+    limit: LineLimitArg,
+) -> Result<TokenizedCorpus> {
     let started = std::time::Instant::now();
-    let corpus = TokenizedCorpus::prepare(files, tokenizer, dir)?;
+    let corpus = TokenizedCorpus::prepare_with_limit(files, tokenizer, dir, limit.max_line_bytes)
+        .map_err(with_line_hint)?;
     if !is_lead() {
         return Ok(corpus);
     }

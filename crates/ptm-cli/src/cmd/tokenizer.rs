@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ptm::data::read_corpus;
+use ptm::data::read_corpus_with_limit;
+
+use crate::input::{LineLimitArg, with_line_hint};
 use ptm::tokenizer::{TokenizerKind, train_tokenizer};
 
 #[derive(clap::Subcommand)]
@@ -27,6 +29,8 @@ pub struct TrainArgs {
     /// Text files or folders (documents separated by blank lines), or JSONL with "text".
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    line_limit: LineLimitArg,
 }
 
 pub fn run(c: Command) -> Result<()> {
@@ -35,10 +39,11 @@ pub fn run(c: Command) -> Result<()> {
     // Before the corpus is read: a vocabulary that cannot fit is known from the flag alone.
     ptm::limits::check_vocab_size(a.vocab_size)?;
     let mut docs = Vec::new();
-    let report = read_corpus(&a.files, |d| {
+    let report = read_corpus_with_limit(&a.files, a.line_limit.max_line_bytes, |d| {
         docs.push(d);
         Ok(())
-    })?;
+    })
+    .map_err(with_line_hint)?;
     for (file, line) in &report.skipped_lines {
         eprintln!("skipped {}:{line}: not valid UTF-8", file.display());
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use super::corpus::{corpus_files, read_corpus};
+use super::corpus::{corpus_files, read_corpus_with_limit};
 use super::fingerprint::{file_sha256, sha256_of};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -103,6 +103,16 @@ impl TokenizedCorpus {
     /// Opens the tokenized corpus in `dir` if it was made from these files with this tokenizer,
     /// else tokenizes `files` (text, folders or JSONL, as [`read_corpus`] reads them) into it.
     pub fn prepare(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<Self> {
+        Self::prepare_with_limit(files, tokenizer, dir, crate::io::MAX_LINE_BYTES)
+    }
+
+    /// [`prepare`](Self::prepare) reading lines of at most `max_line_bytes`.
+    pub fn prepare_with_limit(
+        files: &[PathBuf],
+        tokenizer: &Tokenizer,
+        dir: &Path,
+        max_line_bytes: usize,
+    ) -> Result<Self> {
         let _building = lock_beside(dir)?;
         let sources = sources(files)?;
         let tokenizer_hash = sha256_of(&[tokenizer.to_json(false)?.as_bytes()]);
@@ -114,7 +124,14 @@ impl TokenizedCorpus {
         {
             return Self::open_index(dir, index, false);
         }
-        let index = build(files, tokenizer, dir, sources, tokenizer_hash)?;
+        let index = build(
+            files,
+            tokenizer,
+            dir,
+            sources,
+            tokenizer_hash,
+            max_line_bytes,
+        )?;
         Self::open_index(dir, index, true)
     }
 
@@ -396,6 +413,7 @@ fn build(
     dir: &Path,
     sources: Vec<Source>,
     tokenizer_hash: String,
+    max_line_bytes: usize,
 ) -> Result<Index> {
     let mut index = None;
     crate::io::write_dir_atomically(dir, |tmp| {
@@ -417,7 +435,7 @@ fn build(
             pending.clear();
             Ok(())
         };
-        let report = read_corpus(files, |doc| {
+        let report = read_corpus_with_limit(files, max_line_bytes, |doc| {
             pending_bytes += doc.len();
             pending.push(doc);
             if pending_bytes >= BATCH_BYTES {
