@@ -94,7 +94,7 @@ impl BertConfig {
                 return Err(Error::config(path, field, "must be at least 1"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 path,
                 "num_attention_heads",
@@ -116,7 +116,8 @@ impl BertConfig {
                 return Err(Error::config(path, field, format!("{p} is not in [0, 1)")));
             }
         }
-        if !(self.layer_norm_eps > 0.0) {
+        // NaN is not positive either.
+        if self.layer_norm_eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::config(path, "layer_norm_eps", "must be positive"));
         }
         if let Some(pad) = self.pad_token_id.filter(|p| *p as usize >= self.vocab_size) {

@@ -132,7 +132,7 @@ impl Gpt2Config {
                 return Err(Error::config(path, field, "must be at least 1"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::config(
                 path,
                 "n_head",
@@ -151,6 +151,16 @@ impl Gpt2Config {
                 return Err(Error::config(path, field, format!("{p} is not in [0, 1)")));
             }
         }
+        if self.n_inner.is_none() && self.n_embd.checked_mul(4).is_none() {
+            return Err(Error::config(
+                path,
+                "n_embd",
+                format!(
+                    "{} is too large (the feed-forward width 4 × n_embd overflows)",
+                    self.n_embd
+                ),
+            ));
+        }
         if self.add_cross_attention {
             return Err(Error::config(
                 path,
@@ -162,7 +172,8 @@ impl Gpt2Config {
     }
 
     pub fn inner_dim(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        // Saturating: validate refuses an n_embd whose 4× overflows; this never panics.
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     pub fn head_dim(&self) -> usize {

@@ -207,6 +207,10 @@ impl Default for CommonConfig {
     }
 }
 
+/// `num_labels` is a bare number in the file: names are made for it only up to this many,
+/// so a corrupt count cannot allocate without bound (id2label is bounded by the file).
+const MAX_DEFAULT_LABELS: usize = 1 << 20;
+
 fn default_labels(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("LABEL_{i}")).collect()
 }
@@ -253,6 +257,15 @@ impl CommonConfig {
                     labels[i] = Some(v);
                 }
                 labels.into_iter().map(|l| l.unwrap_or_default()).collect()
+            }
+            (None, Some(n)) if n > MAX_DEFAULT_LABELS => {
+                return Err(Error::config(
+                    path,
+                    "num_labels",
+                    format!(
+                        "{n} labels without names; ptm makes LABEL_i names for at most {MAX_DEFAULT_LABELS} (name more in id2label)"
+                    ),
+                ));
             }
             (None, Some(n)) => default_labels(n),
             (None, None) => default_labels(2),

@@ -158,7 +158,7 @@ impl XlnetConfig {
                 return Err(Error::config(path, field, "must be at least 1"));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return Err(Error::config(
                 path,
                 "n_head",

@@ -111,8 +111,9 @@ pub fn load(
                     ));
                 }
                 for (text, &start) in a.text.iter().zip(&a.answer_start) {
+                    let end = start.checked_add(text.chars().count());
                     let found = byte_of_char(&r.context, start)
-                        .zip(byte_of_char(&r.context, start + text.chars().count()))
+                        .zip(end.and_then(|e| byte_of_char(&r.context, e)))
                         .map(|(b, e)| &r.context[b..e]);
                     if found != Some(text.as_str()) {
                         return Err(line_error(

@@ -119,6 +119,9 @@ fn resolve(label: &LabelValue, labels: &LabelSet) -> Option<usize> {
     }
 }
 
+/// The largest label id read from data without a labels file.
+const MAX_LABEL_ID: i64 = 1 << 20;
+
 /// The label set of training data without a labels file: names sorted, or `LABEL_i` for ids.
 pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
     let rows: Vec<(usize, TextRecord)> = read_jsonl(path)?;
@@ -128,6 +131,14 @@ pub fn labels_from_data(path: &Path) -> Result<LabelSet> {
         match &r.label {
             Some(LabelValue::Name(n)) => {
                 names.insert(n.clone());
+            }
+            // Every id up to the largest gets a name: a corrupt huge id must not allocate them.
+            Some(LabelValue::Id(i)) if *i > MAX_LABEL_ID => {
+                return Err(line_error(
+                    path,
+                    *line,
+                    format!("label {i} is above {MAX_LABEL_ID}; give --labels FILE for ids"),
+                ));
             }
             Some(LabelValue::Id(i)) if *i >= 0 => max_id = max_id.max(Some(*i as usize)),
             Some(LabelValue::Id(i)) => {

@@ -202,8 +202,16 @@ impl Tokenizer {
         let vocab_path = dir.join(VOCAB_TXT);
         let (bpe_vocab, merges) = (dir.join(VOCAB_JSON), dir.join(MERGES_TXT));
         let (inner, source, special) = if json_path.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json_path)
-                .map_err(|e| Error::tokenizer(&json_path, e))?;
+            let text = crate::io::read_to_string(&json_path)?;
+            // JSON errors are reported here: tokenizers 0.23 panics on a syntax error inside
+            // its "decoder" object instead of returning it.
+            let value: Value = serde_json::from_str(&text).map_err(|cause| Error::Json {
+                path: json_path.clone(),
+                cause,
+            })?;
+            check_tokenizer_json(&value, &json_path)?;
+            let t: tokenizers::Tokenizer =
+                text.parse().map_err(|e| Error::tokenizer(&json_path, e))?;
             let mut special = SpecialTokens::for_model(t.get_model());
             special.update_from(&named);
             (t, json_path, special)
@@ -239,6 +247,7 @@ impl Tokenizer {
                 ),
             ));
         };
+        check_ids(&inner, &source)?;
         // transformers writes 1e30 for "no limit".
         let model_max_length = config
             .get("model_max_length")
@@ -590,6 +599,112 @@ impl<'a> StreamDecoder<'a> {
         self.emitted = text.len();
         Ok(new)
     }
+}
+
+/// Refuses token ids far beyond the vocabulary's size: the tokenizers crate walks every id up
+/// to the largest when it writes tokenizer.json, so one corrupt id of 2^31 would take minutes
+/// and gigabytes. (Ids are normally 0..n; a few holes are allowed.)
+fn check_ids(tok: &tokenizers::Tokenizer, path: &Path) -> Result<()> {
+    let vocab = tok.get_vocab(true);
+    let limit = vocab.len().saturating_mul(2).saturating_add(1024);
+    match vocab.iter().max_by_key(|(_, id)| **id) {
+        Some((token, id)) if *id as usize >= limit => Err(Error::tokenizer(
+            path,
+            format!(
+                "token {token:?} has id {id}, far beyond the {} tokens of the vocabulary",
+                vocab.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks what tokenizers 0.23 reads from tokenizer.json without checking, and would panic or
+/// over-allocate on later: every `Precompiled` normaliser (checked as a spiece.model's is) and
+/// every `TemplateProcessing` (its special tokens defined, with as many ids as tokens; only
+/// `$A` in the single template).
+fn check_tokenizer_json(root: &Value, path: &Path) -> Result<()> {
+    let mut todo = vec![root];
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::Object(m) => {
+                match m.get("type").and_then(Value::as_str) {
+                    Some("Precompiled") => {
+                        let map = m.get("precompiled_charsmap").and_then(Value::as_str);
+                        if let Some(bytes) = map.and_then(base64_decode) {
+                            sentencepiece::check_charsmap(&bytes).map_err(|e| {
+                                Error::tokenizer(path, format!("precompiled_charsmap: {e}"))
+                            })?;
+                        }
+                    }
+                    Some("TemplateProcessing") => check_template(m)
+                        .map_err(|e| Error::tokenizer(path, format!("post_processor: {e}")))?,
+                    _ => {}
+                }
+                todo.extend(m.values());
+            }
+            Value::Array(a) => todo.extend(a),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A `TemplateProcessing` object as tokenizer.json holds it; malformed shapes are left for
+/// the tokenizers crate to refuse.
+fn check_template(m: &Map<String, Value>) -> std::result::Result<(), String> {
+    let specials = m.get("special_tokens").and_then(Value::as_object);
+    for (name, t) in specials.into_iter().flatten() {
+        let len = |k: &str| t.get(k).and_then(Value::as_array).map(Vec::len);
+        if len("ids") != len("tokens") {
+            return Err(format!(
+                "special token {name:?} has {:?} ids and {:?} tokens",
+                len("ids"),
+                len("tokens")
+            ));
+        }
+    }
+    for (template, sequences) in [("single", &["A"][..]), ("pair", &["A", "B"][..])] {
+        let pieces = m.get(template).and_then(Value::as_array);
+        for piece in pieces.into_iter().flatten() {
+            let special = piece.pointer("/SpecialToken/id").and_then(Value::as_str);
+            if let Some(id) = special.filter(|id| !specials.is_some_and(|s| s.contains_key(*id))) {
+                return Err(format!(
+                    "the {template} template uses {id:?}, which is not in special_tokens"
+                ));
+            }
+            let sequence = piece.pointer("/Sequence/id").and_then(Value::as_str);
+            if let Some(id) = sequence.filter(|id| !sequences.contains(id)) {
+                return Err(format!("the {template} template uses sequence {id:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Standard base64 up to its padding; `None` on a character outside the alphabet (which the
+/// tokenizers crate refuses too).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// XLNet's tokenizer classes (by `tokenizer_class`), or a tokenizer.json whose template puts

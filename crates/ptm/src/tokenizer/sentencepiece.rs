@@ -163,6 +163,72 @@ fn parse(bytes: &[u8]) -> std::result::Result<SpModel, String> {
     Ok(m)
 }
 
+/// Checks a `precompiled_charsmap` (a double-array trie of u32 units, then NUL-separated
+/// replacement strings) before `spm_precompiled` reads it: that crate allocates the trie size
+/// it is given, and indexes the trie and the strings unchecked while normalising, so a
+/// malformed map would take memory or panic at the first encode. Every node a walk over any
+/// input bytes can reach must be in the trie, and every replacement must start on a character
+/// of the strings.
+pub(crate) fn check_charsmap(map: &[u8]) -> std::result::Result<(), String> {
+    let (head, rest) = map
+        .split_first_chunk::<4>()
+        .ok_or("shorter than its 4-byte trie size")?;
+    let trie_bytes = u32::from_le_bytes(*head) as usize;
+    if trie_bytes > rest.len() || !trie_bytes.is_multiple_of(4) {
+        return Err(format!(
+            "a trie of {trie_bytes} bytes does not fit the {} bytes after its size",
+            rest.len()
+        ));
+    }
+    let (trie, strings) = rest.split_at(trie_bytes);
+    let units: Vec<usize> = trie
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let strings = std::str::from_utf8(strings).map_err(|_| "the replacements are not UTF-8")?;
+    // spm_precompiled's (darts-clone's) unit layout.
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let label = |u: usize| u & ((1 << 31) | 0xff);
+    let has_leaf = |u: usize| (u >> 8) & 1 == 1;
+    let value = |u: usize| u & ((1 << 31) - 1);
+    let root = *units.first().ok_or("an empty trie")?;
+    // A walk at state `s` reads unit `s ^ c` for any input byte c in 1..=255, so a reachable
+    // state must have all 255 of those in the trie: it is below units.len() + 256.
+    let mut seen = vec![false; units.len() + 256];
+    let mut todo = vec![offset(root)];
+    while let Some(s) = todo.pop() {
+        match seen.get_mut(s) {
+            Some(true) => continue,
+            Some(v) => *v = true,
+            None => return Err(format!("trie state {s} is outside the trie")),
+        }
+        for c in 1..=255usize {
+            let at = s ^ c;
+            let unit = *units
+                .get(at)
+                .ok_or_else(|| format!("trie node {at} is outside the trie"))?;
+            if label(unit) != c {
+                continue;
+            }
+            let next = at ^ offset(unit);
+            if has_leaf(unit) {
+                let leaf = *units
+                    .get(next)
+                    .ok_or_else(|| format!("trie leaf {next} is outside the trie"))?;
+                let v = value(leaf);
+                if !strings.is_char_boundary(v) {
+                    return Err(format!(
+                        "replacement offset {v} is not a character of the {} bytes of replacements",
+                        strings.len()
+                    ));
+                }
+            }
+            todo.push(next);
+        }
+    }
+    Ok(())
+}
+
 /// XLNet's post-processor: `A <sep> <cls>` and `A <sep> B <sep> <cls>`, segment ids 0, 1 and 2
 /// for `<cls>`. Fails naming the token when `<sep>` or `<cls>` has no id.
 pub fn xlnet_template(
@@ -235,6 +301,8 @@ pub fn from_spiece(
         normalizers.push(Lowercase.into());
     }
     if !m.precompiled_charsmap.is_empty() {
+        check_charsmap(&m.precompiled_charsmap)
+            .map_err(|e| Error::tokenizer(path, format!("precompiled_charsmap: {e}")))?;
         let p = Precompiled::from(&m.precompiled_charsmap)
             .map_err(|e| Error::tokenizer(path, format!("precompiled_charsmap: {e}")))?;
         normalizers.push(p.into());
@@ -291,5 +359,16 @@ mod tests {
                 .contains("malformed")
         );
         assert!(parse(&[]).unwrap_err().contains("no pieces"));
+    }
+
+    #[test]
+    fn charsmap_check_refuses_what_spm_precompiled_would_trip_on() {
+        // A trie size of 2^31 bytes, which spm_precompiled would allocate.
+        let err = check_charsmap(&[0, 0, 0, 0x80, 1, 2]).unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        assert!(check_charsmap(&[0, 0, 0, 0]).unwrap_err().contains("empty"));
+        // One root unit whose children (1..=255) lie outside the trie.
+        let err = check_charsmap(&[4, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
+        assert!(err.contains("outside the trie"), "{err}");
     }
 }
