@@ -43,7 +43,7 @@ pub fn expand(argv: Vec<OsString>, command: &clap::Command) -> Result<Vec<OsStri
     let mut out = argv;
     for (key, value) in options {
         let name = key.replace('_', "-");
-        if !known.contains(&name.as_str()) || name == &FLAG[2..] {
+        if !known.contains(&name.as_str()) || name == FLAG[2..] {
             bail!(
                 "{}: unknown option {key:?} for `ptm {}`",
                 path.display(),

@@ -90,7 +90,9 @@ impl Weights {
         let mut readers = Vec::with_capacity(files.len());
         let mut routing = HashMap::new();
         for (i, path) in files.iter().enumerate() {
-            let pth = PthTensors::new(path, None).map_err(|e| bad(path, e))?;
+            crate::pickle_check::check_archive(path)?;
+            let pth = crate::pickle_check::without_panics(path, || PthTensors::new(path, None))?
+                .map_err(|e| bad(path, e))?;
             for name in pth.tensor_infos().keys() {
                 routing.insert(name.clone(), i);
             }
@@ -169,10 +171,13 @@ impl Weights {
                 }
                 _ => r[i].load(name, device),
             },
-            Backend::Pickle(r) => r[i].get(name).and_then(|t| {
-                t.ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} vanished")))?
-                    .to_device(device)
-            }),
+            Backend::Pickle(r) => {
+                self.check_pickled_size(i, name, &r[i])?;
+                r[i].get(name).and_then(|t| {
+                    t.ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} vanished")))?
+                        .to_device(device)
+                })
+            }
             Backend::Memory(m) => m[name].to_device(device),
         };
         let tensor =
@@ -203,6 +208,35 @@ impl Weights {
 }
 
 impl Weights {
+    /// A pickled tensor must lie inside its storage, and the storage inside the file, before
+    /// candle allocates the shape it claims.
+    fn check_pickled_size(&self, i: usize, name: &str, pth: &PthTensors) -> Result<()> {
+        let Some(info) = pth.tensor_infos().get(name) else {
+            return Ok(());
+        };
+        let path = &self.files[i];
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let elems = info.layout.shape().elem_count() as u128;
+        let storage_bytes = info.storage_size as u128 * info.dtype.size_in_bytes() as u128;
+        if elems + info.layout.start_offset() as u128 > info.storage_size as u128
+            || storage_bytes > file_len as u128
+        {
+            return Err(bad(
+                path,
+                format!(
+                    "weight `{name}`: shape {:?} (offset {}) does not fit its storage of {} \
+                     elements in a file of {file_len} bytes",
+                    info.layout.dims(),
+                    info.layout.start_offset(),
+                    info.storage_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// An int8 weight times its `_scale` tensor (values × scale broadcast), as f32.
     fn dequantize(
         &self,

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod objectives;
+mod pickle_check;
 pub mod pipelines;
 pub mod sentence_transformers;
 pub mod tokenizer;

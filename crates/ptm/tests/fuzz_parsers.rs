@@ -3,8 +3,8 @@
 //! `Ok` or an `Err` with a message naming the file, never a panic, a hang or an allocation
 //! beyond a bound. `PTM_FUZZ_CASES=N` runs N cases per property instead of the defaults (and
 //! new ones each run; `PTM_FUZZ_SEED=N` picks them); `PTM_FUZZ_DUMP=DIR` writes each tokenizer
-//! case's files there (to see the input of an abort). The `#[ignore]`d `pickle_*` tests are
-//! known bugs of candle's pickle reader that checkpoint.rs has yet to guard against.
+//! case's files there (to see the input of an abort). The `pickle_bug_*` tests are inputs that
+//! break candle 0.11's pickle reader on its own, refused by ptm's checks before it runs.
 
 mod common;
 
@@ -837,7 +837,7 @@ proptest! {
     #![proptest_config(config(1500))]
 
     /// Bytes of the zip around the pickle: headers, sizes, storages, the central directory.
-    /// (The pickle itself trips candle bugs; see `pickle_known_bugs`.)
+    /// (The pickle itself trips candle bugs; see `pickle_mutations`.)
     #[test]
     fn pytorch_zip_bytes(ms in mutations()) {
         let bin = pytorch_bin();
@@ -848,11 +848,10 @@ proptest! {
     }
 }
 
-/// The pickle inside the zip, mutated: candle's reader panics (and can allocate 4 GiB) on
-/// such input, in code only checkpoint.rs can guard. Run with `--ignored` to see them.
+/// The pickle inside the zip, mutated: candle's reader alone panics (and can allocate 4 GiB) on
+/// such input; checkpoint.rs checks the pickle first and turns a panic into an error.
 #[test]
-#[ignore = "candle's pickle reader panics on malformed data.pkl; the guard belongs in checkpoint.rs"]
-fn pickle_known_bugs() {
+fn pickle_mutations() {
     let mut runner = proptest::test_runner::TestRunner::new(config(300));
     runner
         .run(&(mutations(), any::<Index>()), |(ms, entry)| {
@@ -896,7 +895,6 @@ fn crafted_pickle_loads() {
 
 /// candle 0.11 `rebuild_args`: `Vec::remove` on a short argument tuple panics.
 #[test]
-#[ignore = "candle pickle bug: a short _rebuild_tensor_v2 tuple panics; guard in checkpoint.rs"]
 fn pickle_bug_short_rebuild_tuple() {
     check_bin(bin_with_pickle(&rebuild_pickle(b"(K\x00t"))).unwrap();
 }
@@ -904,7 +902,6 @@ fn pickle_bug_short_rebuild_tuple() {
 /// candle 0.11 `Stack::read` LONG1: a length over 8 bytes shifts past 64 bits (a panic in
 /// debug builds, a wrong value in release).
 #[test]
-#[ignore = "candle pickle bug: LONG1 of 9+ bytes overflows a shift; guard in checkpoint.rs"]
 fn pickle_bug_long1_over_8_bytes() {
     check_bin(bin_with_pickle(
         b"\x80\x02\x8a\x09\x01\x01\x01\x01\x01\x01\x01\x01\x01.",
@@ -913,9 +910,8 @@ fn pickle_bug_long1_over_8_bytes() {
 }
 
 /// candle 0.11 `Stack::read` BINUNICODE: allocates the length field (up to 4 GiB) before
-/// reading; this test's allocator refuses it, which aborts the binary.
+/// reading (this test's allocator would refuse it, aborting the binary).
 #[test]
-#[ignore = "candle pickle bug: BINUNICODE allocates its length unchecked; guard in checkpoint.rs"]
 fn pickle_bug_binunicode_length_allocates() {
     check_bin(bin_with_pickle(b"\x80\x02X\xff\xff\xff\x7f")).unwrap();
 }
@@ -923,7 +919,6 @@ fn pickle_bug_binunicode_length_allocates() {
 /// A tensor whose shape is far beyond its 16-byte storage: loading it must be an error, not
 /// an allocation of the shape (candle's `from_reader` allocates before reading).
 #[test]
-#[ignore = "candle pickle bug: a shape beyond the storage is allocated; guard in checkpoint.rs"]
 fn pickle_bug_huge_shape() {
     let mut args = b"(".to_vec();
     args.extend(STORAGE);

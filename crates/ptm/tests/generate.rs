@@ -306,7 +306,14 @@ fn stop_strings_end_generation() {
         max_new_tokens: Some(12),
         ..base
     };
-    let free = generate(&m, &[prompt.clone()], &cfg, None, &mut |_, _| {}).unwrap();
+    let free = generate(
+        &m,
+        std::slice::from_ref(&prompt),
+        &cfg,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
     let text = tok.decode(&free[0].token_ids, true).unwrap();
     assert!(text.contains(" the"), "the fixture's greedy text: {text:?}");
     let stops = vec![" the".to_string()];
@@ -355,7 +362,7 @@ fn xlnet_greedy_and_beam_search_equal_transformers() {
         let field = |k: &str| -> Vec<Vec<u32>> { serde_json::from_value(case[k].clone()).unwrap() };
         let greedy = generate(
             &m,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             &GenerationConfig {
                 max_new_tokens: Some(8),
                 ..base.clone()
@@ -407,11 +414,17 @@ fn xlnet_greedy_and_beam_search_equal_transformers() {
             num_return_sequences: 2,
             ..base.clone()
         };
-        let got: Vec<Vec<u32>> = generate(&m, &[prompt.clone()], &beams, None, &mut |_, _| {})
-            .unwrap()
-            .into_iter()
-            .map(|g| g.token_ids)
-            .collect();
+        let got: Vec<Vec<u32>> = generate(
+            &m,
+            std::slice::from_ref(&prompt),
+            &beams,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .into_iter()
+        .map(|g| g.token_ids)
+        .collect();
         assert_eq!(got, field("beams"), "beams from {prompt:?}");
     }
 }

@@ -172,8 +172,7 @@ fn label_set(a: &Args, from_data: fn(&Path) -> ptm::Result<LabelSet>) -> Result<
     Ok(
         match a
             .labels
-            .as_ref()
-            .map(PathBuf::as_path)
+            .as_deref()
             .or(labels_beside(&a.train_file).as_deref())
         {
             Some(f) => LabelSet::from_file(f)?,

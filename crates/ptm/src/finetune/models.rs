@@ -101,6 +101,7 @@ impl SeqClsModel {
 }
 
 /// `*ForTokenClassification`.
+#[allow(clippy::large_enum_variant)] // one per process; boxing would buy nothing
 pub enum TokenClsModel {
     Bert(BertForTokenClassification),
     Xlnet(XlnetForTokenClassification),
@@ -153,6 +154,7 @@ impl TokenClsModel {
 }
 
 /// Extractive QA: `BertForQuestionAnswering`, `XLNetForQuestionAnsweringSimple`.
+#[allow(clippy::large_enum_variant)] // one per process; boxing would buy nothing
 pub enum QaModel {
     Bert(BertForQuestionAnswering),
     Xlnet(XlnetForQuestionAnsweringSimple),

@@ -48,8 +48,11 @@ pub struct TokenClsData {
     pub tags: Vec<Option<Vec<usize>>>,
 }
 
+/// A record's words, their character spans and the text they are spans of.
+type Words = (Vec<String>, Vec<(usize, usize)>, String);
+
 /// Words and their character spans: whitespace-split `text`, or `tokens` joined by spaces.
-fn words_of(r: &TaggedRecord) -> Option<(Vec<String>, Vec<(usize, usize)>, String)> {
+fn words_of(r: &TaggedRecord) -> Option<Words> {
     if let Some(tokens) = &r.tokens {
         let text = tokens.join(" ");
         let mut spans = Vec::with_capacity(tokens.len());
@@ -240,6 +243,9 @@ impl crate::train::Objective for TokenClsObjective<'_> {
     }
 }
 
+/// Per record, per word: the predicted tag id and its probability.
+pub type WordTags = Vec<Vec<(usize, f32)>>;
+
 /// Per record, per word: the predicted tag id and its probability (words cut off by the
 /// maximum length get tag `outside` with probability 1), and the mean cross-entropy over the
 /// labeled first sub-tokens (0 without tags). The batches are shared among the ranks of `world`.
@@ -250,7 +256,7 @@ pub fn predict(
     batch_size: usize,
     outside: usize,
     world: Option<&dyn Collective>,
-) -> Result<(Vec<Vec<(usize, f32)>>, f64)> {
+) -> Result<(WordTags, f64)> {
     let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
     let batches = length_batches(&lengths, batch_size);

@@ -157,6 +157,7 @@ pub fn require_trained(store: &ParamStore, dir: &Path, what: &str) -> Result<()>
 }
 
 /// The bare network of any supported family: token states for embeddings and pipelines.
+#[allow(clippy::large_enum_variant)] // one per process; boxing would buy nothing
 pub enum EncoderModel {
     Bert(bert::BertModel),
     Gpt2(gpt2::Gpt2Model),

@@ -121,6 +121,7 @@ impl RelativeAttention {
 
     /// `rel_attn_core`: attention of queries q (b, n, i, dh) over keys/values of k_len positions,
     /// with the content, position and segment scores -> (b, n, i, dh).
+    #[allow(clippy::too_many_arguments)] // transformers' rel_attn_core, argument for argument
     fn core(
         &self,
         q: &Tensor,
@@ -524,7 +525,7 @@ impl XlnetModel {
         if !cfg.bi_data {
             return encode(forward);
         }
-        if b % 2 != 0 {
+        if !b.is_multiple_of(2) {
             return Err(Error::invalid(format!(
                 "bi_data needs an even batch size, got {b}"
             )));

@@ -104,6 +104,7 @@ fn dims(ql: &Layout, kl: &Layout, vl: &Layout) -> candle_core::Result<Dims> {
 pub(crate) type Mat<'a> = (&'a [f32], usize, usize);
 
 /// dst (m × n, row-major, row stride `dst_rs`) = [dst +] alpha · lhs (m × k) · rhs (k × n).
+#[allow(clippy::too_many_arguments)] // the GEMM's own dimensions and strides
 fn matmul(
     m: usize,
     n: usize,
@@ -190,6 +191,7 @@ impl FusedAttention {
     /// Probabilities of queries `start..start + rows` of pair `bh` into `p` (rows × k_len):
     /// softmax of the masked, scaled scores; all zero for a query that sees no key (as PyTorch's
     /// scaled_dot_product_attention gives it).
+    #[allow(clippy::too_many_arguments)] // the kernel's inner loop state, passed flat
     fn probs(
         &self,
         dm: Dims,

@@ -74,7 +74,7 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
         -2.101_024e-6,
         -5.692_506_4e-5,
         -7.349_906_3e-4,
-        -2.954_600e-3,
+        -2.954_6e-3,
         -1.609_603_3e-2,
     ] {
         p = p * x2 + a;
@@ -106,7 +106,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        5e-1,
     ] {
         p = p * r + c;
     }
@@ -387,7 +387,7 @@ fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
 
 /// The row length of a LayerNorm whose x has `x_len` elements and last dimension `last`.
 fn layer_norm_cols(x_len: usize, last: usize, weight_len: usize) -> candle_core::Result<usize> {
-    if last != weight_len || x_len % last.max(1) != 0 {
+    if last != weight_len || !x_len.is_multiple_of(last.max(1)) {
         candle_core::bail!("layer norm: last dimension {last} but {weight_len} weights");
     }
     Ok(last)

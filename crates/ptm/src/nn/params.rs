@@ -375,10 +375,10 @@ fn init_tensor(
             let mut values: Vec<f32> = (0..shape.elem_count())
                 .map(|_| normal.sample(&mut rng))
                 .collect();
-            if let (Some(row), [_, cols]) = (zero_row, shape.dims()) {
-                if let Some(r) = values.get_mut(row * cols..(row + 1) * cols) {
-                    r.fill(0.0);
-                }
+            if let (Some(row), [_, cols]) = (zero_row, shape.dims())
+                && let Some(r) = values.get_mut(row * cols..(row + 1) * cols)
+            {
+                r.fill(0.0);
             }
             Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?
         }

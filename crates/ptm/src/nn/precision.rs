@@ -206,7 +206,7 @@ fn padded_rows(rows: usize) -> usize {
 fn float_rows<W: Widen + Sync>(w: &[W], n: usize, x: &[f32], rows: usize, k: usize) -> Vec<f32> {
     let xrow = |i: usize| &x[i * k..][..k];
     let wrow = |j: usize| &w[j * k..][..k];
-    let blocked = rows % ROW_BLOCK == 0;
+    let blocked = rows.is_multiple_of(ROW_BLOCK);
     tiled(
         rows,
         n,

@@ -57,7 +57,9 @@ pub(crate) fn dot_float<W: Widen, const R: usize, const C: usize>(
 ) -> [[f32; C]; R] {
     let k = x[0].len();
     assert!(
-        k % FLOAT_LANES == 0 && x.iter().all(|r| r.len() == k) && w.iter().all(|r| r.len() == k)
+        k.is_multiple_of(FLOAT_LANES)
+            && x.iter().all(|r| r.len() == k)
+            && w.iter().all(|r| r.len() == k)
     );
     #[cfg(target_arch = "x86_64")]
     if avx2() {
@@ -228,7 +230,7 @@ mod tests {
         let rows: Vec<Vec<i8>> = (0..6)
             .map(|r| {
                 (0..k)
-                    .map(|i| ((i * 37 + r * 101) % 255) as i32 - 127)
+                    .map(|i| ((i * 37 + r * 101) % 255) - 127)
                     .map(|v| v as i8)
                     .collect()
             })

@@ -157,11 +157,14 @@ pub struct MaskedBatch {
     pub tokens: usize,
 }
 
+/// One example to collate: its index, its ids and its token type ids if any.
+pub type CollateItem = (usize, Vec<u32>, Option<Vec<u32>>);
+
 impl MlmCollator {
     /// `items`: (example index, ids, token type ids if any).
     pub fn collate(
         &self,
-        items: &[(usize, Vec<u32>, Option<Vec<u32>>)],
+        items: &[CollateItem],
         epoch: usize,
         device: &Device,
     ) -> Result<MaskedBatch> {

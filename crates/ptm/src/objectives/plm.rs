@@ -35,7 +35,7 @@ impl PlmConfig {
     /// transformers' requirements: an even sequence length (the two halves of the order), a
     /// probability in (0, 1] and spans of at least one token.
     pub fn validate(&self, seq_len: usize) -> Result<()> {
-        if seq_len == 0 || seq_len % 2 != 0 {
+        if seq_len == 0 || !seq_len.is_multiple_of(2) {
             return Err(Error::invalid(format!(
                 "permutation LM needs an even sequence length (the factorisation order keeps the second half after the first), got {seq_len}"
             )));

@@ -201,6 +201,8 @@ pub fn resolve_resume(path: &Path) -> Result<PathBuf> {
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let state: TrainerState = crate::io::read_json(&dir.join(TRAINER_STATE))?;
     state.check(&dir.join(TRAINER_STATE))?;
+    crate::nn::DropoutRng::from_state(&state.dropout_rng)
+        .map_err(|e| Error::config(dir.join(TRAINER_STATE), "dropout_rng", e.to_string()))?;
     let opt_path = dir.join(OPTIMIZER_STATE);
     let optimizer =
         candle_core::safetensors::load(&opt_path, &Device::Cpu).map_err(|e| Error::BadWeights {

@@ -165,14 +165,14 @@ impl AdamW {
 pub fn clip_grad_norm(grads: &mut GradStore, params: &[Param], max_norm: f64) -> Result<f64> {
     let mut sum = 0f64;
     for p in params {
-        if let Some(var) = &p.var {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                sum += g
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_scalar::<f64>()?;
-            }
+        if let Some(var) = &p.var
+            && let Some(g) = grads.get(var.as_tensor())
+        {
+            sum += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = sum.sqrt();
