@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{data, fails, fixtures, ok, ptm, tiny};
+use common::{data, fails, fixtures, ok, ptm, tiny, tiny_pretrain_args};
 
 fn embeddings(jsonl: &str) -> Vec<Vec<f32>> {
     jsonl
@@ -1004,30 +1004,12 @@ fn pretrain_in_bf16_tracks_f32() {
     .unwrap();
     let losses = |dtype: &str| -> Vec<f64> {
         let out = dir.path().join(dtype);
-        ok(&[
-            "pretrain",
-            "--config",
-            &data("tiny-bert.json"),
-            "--tokenizer",
-            &data("tokenizer"),
-            "--train",
-            corpus.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--max-steps",
-            "6",
-            "--batch-size",
-            "4",
-            "--seq-len",
-            "32",
-            "--log-every",
-            "1",
-            "--lr",
-            "1e-3",
-            "--dtype",
-            dtype,
-            "-q",
-        ]);
+        let args = tiny_pretrain_args(
+            &corpus,
+            &out,
+            &["--max-steps", "6", "--lr", "1e-3", "--dtype", dtype],
+        );
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         std::fs::read_to_string(out.join("train_log.jsonl"))
             .unwrap()
             .lines()

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{data, fails, ok, ptm};
+use common::{data, fails, ok, ptm, tiny_pretrain_args};
 
 /// A small corpus (the first `chars` of Persuasion) in `dir`.
 fn corpus(dir: &Path, chars: usize) -> PathBuf {
@@ -14,33 +14,6 @@ fn corpus(dir: &Path, chars: usize) -> PathBuf {
     let path = dir.join("corpus.txt");
     std::fs::write(&path, &text[..chars]).unwrap();
     path
-}
-
-/// `ptm pretrain` of the tiny BERT on `train` into `out`, with `extra` flags.
-fn pretrain(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "pretrain",
-        "--config",
-        &data("tiny-bert.json"),
-        "--tokenizer",
-        &data("tokenizer"),
-        "--train",
-        train.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "4",
-        "--seq-len",
-        "32",
-        "--log-every",
-        "1",
-        "-q",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -66,10 +39,18 @@ fn a_used_output_directory_is_refused_unless_resumed_or_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let train = corpus(dir.path(), 30_000);
     let out = dir.path().join("run");
-    ok(&strs(&pretrain(&train, &out, &["--max-steps", "3"])));
+    ok(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "3"],
+    )));
     let model = std::fs::read(out.join("model.safetensors")).unwrap();
 
-    let err = fails(&strs(&pretrain(&train, &out, &["--max-steps", "2"])));
+    let err = fails(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "2"],
+    )));
     assert!(
         err.contains("holds another run")
             && err.contains("checkpoint-3")
@@ -81,7 +62,7 @@ fn a_used_output_directory_is_refused_unless_resumed_or_overwritten() {
     assert_eq!(steps_logged(&out), [1, 2, 3]);
 
     // Resuming the finished run trains nothing and says so.
-    let err = fails(&strs(&pretrain(
+    let err = fails(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "3", "--resume", out.to_str().unwrap()],
@@ -92,7 +73,7 @@ fn a_used_output_directory_is_refused_unless_resumed_or_overwritten() {
     );
 
     // Starting over removes the old run's checkpoints and log first.
-    ok(&strs(&pretrain(
+    ok(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "2", "--overwrite-output-dir"],
@@ -101,14 +82,14 @@ fn a_used_output_directory_is_refused_unless_resumed_or_overwritten() {
     assert!(!out.join("checkpoint-3").exists());
     assert!(out.join("checkpoint-2").is_dir());
     // --resume now continues this run, not the removed one.
-    ok(&strs(&pretrain(
+    ok(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "4", "--resume", out.to_str().unwrap()],
     )));
     assert_eq!(steps_logged(&out), [1, 2, 3, 4]);
 
-    let err = fails(&strs(&pretrain(
+    let err = fails(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &[
@@ -129,20 +110,28 @@ fn a_run_in_progress_holds_its_output_directory() {
     let train = corpus(dir.path(), 20_000);
     let out = dir.path().join("run");
     let held = ptm::train::output_dir::claim(&out, ptm::train::output_dir::Reuse::Refuse).unwrap();
-    let err = fails(&strs(&pretrain(&train, &out, &["--max-steps", "1"])));
+    let err = fails(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "1"],
+    )));
     assert!(
         err.contains("another ptm run") && err.contains(&format!("process {}", std::process::id())),
         "{err}"
     );
     assert!(!out.join("tokenized").exists(), "nothing was written");
     drop(held);
-    ok(&strs(&pretrain(&train, &out, &["--max-steps", "1"])));
+    ok(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "1"],
+    )));
 
     // Two real processes started together: one trains, the other stops at once.
     let out = dir.path().join("race");
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_ptm"))
-            .args(pretrain(&train, &out, &["--max-steps", "3"]))
+            .args(tiny_pretrain_args(&train, &out, &["--max-steps", "3"]))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
@@ -201,7 +190,7 @@ fn absurd_sizes_are_refused_before_allocation() {
         }
         let config = dir.path().join("config.json");
         std::fs::write(&config, c.to_string()).unwrap();
-        let mut args = pretrain(&train, &dir.path().join("out"), &["--max-steps", "1"]);
+        let mut args = tiny_pretrain_args(&train, &dir.path().join("out"), &["--max-steps", "1"]);
         args[2] = config.display().to_string();
         let err = fails(&strs(&args));
         assert!(
@@ -228,7 +217,11 @@ fn resume_verifies_the_data_and_the_trainer_state() {
     let dir = tempfile::tempdir().unwrap();
     let train = corpus(dir.path(), 30_000);
     let out = dir.path().join("run");
-    ok(&strs(&pretrain(&train, &out, &["--max-steps", "2"])));
+    ok(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "2"],
+    )));
     let resume = ["--max-steps", "4", "--resume", out.to_str().unwrap()];
 
     // The same lines in another order: as many bytes, as many examples, other data.
@@ -241,10 +234,10 @@ fn resume_verifies_the_data_and_the_trainer_state() {
         std::fs::metadata(&shuffled).unwrap().len(),
         std::fs::metadata(&train).unwrap().len()
     );
-    let err = fails(&strs(&pretrain(&shuffled, &out, &resume)));
+    let err = fails(&strs(&tiny_pretrain_args(&shuffled, &out, &resume)));
     assert!(err.contains("other training data"), "{err}");
 
-    let err = fails(&strs(&pretrain(
+    let err = fails(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &[&resume[..], &["--lr", "1e-2"]].concat(),
@@ -257,7 +250,7 @@ fn resume_verifies_the_data_and_the_trainer_state() {
         serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
     state["global_step"] = 1_000_000_000u64.into();
     std::fs::write(&state_file, state.to_string()).unwrap();
-    let err = fails(&strs(&pretrain(&train, &out, &resume)));
+    let err = fails(&strs(&tiny_pretrain_args(&train, &out, &resume)));
     assert!(
         err.contains("trainer_state.json") && err.contains("field `global_step`"),
         "{err}"
@@ -284,7 +277,7 @@ fn training_flags_are_checked_up_front_and_a_nan_stop_tells_the_truth() {
             .into_iter()
             .filter(|a| !a.is_empty())
             .collect();
-        let err = fails(&strs(&pretrain(&train, &out, &given)));
+        let err = fails(&strs(&tiny_pretrain_args(&train, &out, &given)));
         let name = flag.split('=').next().unwrap();
         assert!(err.contains(name), "{flag} {value}: {err}");
         assert!(
@@ -294,7 +287,7 @@ fn training_flags_are_checked_up_front_and_a_nan_stop_tells_the_truth() {
     }
     // Step 2's rate (half of 1e30 after the warm-up's 0) overflows the weights; step 3's loss
     // is not finite. No checkpoint was saved (the first is due at step 500).
-    let o = ptm(&strs(&pretrain(
+    let o = ptm(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "6", "--lr", "1e30", "--warmup-steps", "2"],
@@ -316,13 +309,17 @@ fn a_failed_checkpoint_write_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let train = corpus(dir.path(), 20_000);
     let out = dir.path().join("run");
-    ok(&strs(&pretrain(&train, &out, &["--max-steps", "1"])));
+    ok(&strs(&tiny_pretrain_args(
+        &train,
+        &out,
+        &["--max-steps", "1"],
+    )));
     let weights = std::fs::metadata(out.join("checkpoint-1/model.safetensors"))
         .unwrap()
         .len();
     // Files may grow to half the model's size: the next model.safetensors cannot be written.
     let limit_kb = weights / 2048;
-    let args = pretrain(
+    let args = tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "3", "--resume", out.to_str().unwrap()],
@@ -404,7 +401,7 @@ fn an_endless_corpus_line_stops_at_the_line_limit() {
     let train = dir.path().join("long.txt");
     std::fs::write(&train, format!("short line\n{}\n", "x".repeat(5000))).unwrap();
     let out = dir.path().join("run");
-    let err = fails(&strs(&pretrain(
+    let err = fails(&strs(&tiny_pretrain_args(
         &train,
         &out,
         &["--max-steps", "1", "--max-line-bytes", "4096"],

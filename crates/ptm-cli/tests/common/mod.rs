@@ -1,7 +1,7 @@
 //! Running the `ptm` binary from tests, and where their inputs are.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn fixtures() -> PathBuf {
@@ -49,4 +49,32 @@ pub fn data(path: &str) -> String {
         .join(path)
         .display()
         .to_string()
+}
+
+/// `ptm pretrain` of the embedded tiny BERT on `train` into `out`, batches of 4 blocks of 32
+/// tokens, every step logged, quiet, with `extra` flags.
+pub fn tiny_pretrain_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "pretrain",
+        "--config",
+        &data("tiny-bert.json"),
+        "--tokenizer",
+        &data("tokenizer"),
+        "--train",
+        train.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "32",
+        "--log-every",
+        "1",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
