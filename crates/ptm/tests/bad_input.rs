@@ -280,21 +280,46 @@ fn non_finite_weights_are_refused_by_name() {
 /// Integer tensors are never reinterpreted as float bits.
 #[test]
 fn an_integer_tensor_where_a_float_weight_belongs_is_refused() {
-    let (_t, dir) = copy_of("tiny-base");
     let name = "pooler.dense.bias";
-    set_weight(&dir, name, |t| {
-        candle_core::Tensor::ones(
-            t.shape(),
-            candle_core::DType::I64,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap()
-    });
-    let err = load_err(&dir);
-    assert!(
-        err.contains(&format!("weight `{name}` is stored as")) && err.contains("an integer type"),
-        "{err}"
-    );
+    for dtype in [
+        safetensors::Dtype::I32,
+        safetensors::Dtype::I64,
+        safetensors::Dtype::U8,
+    ] {
+        let (_t, dir) = copy_of("tiny-base");
+        // Written with the safetensors crate: I32 has no candle dtype to build it with.
+        let p = dir.join("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let width = match dtype {
+            safetensors::Dtype::I64 => 8,
+            safetensors::Dtype::I32 => 4,
+            _ => 1,
+        };
+        let mut views: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec(), v.dtype(), v.data().to_vec()))
+            .collect();
+        for v in views.iter_mut().filter(|v| v.0 == name) {
+            v.2 = dtype;
+            v.3 = vec![1u8; v.1.iter().product::<usize>() * width];
+        }
+        let tensors: Vec<(String, safetensors::tensor::TensorView)> = views
+            .iter()
+            .map(|(n, shape, d, data)| {
+                let view = safetensors::tensor::TensorView::new(*d, shape.clone(), data).unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        safetensors::serialize_to_file(tensors, None, &p).unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains(&format!("weight `{name}` is stored as {dtype:?}"))
+                && err.contains("an integer type"),
+            "{dtype:?}: {err}"
+        );
+    }
 }
 
 /// Shard names in an index are file names inside the model directory: no absolute path, no
