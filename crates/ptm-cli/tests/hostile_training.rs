@@ -425,3 +425,36 @@ fn an_endless_corpus_line_stops_at_the_line_limit() {
         "{err}"
     );
 }
+
+/// Finding 8 for labeled data: fine-tuning, evaluation and prediction read their JSONL one line
+/// at a time, so a file without line breaks stops at the line limit instead of filling memory.
+#[test]
+fn labeled_data_without_line_breaks_stops_at_the_line_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny("tiny-seq-cls");
+    let out = dir.path().join("run");
+    for args in [
+        vec![
+            "finetune",
+            "--task",
+            "seq-cls",
+            "--model",
+            &model,
+            "--train",
+            "/dev/zero",
+        ],
+        vec!["eval", "--model", &model, "--data", "/dev/zero"],
+        vec!["predict", "--model", &model, "--input", "/dev/zero"],
+    ] {
+        let mut args = args;
+        if args[0] == "finetune" {
+            args.extend(["--output", out.to_str().unwrap()]);
+        }
+        let err = fails(&args);
+        assert!(
+            err.contains("/dev/zero:1: a line longer than 16777216 bytes"),
+            "{}: {err}",
+            args[0]
+        );
+    }
+}

@@ -56,11 +56,10 @@ impl Task {
 /// Every line of a JSONL file as `T`, with its 1-based line number; a malformed line or a
 /// missing or mistyped field is an error naming the file, the line and the field.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
-    let text = crate::io::read_to_string(path)?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for_each_line(path, |n, line| {
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
         let de = &mut serde_json::Deserializer::from_str(line);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -70,14 +69,35 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
             } else {
                 format!(" (field {field})")
             };
-            Error::invalid(format!("{}:{}: {}{at}", path.display(), i + 1, e.inner()))
+            line_error(path, n, format!("{}{at}", e.inner()))
         })?;
-        out.push((i + 1, value));
-    }
+        out.push((n, value));
+        Ok(())
+    })?;
     if out.is_empty() {
         return Err(Error::invalid(format!("{}: no examples", path.display())));
     }
     Ok(out)
+}
+
+/// Calls `f` with each line of `path` (1-based number, text without its ending), reading one
+/// line at a time, each at most [`crate::io::MAX_LINE_BYTES`]: a file without line breaks
+/// costs a bounded buffer, not its whole size.
+fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
+    let mut reader = crate::io::LineReader::open(path, crate::io::MAX_LINE_BYTES)?;
+    let mut buf = Vec::new();
+    while reader.read_line(&mut buf)? {
+        let n = reader.line();
+        let line = std::str::from_utf8(crate::io::line_content(&buf)).map_err(|e| {
+            line_error(
+                path,
+                n,
+                format!("not valid UTF-8 (byte {})", e.valid_up_to()),
+            )
+        })?;
+        f(n, line)?;
+    }
+    Ok(())
 }
 
 /// An error about one line of a data file.
@@ -124,12 +144,13 @@ pub struct LabelSet {
 
 impl LabelSet {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let names: Vec<String> = crate::io::read_to_string(path)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
+        let mut names = Vec::new();
+        for_each_line(path, |_, line| {
+            if !line.trim().is_empty() {
+                names.push(line.trim().to_string());
+            }
+            Ok(())
+        })?;
         if names.is_empty() {
             return Err(Error::invalid(format!("{}: no labels", path.display())));
         }
