@@ -1,7 +1,8 @@
 """Checks that directories written by ptm load in transformers unchanged.
 
-Checkpoints written by `ptm pretrain` (masked LM, masked LM + next sentence, causal LM, permutation LM) load in the
-Auto classes and answer as ptm does. For every tiny BERT, GPT-2 and XLNet fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
+Checkpoints written by `ptm pretrain` (masked LM for BERT and RoBERTa, masked LM + next sentence, causal LM,
+permutation LM) and by `ptm finetune` (RoBERTa, every task) load in the Auto classes and answer as ptm does.
+For every tiny BERT, GPT-2, XLNet and RoBERTa fixture and the real all-MiniLM-L6-v2, `ptm convert` re-saves the model
 (ptm's save_pretrained: config.json, model.safetensors, tokenizer files); transformers then
 loads the result with the class its config names, reporting no missing or unexpected weights,
 and computes the same outputs as from the original directory. The MiniLM copy also loads in
@@ -27,7 +28,7 @@ from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PTM = os.environ.get("PTM_BIN", str(ROOT / "target" / "release" / "ptm"))
-FIXTURES = [ROOT / "tests" / "fixtures" / family for family in ("bert", "gpt2", "xlnet")]
+FIXTURES = [ROOT / "tests" / "fixtures" / family for family in ("bert", "gpt2", "xlnet", "roberta")]
 TEXTS = ["the cat sat on the mat.", "paris is the capital of france", "a big dog"]
 
 
@@ -116,16 +117,22 @@ def check_pretrained(tmp):
 
     failures = []
     data = ROOT / "data"
-    for objective, auto in [("mlm", AutoModelForMaskedLM), ("mlm+nsp", AutoModelForPreTraining)]:
-        out = Path(tmp) / f"pretrained-{objective}"
-        subprocess.run([PTM, "pretrain", "--objective", objective, "--config", str(data / "tiny-bert.json"),
-                        "--tokenizer", str(data / "tokenizer"), "--train", str(data / "austen" / "persuasion.txt"),
+    roberta = FIXTURES[3] / "tiny-mlm"
+    for name, objective, auto, config, tokenizer, mask in [
+        ("bert", "mlm", AutoModelForMaskedLM, data / "tiny-bert.json", data / "tokenizer", "[MASK]"),
+        ("bert", "mlm+nsp", AutoModelForPreTraining, data / "tiny-bert.json", data / "tokenizer", "[MASK]"),
+        ("roberta", "mlm", AutoModelForMaskedLM, roberta / "config.json", roberta, "<mask>"),
+    ]:
+        out = Path(tmp) / f"pretrained-{name}-{objective}"
+        subprocess.run([PTM, "pretrain", "--objective", objective, "--config", str(config),
+                        "--tokenizer", str(tokenizer), "--train", str(data / "austen" / "persuasion.txt"),
                         "--output", str(out), "--max-steps", "3", "--batch-size", "4", "--seq-len", "32", "-q"],
                        check=True, capture_output=True)
         model, info = auto.from_pretrained(out, output_loading_info=True)
         if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
             failures.append(f"pretrained {objective}: {info}")
-        text = "she was the [MASK] of the two daughters."
+        objective = f"{objective} ({name})"
+        text = f"she was the {mask} of the two daughters."
         hf = pipeline("fill-mask", model=str(out), device="cpu")(text, top_k=3)
         ours = json.loads(subprocess.run([PTM, "fill-mask", "--model", str(out), "--top-k", "3", "--format", "json", text],
                                          check=True, capture_output=True, text=True).stdout)
@@ -138,6 +145,50 @@ def check_pretrained(tmp):
     failures += check_generation(tmp, "clm", gpt2 / "config.json", gpt2, 10, [], {})
     failures += check_generation(tmp, "plm", data / "tiny-xlnet.json", data / "tokenizer-xlnet", 6, ["--prefix", ""],
                                  {"add_special_tokens": False})
+    return failures + check_finetuned(tmp)
+
+
+def check_finetuned(tmp):
+    """RoBERTa directories that `ptm finetune` writes for every task load in the task's Auto class
+    with no missing weights; the classifier's probabilities equal `ptm predict`'s."""
+    from transformers import (AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification)
+
+    failures = []
+    texts = ["the cat sat on the mat", "Tokyo is a big city"]
+    rows = {
+        "seq-cls": [{"text": t, "label": ["cat", "city"][i % 2]} for i, t in enumerate(texts * 4)],
+        "token-cls": [{"tokens": ["the", "cat", "sat", "in", "Tokyo"], "tags": ["O", "B-ANIMAL", "O", "O", "B-CITY"]}] * 8,
+        "qa": [{"context": c, "question": "where ?", "answers": {"text": [a], "answer_start": [c.find(a)]}}
+               for c, a in [(texts[0], "the mat"), (texts[1], "a big city")] * 4],
+        "similarity": [{"text": a, "text_pair": b, "score": float(a == b)} for a in texts for b in texts] * 2,
+    }
+    autos = {"seq-cls": AutoModelForSequenceClassification, "token-cls": AutoModelForTokenClassification,
+             "qa": AutoModelForQuestionAnswering, "similarity": AutoModel}
+    for task, data in rows.items():
+        train = Path(tmp) / f"{task}.jsonl"
+        train.write_text("".join(json.dumps(r) + "\n" for r in data))
+        out = Path(tmp) / f"finetuned-roberta-{task}"
+        subprocess.run([PTM, "finetune", "--task", task, "--model", str(FIXTURES[3] / "tiny-base"), "--train", str(train),
+                        "--output", str(out), "--epochs", "1", "--batch-size", "4", "--max-length", "32", "-q"],
+                       check=True, capture_output=True)
+        model, info = autos[task].from_pretrained(out, output_loading_info=True)
+        if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+            failures.append(f"finetuned roberta {task}: {info}")
+            continue
+        if task == "seq-cls":
+            batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                hf = model.eval()(**batch).logits.softmax(-1)
+            ours = [json.loads(line) for line in subprocess.run(
+                [PTM, "predict", "--model", str(out), "--input", str(train)], check=True, capture_output=True,
+                text=True).stdout.splitlines()[:2]]
+            names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            diff = max(abs(hf[r, i].item() - ours[r]["scores"][n]) for r in range(2) for i, n in enumerate(names))
+            if diff > 1e-4:
+                failures.append(f"finetuned roberta seq-cls: probabilities differ by {diff}")
+                continue
+        print(f"ok  {'ptm finetune --task ' + task + ' (roberta)':32} {type(model).__name__}: complete")
     return failures
 
 
@@ -149,7 +200,7 @@ def main():
         failures += check_pretrained(tmp)
     for f in failures:
         print("FAIL", f)
-    total = len(names) + 5
+    total = len(names) + 10
     print(f"transformers {transformers.__version__}: {total - len(failures)} of {total} directories load unchanged")
     sys.exit(1 if failures else 0)
 

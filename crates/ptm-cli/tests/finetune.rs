@@ -483,3 +483,47 @@ fn xlnet_fine_tunes_for_every_task() {
         "{err}"
     );
 }
+
+/// `ptm predict --aggregation-strategy S` prints transformers' token-classification pipeline
+/// output (tools/reference/make_pipeline_fixtures.py) for each strategy: groups, words and
+/// character spans exactly, scores within 1e-4.
+#[test]
+fn predict_with_an_aggregation_strategy_prints_the_pipelines_entities() {
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("pipelines/tiny-ner.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<Value> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!({ "text": t }))
+        .collect();
+    let input = write_jsonl(&dir.path().join("in.jsonl"), &texts);
+    let model = fixtures().join("pipelines/tiny-ner").display().to_string();
+    for strategy in ["none", "simple", "first", "average", "max"] {
+        let got = lines(&ok(&[
+            "predict",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--aggregation-strategy",
+            strategy,
+        ]));
+        let want = reference["answers"][strategy].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{strategy}");
+        for (g, w) in got.iter().zip(want) {
+            let (g, w) = (g.as_array().unwrap(), w.as_array().unwrap());
+            assert_eq!(g.len(), w.len(), "{strategy}: {g:?} vs {w:?}");
+            for (ge, we) in g.iter().zip(w) {
+                for key in ["entity", "entity_group", "word", "start", "end", "index"] {
+                    assert_eq!(ge.get(key), we.get(key), "{strategy} {key}: {ge} vs {we}");
+                }
+                let (a, b) = (ge["score"].as_f64().unwrap(), we["score"].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-4, "{strategy}: {ge} vs {we}");
+            }
+        }
+    }
+}

@@ -67,8 +67,17 @@ pub enum Error {
     )]
     VocabMismatch { tokenizer: usize, model: usize },
 
+    /// The caller's input is wrong (a flag, a text, a data line).
     #[error("{0}")]
     InvalidInput(String),
+
+    /// A well-formed request ptm does not do (a task a family has no class for, say).
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// ptm broke its own invariant: a bug to report, not something the caller can fix.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
 
     /// A line past the per-line byte limit (a file without line breaks, say).
     #[error("{source_name}:{line}: a line longer than {limit} bytes (the limit per line)")]
@@ -121,5 +130,73 @@ impl Error {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Error::Unsupported(message.into())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// Whose the error is: a server answers 4xx for the first two kinds and 5xx for the last.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unsupported(_) | Error::UnknownModelType { .. } => ErrorKind::Unsupported,
+            Error::Internal(_) | Error::Tensor(_) => ErrorKind::Internal,
+            // An I/O failure on the caller's path is about their input; one we cannot
+            // attribute (out of disk, say) is still reported with the path it hit.
+            Error::Io { .. }
+            | Error::Json { .. }
+            | Error::Config { .. }
+            | Error::ModelNotFound { .. }
+            | Error::NoWeights { .. }
+            | Error::BadWeights { .. }
+            | Error::MissingWeight { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::Tokenizer { .. }
+            | Error::VocabMismatch { .. }
+            | Error::InvalidInput(_)
+            | Error::LineTooLong { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
+/// The three kinds of [`Error`], for callers that answer differently (a server's 400 / 501 /
+/// 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input or files are wrong; the message says what to fix.
+    BadInput,
+    /// Well-formed, but not something ptm does.
+    Unsupported,
+    /// A failure inside ptm or the tensor engine.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_tell_the_callers_input_from_unsupported_requests_and_bugs() {
+        assert_eq!(Error::invalid("x").kind(), ErrorKind::BadInput);
+        assert_eq!(
+            Error::config("config.json", "hidden_size", "must be at least 1").kind(),
+            ErrorKind::BadInput
+        );
+        assert_eq!(Error::unsupported("x").kind(), ErrorKind::Unsupported);
+        assert_eq!(
+            Error::UnknownModelType {
+                path: "config.json".into(),
+                model_type: "gpt7".into(),
+                supported: vec!["bert"],
+            }
+            .kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(Error::internal("x").kind(), ErrorKind::Internal);
+        assert!(Error::internal("x").to_string().contains("please report"));
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ProblemType;
 use crate::error::{Error, Result};
 use crate::nn::loss::{IGNORE_INDEX, bce_with_logits, cross_entropy, mse_loss};
+use crate::nn::{Linear, Mode, ParamBuilder, dropout};
 
 pub struct MaskedLMOutput {
     pub loss: Option<Tensor>,
@@ -163,6 +164,68 @@ pub fn question_answering_output(
         start_logits,
         end_logits,
     })
+}
+
+/// `classifier` on every token's state, after dropout: the token-classification head every
+/// family shares (XLNet's without dropout).
+pub struct TokenClassificationHead {
+    classifier: Linear,
+    dropout: f64,
+}
+
+impl TokenClassificationHead {
+    /// `vb` is the model's root; the weights are `classifier.*`.
+    pub fn new(
+        vb: &ParamBuilder,
+        hidden: usize,
+        num_labels: usize,
+        std: f64,
+        dropout: f64,
+    ) -> Result<Self> {
+        Ok(TokenClassificationHead {
+            classifier: Linear::new_head(&vb.pp("classifier"), hidden, num_labels, std)?,
+            dropout,
+        })
+    }
+
+    /// `hidden` (batch, seq, hidden); `labels` (batch, seq) i64 with -100 on tokens that
+    /// carry no label.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<TokenClassifierOutput> {
+        let logits = self
+            .classifier
+            .forward(&dropout(hidden, self.dropout, mode)?)?; // (b, s, labels)
+        let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
+        Ok(TokenClassifierOutput { loss, logits })
+    }
+}
+
+/// `qa_outputs`: start and end logits of an answer span from every token's state.
+pub struct SpanExtractionHead {
+    qa_outputs: Linear,
+}
+
+impl SpanExtractionHead {
+    /// `vb` is the model's root. transformers sizes the layer by num_labels, which is 2 for
+    /// span extraction.
+    pub fn new(vb: &ParamBuilder, hidden: usize, std: f64) -> Result<Self> {
+        Ok(SpanExtractionHead {
+            qa_outputs: Linear::new_head(&vb.pp("qa_outputs"), hidden, 2, std)?,
+        })
+    }
+
+    /// `hidden` (batch, seq, hidden); `positions`: start and end token indices (batch) i64.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        positions: Option<(&Tensor, &Tensor)>,
+    ) -> Result<QuestionAnsweringOutput> {
+        question_answering_output(&self.qa_outputs.forward(hidden)?, positions)
+    }
 }
 
 /// How token states become one vector, as sentence-transformers' `Pooling` module does it.

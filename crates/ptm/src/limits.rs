@@ -43,23 +43,13 @@ struct SizeFields {
 }
 
 fn size_fields(config: &ModelConfig) -> SizeFields {
-    let d = config.dims();
-    let (hidden, layers, intermediate, positions) = match config {
-        ModelConfig::Bert(_) => (
-            "hidden_size",
-            "num_hidden_layers",
-            "intermediate_size",
-            Some("max_position_embeddings"),
-        ),
-        ModelConfig::Gpt2(_) => ("n_embd", "n_layer", "n_inner", Some("n_positions")),
-        ModelConfig::Xlnet(_) => ("d_model", "n_layer", "d_inner", None),
-    };
+    let (d, n) = (config.dims(), config.dim_names());
     SizeFields {
         vocab: ("vocab_size", d.vocab_size),
-        hidden: (hidden, d.hidden_size),
-        layers: (layers, d.layers),
-        intermediate: (intermediate, d.intermediate_size),
-        positions: positions.map(|p| (p, d.max_positions)),
+        hidden: (n.hidden, d.hidden_size),
+        layers: (n.layers, d.layers),
+        intermediate: (n.intermediate, d.intermediate_size),
+        positions: n.positions.map(|p| (p, d.max_positions)),
     }
 }
 

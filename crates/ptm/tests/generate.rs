@@ -332,7 +332,7 @@ fn stop_strings_end_generation() {
 /// beam search (tools/reference/make_xlnet_fixtures.py generate).
 #[test]
 fn xlnet_greedy_and_beam_search_equal_transformers() {
-    use ptm::generate::CausalLM;
+    use ptm::models::traits::CausalLm;
     use ptm::models::xlnet::XlnetLMHeadModel;
     let dir = fixtures().join("xlnet/bi");
     let p = Pretrained::from_dir(&dir).unwrap();
@@ -378,7 +378,7 @@ fn xlnet_greedy_and_beam_search_equal_transformers() {
         );
         // Each step's scores, fed the reference's own tokens.
         let scores: Vec<Vec<f32>> = serde_json::from_value(case["scores"].clone()).unwrap();
-        let mut cache = m.new_cache();
+        let mut cache = m.new_state();
         let mut fed = prompt.clone();
         for (step, want) in scores.iter().enumerate() {
             let ids = candle_core::Tensor::from_vec(
@@ -389,7 +389,7 @@ fn xlnet_greedy_and_beam_search_equal_transformers() {
             .unwrap();
             let input = ptm::models::gpt2::DecoderInput::new(&ids);
             let logits = m
-                .step(input, &mut cache)
+                .step(input, cache.as_mut())
                 .unwrap()
                 .squeeze(0)
                 .unwrap()

@@ -2,17 +2,19 @@
 //! warmup schedule and gradient clipping give the losses, learning rates, gradient norms and
 //! final parameters of torch.optim.AdamW + get_linear_schedule_with_warmup, for the tiny BERT
 //! pretraining loss (MLM + NSP), the tiny GPT-2 causal-LM loss and the tiny XLNet
-//! permutation-LM loss (tools/reference/make_train_fixtures.py).
+//! permutation-LM loss (tools/reference/make_train_fixtures.py), and the tiny RoBERTa masked-LM
+//! loss (tools/reference/make_roberta_fixtures.py).
 
 mod common;
 
 use candle_core::{DType, Tensor};
 use common::{Reference, assert_close, fixtures, max_abs};
 use ptm::config::ModelConfig;
-use ptm::models::Pretrained;
 use ptm::models::bert::BertForPreTraining;
 use ptm::models::gpt2::{DecoderInput, Gpt2LMHeadModel};
+use ptm::models::roberta::RobertaForMaskedLM;
 use ptm::models::xlnet::{XlnetInput, XlnetLMHeadModel};
+use ptm::models::{EncoderInput, Pretrained};
 use ptm::nn::{Mode, ParamStore, StoreOptions};
 use ptm::train::{AdamW, AdamWConfig, Schedule, ScheduleKind, clip_grad_norm, no_weight_decay};
 
@@ -258,5 +260,31 @@ fn ten_adamw_steps_on_xlnet_plm_equal_pytorch() {
             let top = g.iter().copied().fold(0f32, f32::max);
             Some((0..g.len()).filter(|&r| g[r] >= 1e-2 * top).collect())
         },
+    );
+}
+
+#[test]
+fn ten_adamw_steps_on_roberta_mlm_equal_pytorch() {
+    let (p, store) = trainable("roberta/tiny-mlm");
+    let ModelConfig::Roberta(cfg) = &p.config else {
+        panic!("not RoBERTa")
+    };
+    let model = RobertaForMaskedLM::new(cfg, &store.root()).unwrap();
+    let data = Reference::load(fixtures().join("roberta/tiny-mlm.ref.safetensors"));
+    let input = EncoderInput {
+        token_type_ids: None,
+        ..data.input()
+    };
+    check(
+        "roberta",
+        &store,
+        &|| {
+            model
+                .forward(&input, Some(data.get("label.mlm")), Mode::Eval)
+                .unwrap()
+                .loss
+                .unwrap()
+        },
+        &|_| None,
     );
 }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
-use ptm::config::{BertConfig, Gpt2Config, ModelConfig};
+use ptm::config::ModelConfig;
 use ptm::generate::{GenerationConfig, generate};
 use ptm::models::EncoderInput;
-use ptm::models::bert::{BertForMaskedLM, BertModel};
-use ptm::models::gpt2::{DecoderInput, Gpt2LMHeadModel};
+use ptm::models::auto;
+use ptm::models::traits::Backbone;
 use ptm::nn::{Mode, ParamStore, Precision, StoreOptions};
 use ptm::train::{AdamW, AdamWConfig, clip_grad_norm};
 use serde_json::json;
@@ -131,7 +131,7 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             let input = encoder_input(&[128; 32], 30522, 1)?;
             Box::new(move || {
                 let t = Instant::now();
-                model.forward(&input, Mode::Eval)?;
+                model.last_hidden_state(&input, Mode::Eval)?;
                 Ok(32.0 / t.elapsed().as_secs_f64())
             })
         }
@@ -143,7 +143,7 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             Box::new(move || {
                 let t = Instant::now();
                 for input in &inputs {
-                    model.forward(input, Mode::Eval)?;
+                    model.last_hidden_state(input, Mode::Eval)?;
                 }
                 Ok(1000.0 * t.elapsed().as_secs_f64() / inputs.len() as f64)
             })
@@ -162,7 +162,7 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             Box::new(move || {
                 let t = Instant::now();
                 for input in &batches {
-                    model.forward(input, Mode::Eval)?;
+                    model.last_hidden_state(input, Mode::Eval)?;
                 }
                 Ok(512.0 / t.elapsed().as_secs_f64())
             })
@@ -172,8 +172,8 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
                 json!({"vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 4,
                 "num_attention_heads": 4, "intermediate_size": 1024}),
             )?;
-            let store = ParamStore::new(None, &["bert"], &training);
-            let model = BertForMaskedLM::new(&cfg, &store.root())?;
+            let store = new_store(&cfg, &training)?;
+            let model = auto::masked_lm(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
             let input = encoder_input(&[128; 16], 30522, 3)?;
             // 15% of the positions carry a target, as the MLM collator chooses them.
@@ -202,22 +202,14 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             let cfg = gpt2(
                 json!({"vocab_size": 50257, "n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 512}),
             )?;
-            let store = ParamStore::new(None, &["transformer"], &training);
-            let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
+            let store = new_store(&cfg, &training)?;
+            let model = auto::causal_lm(&cfg, &store.root())?;
             let mut opt = AdamW::new(store.params(), AdamWConfig::default())?;
             let ids = random_ids(16, 128, 50257, 4)?;
             let labels = ids.to_dtype(DType::I64)?;
             Box::new(move || {
                 let t = Instant::now();
-                let input = DecoderInput {
-                    input_ids: &ids,
-                    attention_mask: None,
-                    position_ids: None,
-                };
-                let loss = model
-                    .forward(input, Some(&labels), None, Mode::Eval)?
-                    .loss
-                    .context("no loss")?;
+                let loss = model.causal_lm_loss(&ids, &labels, Mode::Eval)?;
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &store.params(), 1.0)?;
                 opt.step(&grads, 1e-4)?;
@@ -228,8 +220,8 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             let cfg = gpt2(
                 json!({"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}),
             )?;
-            let store = ParamStore::new(None, &["transformer"], &inference);
-            let model = Gpt2LMHeadModel::new(&cfg, &store.root())?;
+            let store = new_store(&cfg, &inference)?;
+            let model = auto::causal_lm(&cfg, &store.root())?;
             let prompt: Vec<u32> = (0..32u64).map(|i| (mix(i, 8) % 50257) as u32).collect();
             let generation = GenerationConfig {
                 max_new_tokens: Some(32),
@@ -239,7 +231,7 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
             Box::new(move || {
                 let t = Instant::now();
                 let out = generate(
-                    &model,
+                    model.as_ref(),
                     std::slice::from_ref(&prompt),
                     &generation,
                     None,
@@ -254,13 +246,23 @@ fn workload(name: &str, precision: Precision) -> Result<Workload> {
 }
 
 /// all-MiniLM-L6-v2's shape: 384 hidden, 6 layers, 12 heads, FFN 1536.
-fn minilm(opts: &StoreOptions) -> Result<BertModel> {
+fn minilm(opts: &StoreOptions) -> Result<Box<dyn Backbone>> {
     let cfg = bert(
         json!({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
         "num_attention_heads": 12, "intermediate_size": 1536}),
     )?;
-    let store = ParamStore::new(None, &["bert"], opts);
-    Ok(BertModel::new(&cfg, &store.root(), false)?)
+    let store = new_store(&cfg, opts)?;
+    Ok(auto::backbone(&cfg, &store.root(), false)?)
+}
+
+/// Randomly initialised parameters for `config`'s family (built through the registry, as a
+/// user's model is).
+fn new_store(config: &ModelConfig, opts: &StoreOptions) -> Result<ParamStore> {
+    Ok(ParamStore::new(
+        None,
+        &[auto::family(config)?.base_model_prefix()],
+        opts,
+    ))
 }
 
 /// A config of `model_type` from its benchmark defaults (dropout off) and `fields`.
@@ -278,20 +280,14 @@ fn config(
     Ok(ModelConfig::from_value(value, Path::new("(bench)"))?)
 }
 
-fn bert(fields: serde_json::Value) -> Result<BertConfig> {
+fn bert(fields: serde_json::Value) -> Result<ModelConfig> {
     let defaults = json!({"max_position_embeddings": 512, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0});
-    match config("bert", defaults, fields)? {
-        ModelConfig::Bert(c) => Ok(c),
-        _ => bail!("model_type bert gave another config"),
-    }
+    config("bert", defaults, fields)
 }
 
-fn gpt2(fields: serde_json::Value) -> Result<Gpt2Config> {
+fn gpt2(fields: serde_json::Value) -> Result<ModelConfig> {
     let defaults = json!({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0});
-    match config("gpt2", defaults, fields)? {
-        ModelConfig::Gpt2(c) => Ok(c),
-        _ => bail!("model_type gpt2 gave another config"),
-    }
+    config("gpt2", defaults, fields)
 }
 
 /// A batch of rows of the given lengths, right-padded to the longest.

@@ -95,7 +95,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
     Ok(match model {
         TaskModel::SeqCls(model, labels) => {
             let data = seq_cls::load(path, &tokenizer, max_length, &labels, true)?;
-            let probs = seq_cls::predict(&model, &data, pad, o.batch_size, None)?;
+            let probs = seq_cls::predict(model.as_ref(), &data, pad, o.batch_size, None)?;
             check_records(path, "class probabilities", &probs)?;
             let (report, loss) = seq_cls::report(&data, &labels, &probs)?;
             let mut v = serde_json::to_value(&report)?;
@@ -108,7 +108,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         TaskModel::TokenCls(model, labels) => {
             let data = token_cls::load(path, &tokenizer, max_length, &labels, true)?;
             let (pred, loss) = token_cls::predict(
-                &model,
+                model.as_ref(),
                 &data,
                 pad,
                 o.batch_size,
@@ -127,7 +127,14 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         }
         TaskModel::Qa(model) => {
             let data = qa::load(path, &tokenizer, max_length, o.doc_stride(max_length), true)?;
-            let answers = qa::predict(&model, &data, pad, o.batch_size, o.max_answer_tokens, None)?;
+            let answers = qa::predict(
+                model.as_ref(),
+                &data,
+                pad,
+                o.batch_size,
+                o.max_answer_tokens,
+                None,
+            )?;
             check_records(path, "answer score", answers.iter().map(|x| [x.score]))?;
             let mut v = serde_json::to_value(qa::report(&data, &answers)?)?;
             v["task"] = "qa".into();
@@ -136,7 +143,7 @@ fn evaluate(a: &Args) -> Result<serde_json::Value> {
         TaskModel::Similarity(model, pooling) => {
             let data = similarity::load(path, &tokenizer, max_length, true)?;
             let cos = similarity::BiEncoder {
-                model: &model,
+                model: model.as_ref(),
                 pooling,
                 pad,
             }

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ptm::config::{ModelConfig, ProblemType};
 use ptm::data::fingerprint::data_fingerprint;
-use ptm::finetune::models::{
-    QaModel, SeqClsModel, TokenClsModel, check_tokenizer, similarity_encoder,
-};
 use ptm::finetune::similarity::{self, SimilarityLoss};
-use ptm::finetune::{DataSet, LabelSet, Task, labels_beside, qa, seq_cls, token_cls};
+use ptm::finetune::{
+    DataSet, LabelSet, Task, check_tokenizer, labels_beside, qa, seq_cls, token_cls,
+};
 use ptm::heads::Pooling;
-use ptm::models::{Pretrained, base_prefix, report_load};
+use ptm::models::auto::{self, Head};
+use ptm::models::{Pretrained, report_load};
 use ptm::nn::{ParamStore, StoreOptions};
 use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
@@ -89,16 +89,6 @@ pub fn run(mut a: Args) -> Result<()> {
     let _output = a.train.claim_output()?;
     let pretrained = Pretrained::open(&a.model)?;
     let tokenizer = pretrained.tokenizer()?;
-    if !matches!(
-        pretrained.config,
-        ModelConfig::Bert(_) | ModelConfig::Xlnet(_)
-    ) {
-        bail!(
-            "fine-tuning supports bert and xlnet models; {} is a {} model",
-            a.model,
-            pretrained.config.model_type()
-        );
-    }
     tokenizer.check_fits(pretrained.config.dims().vocab_size)?;
     let positions = pretrained.config.dims().max_positions;
     a.max_length = match a.max_length_flag {
@@ -133,7 +123,7 @@ fn store(a: &Args, pretrained: &Pretrained, config: &ModelConfig) -> Result<Para
             config: config.clone(),
         }
         .store(&opts)?,
-        (None, true) => ParamStore::new(None, &[base_prefix(config)], &opts),
+        (None, true) => ParamStore::new(None, &[auto::family(config)?.base_model_prefix()], &opts),
         (None, false) => Pretrained {
             dir: pretrained.dir.clone(),
             config: config.clone(),
@@ -252,7 +242,7 @@ fn train_and_report(
 
 fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, seq_cls::labels_from_data)?;
-    let arch = SeqClsModel::architecture(&pretrained.config)?;
+    let arch = auto::architecture_for(&pretrained.config, Head::SequenceClassification)?;
     let mut config = task_config(pretrained, arch, Some(&labels));
     config.common_mut().problem_type = Some(ProblemType::SingleLabelClassification);
     let (train_data, eval_data) = data(a, |f, _| {
@@ -284,16 +274,16 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
         );
     }
     let store = store(a, pretrained, &config)?;
-    let model = SeqClsModel::new(&config, &store.root())?;
+    let model = auto::sequence_classifier(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
     let objective = seq_cls::SeqClsObjective {
-        model: &model,
+        model: model.as_ref(),
         data: &train_data,
         pad,
         class_weights,
     };
     let evaluator = eval_data.as_ref().map(|data| seq_cls::SeqClsEvaluator {
-        model: &model,
+        model: model.as_ref(),
         data,
         labels: &labels,
         pad,
@@ -314,21 +304,21 @@ fn seq_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Resu
 
 fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
     let labels = label_set(a, token_cls::labels_from_data)?;
-    let arch = TokenClsModel::architecture(&pretrained.config)?;
+    let arch = auto::architecture_for(&pretrained.config, Head::TokenClassification)?;
     let config = task_config(pretrained, arch, Some(&labels));
     let (train_data, eval_data) = data(a, |f, _| {
         token_cls::load(f, tokenizer, a.max_length, &labels, true)
     })?;
     let store = store(a, pretrained, &config)?;
-    let model = TokenClsModel::new(&config, &store.root())?;
+    let model = auto::token_classifier(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
     let objective = token_cls::TokenClsObjective {
-        model: &model,
+        model: model.as_ref(),
         data: &train_data,
         pad,
     };
     let evaluator = eval_data.as_ref().map(|data| token_cls::TokenClsEvaluator {
-        model: &model,
+        model: model.as_ref(),
         data,
         labels: &labels,
         pad,
@@ -348,21 +338,25 @@ fn token_cls_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Re
 }
 
 fn qa_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> Result<()> {
-    let arch = QaModel::architecture(&pretrained.config)?;
-    let config = task_config(pretrained, arch, None);
+    let arch = auto::architecture_for(&pretrained.config, Head::QuestionAnswering)?;
+    // Start and end: transformers sizes `qa_outputs` by num_labels, which must say 2.
+    let span_labels = LabelSet {
+        names: vec!["LABEL_0".into(), "LABEL_1".into()],
+    };
+    let config = task_config(pretrained, arch, Some(&span_labels));
     let stride = a.doc_stride.unwrap_or(a.max_length / 3);
     let (train_data, eval_data) =
         data(a, |f, _| qa::load(f, tokenizer, a.max_length, stride, true))?;
     let store = store(a, pretrained, &config)?;
-    let model = QaModel::new(&config, &store.root())?;
+    let model = auto::span_extractor(&config, &store.root())?;
     let pad = tokenizer.pad_spec();
     let objective = qa::QaObjective {
-        model: &model,
+        model: model.as_ref(),
         data: &train_data,
         pad,
     };
     let evaluator = eval_data.as_ref().map(|data| qa::QaEvaluator {
-        model: &model,
+        model: model.as_ref(),
         data,
         pad,
         batch_size: a.train.eval_batch_size(2),
@@ -391,7 +385,7 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
         .as_ref()
         .map_or_else(|| vec![Pooling::Mean], |s| s.pooling.clone());
     let normalize = st.as_ref().is_some_and(|s| s.normalize);
-    let arch = base_architecture(&pretrained.config);
+    let arch = auto::architecture_for(&pretrained.config, Head::Base)?;
     let config = task_config(pretrained, arch, None);
     // Training pairs need scores only for the cosine loss; evaluation pairs always.
     let (train_data, eval_data) = data(a, |f, is_eval| {
@@ -411,10 +405,11 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
         );
     }
     let store = store(a, pretrained, &config)?;
-    let model = similarity_encoder(&config, &store.root())?;
+    // With BERT's pooler, so a saved model keeps it.
+    let model = auto::backbone(&config, &store.root(), true)?;
     let pad = tokenizer.pad_spec();
     let encoder = || similarity::BiEncoder {
-        model: &model,
+        model: model.as_ref(),
         pooling: pooling.clone(),
         pad,
     };
@@ -457,14 +452,6 @@ fn similarity_run(a: &Args, pretrained: &Pretrained, tokenizer: &Tokenizer) -> R
         a.max_length,
     )?;
     Ok(())
-}
-
-/// The bare model's class name (what a bi-encoder saves as).
-fn base_architecture(config: &ModelConfig) -> &'static str {
-    match config {
-        ModelConfig::Xlnet(_) => "XLNetModel",
-        _ => "BertModel",
-    }
 }
 
 /// Prints the evaluation of the kept model (rank 0 of a data-parallel run).

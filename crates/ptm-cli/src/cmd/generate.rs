@@ -4,9 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ptm::generate::{
-    GenerationConfig, generate, load_causal_lm, prompt_prefix, stop_string_checker,
-};
+use ptm::generate::{GenerationConfig, generate, load_causal_lm, stop_string_checker};
 use ptm::models::Pretrained;
 use ptm::tokenizer::{Padding, StreamDecoder, Tokenizer};
 
@@ -103,13 +101,13 @@ pub fn run(a: Args) -> Result<()> {
     let prefix = a
         .prefix
         .clone()
-        .or_else(|| prompt_prefix(&pretrained.config).map(str::to_string))
+        .or_else(|| model.prompt_prefix().map(str::to_string))
         .unwrap_or_default();
-    // XLNet predicts from its memory one row at a time; it cannot mask padding.
-    let batch_size = if matches!(pretrained.config, ptm::config::ModelConfig::Xlnet(_)) {
-        1
-    } else {
+    // A model that cannot mask padding (XLNet) decodes one prompt at a time.
+    let batch_size = if model.masks_padding() {
         a.batch_size
+    } else {
+        1
     };
     // Prompts go in without special tokens, as transformers' text-generation pipeline does.
     let encode = |text: &str| -> Result<Vec<u32>> {
@@ -283,7 +281,7 @@ fn run_file(
     prompts: &[String],
     batch_size: usize,
     tokenizer: &Tokenizer,
-    model: &dyn ptm::generate::CausalLM,
+    model: &dyn ptm::models::traits::CausalLm,
     cfg: &GenerationConfig,
     stop: &dyn Fn(&[u32]) -> bool,
     prompt_ids: &dyn Fn(&str) -> Result<Vec<u32>>,

@@ -8,11 +8,9 @@ use anyhow::{Context, Result, bail};
 use ptm::config::ModelConfig;
 use ptm::data::fingerprint::sha256_of;
 use ptm::data::{Blocks, TokenizedCorpus};
-use ptm::models::bert::{BertForMaskedLM, BertForPreTraining};
-use ptm::models::gpt2::Gpt2LMHeadModel;
-use ptm::models::xlnet::XlnetLMHeadModel;
-use ptm::models::{Pretrained, base_prefix};
+use ptm::models::{Pretrained, auto};
 use ptm::nn::{ParamStore, StoreOptions};
+use ptm::objectives::PretrainingObjective;
 use ptm::objectives::clm::CausalLmObjective;
 use ptm::objectives::mlm::{MaskedLmObjective, MlmCollator, MlmConfig};
 use ptm::objectives::nsp::{PreTrainingObjective, nsp_pairs};
@@ -103,18 +101,8 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let objective_name = a.objective.as_str();
-    match (objective_name, &config) {
-        ("mlm" | "mlm+nsp", ModelConfig::Bert(_))
-        | ("clm", ModelConfig::Gpt2(_))
-        | ("plm", ModelConfig::Xlnet(_)) => {}
-        ("mlm" | "mlm+nsp" | "clm" | "plm", c) => {
-            bail!(
-                "--objective {objective_name} does not fit a {} model (mlm, mlm+nsp: bert; clm: gpt2; plm: xlnet)",
-                c.model_type()
-            )
-        }
-        (other, _) => bail!("unknown --objective {other:?}; supported: mlm, mlm+nsp, clm, plm"),
-    }
+    let objective_kind = PretrainingObjective::parse(objective_name)?;
+    auto::check_objective(&config, objective_kind)?;
     let store_opts = StoreOptions {
         trainable: true,
         seed: a.train.seed,
@@ -127,7 +115,11 @@ pub fn run(a: Args) -> Result<()> {
             config: config.clone(),
         }
         .store(&store_opts)?,
-        None => ParamStore::new(None, &[base_prefix(&config)], &store_opts),
+        None => ParamStore::new(
+            None,
+            &[auto::family(&config)?.base_model_prefix()],
+            &store_opts,
+        ),
     };
 
     let cache = a
@@ -208,8 +200,9 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     };
 
-    match &config {
-        ModelConfig::Bert(cfg) => {
+    let root = store.root();
+    match objective_kind {
+        PretrainingObjective::Mlm | PretrainingObjective::MlmNsp => {
             let mask = tokenizer
                 .special_id(|s| &s.mask)
                 .context("the tokenizer has no mask token")?;
@@ -230,17 +223,17 @@ pub fn run(a: Args) -> Result<()> {
                 a.seq_len > 4,
                 "--seq-len must leave room for [CLS], [SEP] and text"
             );
-            if objective_name == "mlm+nsp" {
+            if objective_kind == PretrainingObjective::MlmNsp {
+                let types = config.type_vocab_size();
                 anyhow::ensure!(
-                    cfg.type_vocab_size >= 2,
-                    "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {})",
-                    cfg.type_vocab_size
+                    types >= 2,
+                    "--objective mlm+nsp needs type_vocab_size >= 2 for the sentence pair (the config has {types})"
                 );
-                let model = BertForPreTraining::new(cfg, &store.root())?;
+                let model = auto::pretraining(&config, &root)?;
                 let objective = |corpus| -> Result<PreTrainingObjective> {
                     let pairs = nsp_pairs(corpus, a.seq_len, a.train.seed)?;
                     Ok(PreTrainingObjective {
-                        model: &model,
+                        model: model.as_ref(),
                         corpus,
                         pairs,
                         collator: collator.clone(),
@@ -253,17 +246,17 @@ pub fn run(a: Args) -> Result<()> {
                 run(
                     &train_obj,
                     eval_obj.as_ref().map(|o| o as &dyn Objective),
-                    BertForPreTraining::ARCHITECTURE,
+                    model.architecture(),
                 )
             } else {
-                let model = BertForMaskedLM::new(cfg, &store.root())?;
+                let model = auto::masked_lm(&config, &root)?;
                 let train_blocks = Blocks::new(&train_corpus, a.seq_len - 2, Some((cls, sep)))?;
                 let eval_blocks = eval_corpus
                     .as_ref()
                     .map(|c| Blocks::new(c, a.seq_len - 2, Some((cls, sep))))
                     .transpose()?;
                 let objective = |examples| MaskedLmObjective {
-                    model: &model,
+                    model: model.as_ref(),
                     examples,
                     collator: collator.clone(),
                 };
@@ -271,47 +264,47 @@ pub fn run(a: Args) -> Result<()> {
                 run(
                     &objective(&train_blocks),
                     eval_obj.as_ref().map(|o| o as &dyn Objective),
-                    BertForMaskedLM::ARCHITECTURE,
+                    model.architecture(),
                 )
             }
         }
-        ModelConfig::Gpt2(cfg) => {
-            let model = Gpt2LMHeadModel::new(cfg, &store.root())?;
+        PretrainingObjective::Clm => {
+            let model = auto::causal_lm(&config, &root)?;
             let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
             let eval_blocks = eval_corpus
                 .as_ref()
                 .map(|c| Blocks::new(c, a.seq_len, None))
                 .transpose()?;
             let eval_obj = eval_blocks.as_ref().map(|b| CausalLmObjective {
-                model: &model,
+                model: model.as_ref(),
                 blocks: b,
             });
             let objective = CausalLmObjective {
-                model: &model,
+                model: model.as_ref(),
                 blocks: &train_blocks,
             };
             run(
                 &objective,
                 eval_obj.as_ref().map(|o| o as &dyn Objective),
-                Gpt2LMHeadModel::ARCHITECTURE,
+                model.architecture(),
             )
         }
-        ModelConfig::Xlnet(cfg) => {
+        PretrainingObjective::Plm => {
             let mask = tokenizer
                 .special_id(|s| &s.mask)
                 .context("the tokenizer has no mask token, which permutation LM needs")?;
-            let config = PlmConfig::new(mask);
-            config.validate(a.seq_len).context("--seq-len")?;
-            let model = XlnetLMHeadModel::new(cfg, &store.root())?;
+            let plm = PlmConfig::new(mask);
+            plm.validate(a.seq_len).context("--seq-len")?;
+            let model = auto::permutation_lm(&config, &root)?;
             let train_blocks = Blocks::new(&train_corpus, a.seq_len, None)?;
             let eval_blocks = eval_corpus
                 .as_ref()
                 .map(|c| Blocks::new(c, a.seq_len, None))
                 .transpose()?;
             let objective = |blocks| PermutationLmObjective {
-                model: &model,
+                model: model.as_ref(),
                 blocks,
-                config: config.clone(),
+                config: plm.clone(),
                 special_ids: special_ids(&tokenizer),
                 seed: a.train.seed,
             };
@@ -319,7 +312,7 @@ pub fn run(a: Args) -> Result<()> {
             run(
                 &objective(&train_blocks),
                 eval_obj.as_ref().map(|o| o as &dyn Objective),
-                XlnetLMHeadModel::ARCHITECTURE,
+                model.architecture(),
             )
         }
     }

@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ptm::finetune::models::{QaModel, SeqClsModel, TokenClsModel, similarity_encoder};
 use ptm::finetune::{LabelSet, Task};
 use ptm::heads::Pooling;
-use ptm::models::EncoderModel;
 use ptm::models::Pretrained;
+use ptm::models::auto::{self, Head};
+use ptm::models::traits::{Backbone, SequenceClassifier, SpanExtractor, TokenClassifier};
 use ptm::sentence_transformers::ModelDir;
 use ptm::tokenizer::Tokenizer;
 
@@ -64,15 +64,32 @@ where
 }
 
 pub enum TaskModel {
-    SeqCls(SeqClsModel, LabelSet),
-    TokenCls(TokenClsModel, LabelSet),
-    Qa(QaModel),
-    Similarity(EncoderModel, Vec<Pooling>),
+    SeqCls(Box<dyn SequenceClassifier>, LabelSet),
+    TokenCls(Box<dyn TokenClassifier>, LabelSet),
+    Qa(Box<dyn SpanExtractor>),
+    Similarity(Box<dyn Backbone>, Vec<Pooling>),
 }
 
 /// The scores of a record's predicted tags.
 pub fn tag_scores(pred: &[(usize, f32)]) -> Vec<f32> {
     pred.iter().map(|p| p.1).collect()
+}
+
+/// The task a model directory was fine-tuned for, by the class its config names (the bare
+/// model when none), with that class.
+pub fn task(pretrained: &Pretrained) -> Result<(Task, String)> {
+    let cfg = &pretrained.config;
+    let arch = match cfg.common().architectures.first() {
+        Some(a) => a.clone(),
+        None => auto::architecture_for(cfg, Head::Base)?.to_string(),
+    };
+    let task = Task::of_architecture(&arch).with_context(|| {
+        format!(
+            "{}: {arch} is not a fine-tuned task model",
+            pretrained.dir.display()
+        )
+    })?;
+    Ok((task, arch))
 }
 
 /// Loads `spec` as the head its config names, refusing a head that was never trained; with
@@ -82,40 +99,19 @@ pub fn load(spec: &str, dtype: super::DtypeArg) -> Result<(TaskModel, Tokenizer,
     let tokenizer = pretrained.tokenizer()?;
     let store = pretrained.store(&dtype.store())?;
     let cfg = &pretrained.config;
-    if !matches!(
-        cfg,
-        ptm::config::ModelConfig::Bert(_) | ptm::config::ModelConfig::Xlnet(_)
-    ) {
-        bail!(
-            "{}: fine-tuned tasks support bert and xlnet models, not {}",
-            pretrained.dir.display(),
-            cfg.model_type()
-        )
-    }
-    let arch = cfg
-        .common()
-        .architectures
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "BertModel".into());
-    let task = Task::of_architecture(&arch).with_context(|| {
-        format!(
-            "{}: {arch} is not a fine-tuned task model",
-            pretrained.dir.display()
-        )
-    })?;
+    let (task, arch) = task(&pretrained)?;
     let labels = || LabelSet {
         names: pretrained.config.common().id2label.clone(),
     };
     let root = store.root();
     let model = match task {
-        Task::SeqCls => TaskModel::SeqCls(SeqClsModel::new(cfg, &root)?, labels()),
-        Task::TokenCls => TaskModel::TokenCls(TokenClsModel::new(cfg, &root)?, labels()),
-        Task::Qa => TaskModel::Qa(QaModel::new(cfg, &root)?),
+        Task::SeqCls => TaskModel::SeqCls(auto::sequence_classifier(cfg, &root)?, labels()),
+        Task::TokenCls => TaskModel::TokenCls(auto::token_classifier(cfg, &root)?, labels()),
+        Task::Qa => TaskModel::Qa(auto::span_extractor(cfg, &root)?),
         Task::Similarity => {
             let st = ModelDir::open(spec)?.sentence_transformers;
             TaskModel::Similarity(
-                similarity_encoder(cfg, &root)?,
+                auto::backbone(cfg, &root, true)?,
                 st.map_or_else(|| vec![Pooling::Mean], |s| s.pooling),
             )
         }

@@ -64,15 +64,32 @@ impl Default for BertConfig {
 
 impl BertConfig {
     pub(crate) fn from_map(map: Map<String, Value>, path: &Path) -> Result<Self> {
+        Self::from_map_with_defaults(map, path, BertConfig::default())
+    }
+
+    /// Reads the fields over `defaults` (another family's, for configs with BERT's fields).
+    pub(crate) fn from_map_with_defaults(
+        map: Map<String, Value>,
+        path: &Path,
+        defaults: BertConfig,
+    ) -> Result<Self> {
         let common = CommonConfig::from_map(&map, path)?;
+        let Value::Object(mut fields) =
+            serde_json::to_value(&defaults).map_err(|cause| Error::Json {
+                path: path.to_path_buf(),
+                cause,
+            })?
+        else {
+            return Err(Error::internal("a config serialised to a non-object"));
+        };
         // `null` means "use the default" for the non-optional fields, as in transformers.
-        let fields: Map<String, Value> = map
-            .iter()
-            .filter(|(k, v)| {
-                !v.is_null() || matches!(k.as_str(), "pad_token_id" | "classifier_dropout")
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        fields.extend(
+            map.iter()
+                .filter(|(k, v)| {
+                    !v.is_null() || matches!(k.as_str(), "pad_token_id" | "classifier_dropout")
+                })
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         let mut cfg: BertConfig = from_value(Value::Object(fields), path)?;
         cfg.common = common;
         cfg.raw = map;
@@ -80,7 +97,7 @@ impl BertConfig {
         Ok(cfg)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    pub(crate) fn validate(&self, path: &Path) -> Result<()> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -160,7 +177,12 @@ impl BertConfig {
     }
 
     pub fn to_json(&self) -> Result<Value> {
-        merge_json(&self.raw, self, &self.common, "bert")
+        self.to_json_as("bert")
+    }
+
+    /// The config.json of a family that shares these fields, under its `model_type`.
+    pub(crate) fn to_json_as(&self, model_type: &str) -> Result<Value> {
+        merge_json(&self.raw, self, &self.common, model_type)
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod bert;
 mod gpt2;
+mod roberta;
 pub mod xlnet;
 
 use std::collections::BTreeMap;
@@ -15,18 +16,20 @@ use serde_json::{Map, Value};
 
 pub use bert::BertConfig;
 pub use gpt2::{Gpt2Config, TokenIds};
+pub use roberta::RobertaConfig;
 pub use xlnet::XlnetConfig;
 
 use crate::error::{Error, Result};
 
 /// The `model_type`s ptm can build.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gpt2", "xlnet"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gpt2", "roberta", "xlnet"];
 
 /// One family's config.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Bert(BertConfig),
     Gpt2(Gpt2Config),
+    Roberta(RobertaConfig),
     Xlnet(XlnetConfig),
 }
 
@@ -60,6 +63,7 @@ impl ModelConfig {
         match model_type.as_str() {
             "bert" => Ok(ModelConfig::Bert(BertConfig::from_map(map, path)?)),
             "gpt2" => Ok(ModelConfig::Gpt2(Gpt2Config::from_map(map, path)?)),
+            "roberta" => Ok(ModelConfig::Roberta(RobertaConfig::from_map(map, path)?)),
             "xlnet" => Ok(ModelConfig::Xlnet(XlnetConfig::from_map(map, path)?)),
             _ => Err(Error::UnknownModelType {
                 path: path.to_path_buf(),
@@ -73,6 +77,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(_) => "bert",
             ModelConfig::Gpt2(_) => "gpt2",
+            ModelConfig::Roberta(_) => "roberta",
             ModelConfig::Xlnet(_) => "xlnet",
         }
     }
@@ -81,6 +86,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => &c.common,
             ModelConfig::Gpt2(c) => &c.common,
+            ModelConfig::Roberta(c) => &c.common,
             ModelConfig::Xlnet(c) => &c.common,
         }
     }
@@ -89,22 +95,25 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => &mut c.common,
             ModelConfig::Gpt2(c) => &mut c.common,
+            ModelConfig::Roberta(c) => &mut c.common,
             ModelConfig::Xlnet(c) => &mut c.common,
         }
     }
 
     /// The shape of the model, whatever the family calls its fields.
     pub fn dims(&self) -> ModelDims {
+        let bert = |c: &BertConfig, max_positions| ModelDims {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            intermediate_size: c.intermediate_size,
+            max_positions,
+            activation: c.hidden_act,
+        };
         match self {
-            ModelConfig::Bert(c) => ModelDims {
-                vocab_size: c.vocab_size,
-                hidden_size: c.hidden_size,
-                layers: c.num_hidden_layers,
-                heads: c.num_attention_heads,
-                intermediate_size: c.intermediate_size,
-                max_positions: c.max_position_embeddings,
-                activation: c.hidden_act,
-            },
+            ModelConfig::Bert(c) => bert(c, c.max_position_embeddings),
+            ModelConfig::Roberta(c) => bert(c, c.max_positions()),
             ModelConfig::Gpt2(c) => ModelDims {
                 vocab_size: c.vocab_size,
                 hidden_size: c.n_embd,
@@ -127,10 +136,72 @@ impl ModelConfig {
         }
     }
 
+    /// How many segment ids the embeddings know (1 where the family has no segments table).
+    pub fn type_vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.type_vocab_size,
+            ModelConfig::Roberta(c) => c.type_vocab_size,
+            ModelConfig::Gpt2(_) => 1,
+            // Relative segment encodings: same-or-different, any number of segments.
+            ModelConfig::Xlnet(_) => usize::MAX,
+        }
+    }
+
+    /// The token ids generation falls back on when generation_config.json lacks them.
+    pub fn special_token_ids(&self) -> SpecialTokenIds {
+        match self {
+            ModelConfig::Bert(c) => SpecialTokenIds {
+                eos: Vec::new(),
+                bos: None,
+                pad: c.pad_token_id,
+            },
+            ModelConfig::Roberta(c) => SpecialTokenIds {
+                eos: c.eos_token_id.into_iter().collect(),
+                bos: c.bos_token_id,
+                pad: c.pad_token_id,
+            },
+            ModelConfig::Gpt2(c) => SpecialTokenIds {
+                eos: c.eos_token_ids(),
+                bos: c.bos_token_id,
+                pad: c.pad_token_id,
+            },
+            ModelConfig::Xlnet(c) => SpecialTokenIds {
+                eos: c.eos_token_ids(),
+                bos: c.bos_token_id,
+                pad: c.pad_token_id,
+            },
+        }
+    }
+
+    /// The names of [`ModelConfig::dims`]' fields in this family's config.json, for messages.
+    pub fn dim_names(&self) -> DimNames {
+        match self {
+            ModelConfig::Bert(_) | ModelConfig::Roberta(_) => DimNames {
+                hidden: "hidden_size",
+                layers: "num_hidden_layers",
+                intermediate: "intermediate_size",
+                positions: Some("max_position_embeddings"),
+            },
+            ModelConfig::Gpt2(_) => DimNames {
+                hidden: "n_embd",
+                layers: "n_layer",
+                intermediate: "n_inner",
+                positions: Some("n_positions"),
+            },
+            ModelConfig::Xlnet(_) => DimNames {
+                hidden: "d_model",
+                layers: "n_layer",
+                intermediate: "d_inner",
+                positions: None,
+            },
+        }
+    }
+
     pub fn to_json(&self) -> Result<Value> {
         match self {
             ModelConfig::Bert(c) => c.to_json(),
             ModelConfig::Gpt2(c) => c.to_json(),
+            ModelConfig::Roberta(c) => c.to_json(),
             ModelConfig::Xlnet(c) => c.to_json(),
         }
     }
@@ -151,6 +222,24 @@ pub struct ModelDims {
     pub intermediate_size: usize,
     pub max_positions: usize,
     pub activation: crate::nn::Activation,
+}
+
+/// `eos_token_id` (one or several), `bos_token_id`, `pad_token_id` of a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokenIds {
+    pub eos: Vec<u32>,
+    pub bos: Option<u32>,
+    pub pad: Option<u32>,
+}
+
+/// What [`ModelDims`]' fields are called in a family's config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DimNames {
+    pub hidden: &'static str,
+    pub layers: &'static str,
+    pub intermediate: &'static str,
+    /// The learned position table (`None`: relative positions, no table).
+    pub positions: Option<&'static str>,
 }
 
 pub(crate) fn save_json(value: &Value, path: &Path) -> Result<()> {

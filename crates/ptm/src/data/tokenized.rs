@@ -472,7 +472,7 @@ fn build(
         index = Some(built);
         Ok(())
     })?;
-    index.ok_or_else(|| Error::invalid("the tokenized corpus was not written"))
+    index.ok_or_else(|| Error::internal("the tokenized corpus was not written"))
 }
 
 /// A list of token-id examples, produced on demand.

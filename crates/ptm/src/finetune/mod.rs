@@ -2,7 +2,6 @@
 //! with the field's metrics. One module per task; each gives the trainer an objective and an
 //! evaluator, and predicts.
 
-pub mod models;
 pub mod qa;
 pub mod seq_cls;
 pub mod similarity;
@@ -13,6 +12,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::models::auto::Head;
 use crate::tokenizer::{Padding, Tokenizer};
 
 /// The tasks `ptm finetune` knows.
@@ -37,18 +37,27 @@ impl Task {
         }
     }
 
-    /// The task a fine-tuned model directory was trained for, from its architecture.
+    /// The task a fine-tuned model directory was trained for: what its architecture's class
+    /// is for, by the registry (a bare model is a bi-encoder).
     pub fn of_architecture(architecture: &str) -> Option<Self> {
-        match architecture {
-            a if a.ends_with("ForSequenceClassification") => Some(Task::SeqCls),
-            a if a.ends_with("ForTokenClassification") => Some(Task::TokenCls),
-            a if a.ends_with("ForQuestionAnswering")
-                || a.ends_with("ForQuestionAnsweringSimple") =>
-            {
-                Some(Task::Qa)
+        match crate::models::auto::class(architecture)?.1 {
+            Head::SequenceClassification => Some(Task::SeqCls),
+            Head::TokenClassification => Some(Task::TokenCls),
+            Head::QuestionAnswering => Some(Task::Qa),
+            Head::Base => Some(Task::Similarity),
+            Head::MaskedLm | Head::PreTraining | Head::NextSentencePrediction | Head::CausalLm => {
+                None
             }
-            a if a.ends_with("Model") => Some(Task::Similarity),
-            _ => None,
+        }
+    }
+
+    /// The head this task trains.
+    pub fn head(self) -> Head {
+        match self {
+            Task::SeqCls => Head::SequenceClassification,
+            Task::TokenCls => Head::TokenClassification,
+            Task::Qa => Head::QuestionAnswering,
+            Task::Similarity => Head::Base,
         }
     }
 }
@@ -165,4 +174,31 @@ impl LabelSet {
 /// `labels.txt` beside a data file, if there is one.
 pub fn labels_beside(data: &Path) -> Option<std::path::PathBuf> {
     Some(data.parent()?.join("labels.txt")).filter(|p| p.is_file())
+}
+
+/// A family whose heads read a summary token at the end of each input (XLNet's `<cls>`)
+/// needs a tokenizer that puts it there.
+pub fn check_tokenizer(config: &crate::config::ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
+    let family = crate::models::auto::family(config)?;
+    if !family.summarises_last_token() {
+        return Ok(());
+    }
+    let cls = tokenizer.special_id(|s| &s.cls);
+    let last = tokenizer
+        .encode_batch(&["a"])?
+        .encodings
+        .first()
+        .and_then(|e| e.get_ids().last().copied());
+    match cls {
+        Some(id) if last == Some(id) => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "a {} model needs a tokenizer that ends every input with {} (its heads read the last position); this tokenizer {}",
+            family.model_type(),
+            family.tokenizer().special.cls.unwrap_or_default(),
+            match cls {
+                None => "has no cls token".to_string(),
+                Some(_) => "puts its cls token elsewhere (another family's tokenizer?)".to_string(),
+            }
+        ))),
+    }
 }

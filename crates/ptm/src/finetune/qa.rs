@@ -12,11 +12,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::models::QaModel;
 use super::{length_batches, line_error, pick, read_jsonl};
 use crate::error::{Error, Result};
 use crate::metrics::{SquadScores, squad_scores};
 use crate::models::EncoderInput;
+use crate::models::traits::SpanExtractor;
 use crate::nn::Mode;
 use crate::tokenizer::{PadSpec, Tokenizer};
 use crate::train::distributed::{Collective, gather_batches};
@@ -80,24 +80,54 @@ pub fn load(
     doc_stride: usize,
     require_answers: bool,
 ) -> Result<QaData> {
+    check_stride(max_length, doc_stride)?;
+    let records = read(path, require_answers)?;
+    let mut data = QaData {
+        records: Vec::new(),
+        windows: Vec::new(),
+    };
+    for r in records {
+        // The first answer is the training target, as in run_qa: its byte span in the context.
+        let target = r.answers.as_ref().map(|a| {
+            let b = byte_of_char(&r.context, a.answer_start[0]).unwrap_or(0);
+            (b, b + a.text[0].len())
+        });
+        let example = data.records.len();
+        data.windows.extend(windows(
+            tokenizer,
+            example,
+            (&r.question, &r.context),
+            max_length,
+            doc_stride,
+            target,
+        )?);
+        data.records.push(r);
+    }
+    Ok(data)
+}
+
+/// Refuses a doc stride that would not move the windows forward.
+pub fn check_stride(max_length: usize, doc_stride: usize) -> Result<()> {
     if doc_stride >= max_length {
         return Err(Error::invalid(format!(
             "the doc stride {doc_stride} must be below the maximum length {max_length}"
         )));
     }
+    Ok(())
+}
+
+/// Reads and checks `path`'s records, not yet windowed: a question and a context in each, every
+/// answer at its `answer_start`; with `require_answers` every record needs one.
+pub fn read(path: &Path, require_answers: bool) -> Result<Vec<QaRecord>> {
     let rows: Vec<(usize, QaRecord)> = read_jsonl(path)?;
-    let mut data = QaData {
-        records: Vec::new(),
-        windows: Vec::new(),
-    };
-    for (line, r) in rows {
+    for (line, r) in &rows {
+        let line = *line;
         if r.context.trim().is_empty() || r.question.trim().is_empty() {
             return Err(line_error(path, line, "empty \"context\" or \"question\""));
         }
-        // The first answer is the training target, as in run_qa: its byte span in the context.
-        let target = match &r.answers {
+        match &r.answers {
             None if require_answers => return Err(line_error(path, line, "no \"answers\"")),
-            None => None,
+            None => {}
             Some(a) => {
                 if a.text.is_empty() || a.text.len() != a.answer_start.len() {
                     return Err(line_error(
@@ -126,22 +156,32 @@ pub fn load(
                         ));
                     }
                 }
-                let b = byte_of_char(&r.context, a.answer_start[0]).unwrap_or(0);
-                Some((b, b + a.text[0].len()))
             }
-        };
-        let example = data.records.len();
-        for encoding in tokenizer.encode_windows(&r.question, &r.context, max_length, doc_stride)? {
-            let positions = target.map(|t| answer_tokens(&encoding, t));
-            data.windows.push(Window {
-                example,
-                encoding,
-                positions,
-            });
         }
-        data.records.push(r);
     }
-    Ok(data)
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The windows of one (question, context) of example `example`, `doc_stride` context tokens
+/// shared by consecutive ones; each trained on `target` (the answer's byte span in the
+/// context) when given.
+pub fn windows(
+    tokenizer: &Tokenizer,
+    example: usize,
+    (question, context): (&str, &str),
+    max_length: usize,
+    doc_stride: usize,
+    target: Option<(usize, usize)>,
+) -> Result<Vec<Window>> {
+    Ok(tokenizer
+        .encode_windows(question, context, max_length, doc_stride)?
+        .into_iter()
+        .map(|encoding| Window {
+            example,
+            positions: target.map(|t| answer_tokens(&encoding, t)),
+            encoding,
+        })
+        .collect())
 }
 
 /// The tokens of the context (sequence 1) in a window: first and last index.
@@ -212,7 +252,7 @@ impl super::DataSet for QaData {
 
 /// Training over windows.
 pub struct QaObjective<'a> {
-    pub model: &'a QaModel,
+    pub model: &'a dyn SpanExtractor,
     pub data: &'a QaData,
     pub pad: PadSpec,
 }
@@ -261,22 +301,44 @@ pub struct Answer {
 /// The best answer of every question, in order (the batches of windows shared among the
 /// ranks of `world`).
 pub fn predict(
-    model: &QaModel,
+    model: &dyn SpanExtractor,
     data: &QaData,
     pad: PadSpec,
     batch_size: usize,
     max_answer_tokens: usize,
     world: Option<&dyn Collective>,
 ) -> Result<Vec<Answer>> {
+    let contexts: Vec<&str> = data.records.iter().map(|r| r.context.as_str()).collect();
+    answers(
+        model,
+        &contexts,
+        &data.windows,
+        pad,
+        batch_size,
+        max_answer_tokens,
+        world,
+    )
+}
+
+/// The best answer in each of `contexts`, over the windows whose `example` is its index: the
+/// highest start + end logit sum of a span of at most `max_answer_tokens` tokens, scored by
+/// its probability among the candidates (run_qa's postprocessing). Batched by length, the
+/// batches shared among the ranks of `world`.
+pub fn answers(
+    model: &dyn SpanExtractor,
+    contexts: &[&str],
+    windows: &[Window],
+    pad: PadSpec,
+    batch_size: usize,
+    max_answer_tokens: usize,
+    world: Option<&dyn Collective>,
+) -> Result<Vec<Answer>> {
     let device = model.device();
-    let lengths: Vec<usize> = data.windows.iter().map(|w| w.encoding.len()).collect();
+    let lengths: Vec<usize> = windows.iter().map(|w| w.encoding.len()).collect();
     let batches = length_batches(&lengths, batch_size);
     // Per batch: its candidates as (question, score, byte start, byte end).
     let flat = gather_batches(world, batches.len(), |b| {
-        let encodings: Vec<&Encoding> = batches[b]
-            .iter()
-            .map(|&i| &data.windows[i].encoding)
-            .collect();
+        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &windows[i].encoding).collect();
         let out = model.forward(
             &EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?,
             None,
@@ -288,7 +350,7 @@ pub fn predict(
         );
         let mut found = Vec::new();
         for ((&w, s), e) in batches[b].iter().zip(&starts).zip(&ends) {
-            let window = &data.windows[w];
+            let window = &windows[w];
             let Some((first, last)) = context_range(&window.encoding) else {
                 continue;
             };
@@ -315,15 +377,14 @@ pub fn predict(
         Ok(found)
     })?;
     // Per question: (score, byte start, byte end) candidates.
-    let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); data.records.len()];
+    let mut candidates: Vec<Vec<(f32, usize, usize)>> = vec![Vec::new(); contexts.len()];
     for c in flat.iter().flat_map(|found| found.chunks(4)) {
         candidates[c[0] as usize].push((c[1] as f32, c[2] as usize, c[3] as usize));
     }
-    Ok(data
-        .records
+    Ok(contexts
         .iter()
         .zip(candidates)
-        .map(|(r, c)| {
+        .map(|(context, c)| {
             let Some(&(best, b, e)) = c.iter().max_by(|x, y| x.0.total_cmp(&y.0)) else {
                 return Answer {
                     answer: String::new(),
@@ -334,9 +395,9 @@ pub fn predict(
             };
             let total: f32 = c.iter().map(|x| (x.0 - best).exp()).sum();
             Answer {
-                answer: r.context[b..e].to_string(),
-                start: char_of_byte(&r.context, b),
-                end: char_of_byte(&r.context, e),
+                answer: context[b..e].to_string(),
+                start: char_of_byte(context, b),
+                end: char_of_byte(context, e),
                 score: 1.0 / total,
             }
         })
@@ -361,7 +422,7 @@ pub fn report(data: &QaData, answers: &[Answer]) -> Result<SquadScores> {
 }
 
 pub struct QaEvaluator<'a> {
-    pub model: &'a QaModel,
+    pub model: &'a dyn SpanExtractor,
     pub data: &'a QaData,
     pub pad: PadSpec,
     pub batch_size: usize,

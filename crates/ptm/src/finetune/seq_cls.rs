@@ -10,11 +10,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::models::SeqClsModel;
 use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, classification_report};
 use crate::models::EncoderInput;
+use crate::models::traits::SequenceClassifier;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, weighted_cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -58,6 +58,22 @@ pub fn load(
     labels: &LabelSet,
     require_labels: bool,
 ) -> Result<SeqClsData> {
+    let (records, ids) = read(path, labels, require_labels)?;
+    let encodings = encode(&unpadded(tokenizer, max_length)?, &inputs(&records))?;
+    Ok(SeqClsData {
+        records,
+        encodings,
+        labels: ids,
+    })
+}
+
+/// Reads and checks `path`'s records with their class ids (resolved against `labels`; with
+/// `require_labels` every record must have one), not yet tokenized.
+pub fn read(
+    path: &Path,
+    labels: &LabelSet,
+    require_labels: bool,
+) -> Result<(Vec<TextRecord>, Vec<Option<usize>>)> {
     let rows: Vec<(usize, TextRecord)> = read_jsonl(path)?;
     let mut ids = Vec::with_capacity(rows.len());
     for (line, r) in &rows {
@@ -80,22 +96,48 @@ pub fn load(
             })?),
         });
     }
-    let tok = unpadded(tokenizer, max_length)?;
-    let encodings = if rows.iter().any(|(_, r)| r.text_pair.is_some()) {
-        let pairs: Vec<(&str, &str)> = rows
-            .iter()
-            .map(|(_, r)| (r.text.as_str(), r.text_pair.as_deref().unwrap_or("")))
-            .collect();
-        tok.encode_pairs(&pairs)?.encodings
-    } else {
-        let texts: Vec<&str> = rows.iter().map(|(_, r)| r.text.as_str()).collect();
-        tok.encode_batch(&texts)?.encodings
-    };
-    Ok(SeqClsData {
-        records: rows.into_iter().map(|(_, r)| r).collect(),
-        encodings,
-        labels: ids,
-    })
+    Ok((rows.into_iter().map(|(_, r)| r).collect(), ids))
+}
+
+/// The model inputs of records: every one a pair when any is (a missing second text is
+/// empty), so one data set has one shape.
+pub fn inputs(records: &[TextRecord]) -> Vec<(&str, Option<&str>)> {
+    let pairs = records.iter().any(|r| r.text_pair.is_some());
+    records
+        .iter()
+        .map(|r| {
+            let pair = r.text_pair.as_deref().or(pairs.then_some(""));
+            (r.text.as_str(), pair)
+        })
+        .collect()
+}
+
+/// Encodes texts and text pairs, in order, with `tokenizer`'s truncation and padding.
+pub fn encode(tokenizer: &Tokenizer, inputs: &[(&str, Option<&str>)]) -> Result<Vec<Encoding>> {
+    let singles: Vec<&str> = inputs
+        .iter()
+        .filter(|(_, b)| b.is_none())
+        .map(|(a, _)| *a)
+        .collect();
+    let pairs: Vec<(&str, &str)> = inputs
+        .iter()
+        .filter_map(|(a, b)| b.map(|b| (*a, b)))
+        .collect();
+    let mut singles = tokenizer.encode_batch(&singles)?.encodings.into_iter();
+    let mut pairs = tokenizer.encode_pairs(&pairs)?.encodings.into_iter();
+    inputs
+        .iter()
+        .map(|(_, b)| {
+            let next = if b.is_some() {
+                pairs.next()
+            } else {
+                singles.next()
+            };
+            next.ok_or_else(|| {
+                Error::internal("the tokenizer returned fewer encodings than inputs")
+            })
+        })
+        .collect()
 }
 
 impl super::DataSet for SeqClsData {
@@ -180,7 +222,7 @@ pub fn balanced_class_weights(labels: &[Option<usize>], classes: usize) -> Vec<f
 
 /// The training objective.
 pub struct SeqClsObjective<'a> {
-    pub model: &'a SeqClsModel,
+    pub model: &'a dyn SequenceClassifier,
     pub data: &'a SeqClsData,
     pub pad: PadSpec,
     pub class_weights: Option<Vec<f32>>,
@@ -205,7 +247,7 @@ impl crate::train::Objective for SeqClsObjective<'_> {
             .map(|&i| self.data.labels[i].map_or(IGNORE_INDEX, |l| l as i64))
             .collect();
         let labels = Tensor::from_vec(labels, examples.len(), &device)?;
-        let logits = self.model.logits(&input, mode)?;
+        let logits = self.model.forward(&input, None, mode)?.logits;
         let loss = weighted_cross_entropy(
             &logits,
             &labels,
@@ -223,30 +265,54 @@ impl crate::train::Objective for SeqClsObjective<'_> {
 /// Class probabilities of every record, in order (batched by length, dropout off; the
 /// batches shared among the ranks of `world`).
 pub fn predict(
-    model: &SeqClsModel,
+    model: &dyn SequenceClassifier,
     data: &SeqClsData,
     pad: PadSpec,
     batch_size: usize,
     world: Option<&dyn Collective>,
 ) -> Result<Vec<Vec<f32>>> {
+    scores(
+        model,
+        &data.encodings,
+        pad,
+        batch_size,
+        world,
+        crate::nn::ops::softmax_last_dim,
+    )
+}
+
+/// `f` of the logits (batch, classes) of every encoding, in order: batched by length, dropout
+/// off, the batches shared among the ranks of `world`.
+pub fn scores(
+    model: &dyn SequenceClassifier,
+    encodings: &[Encoding],
+    pad: PadSpec,
+    batch_size: usize,
+    world: Option<&dyn Collective>,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Vec<f32>>> {
     let device = model.device();
-    let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
+    let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
     let batches = length_batches(&lengths, batch_size);
     let flat = gather_batches(world, batches.len(), |b| {
-        let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.logits(
-            &EncoderInput::from_encodings(&encodings, pad, &device)?,
-            Mode::Eval,
-        )?;
-        let probs = crate::nn::ops::softmax_last_dim(&logits)?
+        let batch: Vec<&Encoding> = batches[b].iter().map(|&i| &encodings[i]).collect();
+        let logits = model
+            .forward(
+                &EncoderInput::from_encodings(&batch, pad, &device)?,
+                None,
+                Mode::Eval,
+            )?
+            .logits;
+        let scores = f(&logits)?
+            .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?; // (b * classes)
-        Ok(probs.into_iter().map(f64::from).collect())
+        Ok(scores.into_iter().map(f64::from).collect())
     })?;
     let mut out = vec![Vec::new(); lengths.len()];
-    for (batch, probs) in batches.iter().zip(flat) {
-        let classes = probs.len() / batch.len();
-        for (&i, p) in batch.iter().zip(probs.chunks(classes)) {
+    for (batch, scores) in batches.iter().zip(flat) {
+        let classes = scores.len() / batch.len();
+        for (&i, p) in batch.iter().zip(scores.chunks(classes)) {
             out[i] = p.iter().map(|&x| x as f32).collect();
         }
     }
@@ -288,7 +354,7 @@ pub fn report(
 /// Held-out evaluation for the trainer: eval_loss, accuracy, macro precision / recall / F1,
 /// micro F1 and each class's F1 (`f1_<label>`).
 pub struct SeqClsEvaluator<'a> {
-    pub model: &'a SeqClsModel,
+    pub model: &'a dyn SequenceClassifier,
     pub data: &'a SeqClsData,
     pub labels: &'a LabelSet,
     pub pad: PadSpec,

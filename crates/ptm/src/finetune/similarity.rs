@@ -16,7 +16,8 @@ use super::{length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
 use crate::metrics::{pearson, spearman};
-use crate::models::{EncoderInput, EncoderModel};
+use crate::models::EncoderInput;
+use crate::models::traits::Backbone;
 use crate::nn::Mode;
 use crate::nn::loss::{cross_entropy, mse_loss};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -101,7 +102,7 @@ impl PairData {
 
 /// The encoder and how its token states become one vector.
 pub struct BiEncoder<'a> {
-    pub model: &'a EncoderModel,
+    pub model: &'a dyn Backbone,
     pub pooling: Vec<Pooling>,
     pub pad: PadSpec,
 }
@@ -110,11 +111,11 @@ impl BiEncoder<'_> {
     /// (n, dim · modes) embeddings of encodings, unnormalised.
     pub fn embed(&self, encodings: &[&Encoding], mode: Mode) -> Result<Tensor> {
         let input = EncoderInput::from_encodings(encodings, self.pad, &self.model.device())?;
-        let hidden = self.model.forward(&input, mode)?;
+        let hidden = self.model.last_hidden_state(&input, mode)?;
         let mask = input
             .attention_mask
             .as_ref()
-            .ok_or_else(|| Error::invalid("no attention mask"))?;
+            .ok_or_else(|| Error::internal("the batch has no attention mask"))?;
         let pooled = self
             .pooling
             .iter()

@@ -11,11 +11,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use tokenizers::Encoding;
 
-use super::models::TokenClsModel;
 use super::{LabelSet, length_batches, line_error, pick, read_jsonl, unpadded};
 use crate::error::{Error, Result};
 use crate::metrics::{EntityReport, entity_report};
 use crate::models::EncoderInput;
+use crate::models::traits::TokenClassifier;
 use crate::nn::Mode;
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::tokenizer::{PadSpec, Tokenizer};
@@ -89,6 +89,16 @@ pub fn load(
     labels: &LabelSet,
     require_tags: bool,
 ) -> Result<TokenClsData> {
+    let mut data = read(path, labels, require_tags)?;
+    data.encodings = unpadded(tokenizer, max_length)?
+        .encode_words(&data.words)?
+        .encodings;
+    Ok(data)
+}
+
+/// Reads and checks `path`'s records as [`load`] does, without tokenizing them (`encodings`
+/// stays empty): for callers that tokenize the texts their own way.
+pub fn read(path: &Path, labels: &LabelSet, require_tags: bool) -> Result<TokenClsData> {
     let rows: Vec<(usize, TaggedRecord)> = read_jsonl(path)?;
     let mut data = TokenClsData {
         records: Vec::new(),
@@ -134,9 +144,6 @@ pub fn load(
         data.tags.push(tags);
         data.records.push(r);
     }
-    data.encodings = unpadded(tokenizer, max_length)?
-        .encode_words(&data.words)?
-        .encodings;
     Ok(data)
 }
 
@@ -192,7 +199,7 @@ impl TokenClsData {
 }
 
 pub struct TokenClsObjective<'a> {
-    pub model: &'a TokenClsModel,
+    pub model: &'a dyn TokenClassifier,
     pub data: &'a TokenClsData,
     pub pad: PadSpec,
 }
@@ -224,7 +231,7 @@ impl crate::train::Objective for TokenClsObjective<'_> {
         let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
         let counted = count > 0;
         let labels = Tensor::from_vec(labels, (examples.len(), seq), &device)?;
-        let logits = self.model.logits(&input, mode)?; // (b, s, tags)
+        let logits = self.model.forward(&input, None, mode)?.logits; // (b, s, tags)
         let tags = logits.dim(2)?;
         let loss = if counted {
             cross_entropy(
@@ -243,6 +250,18 @@ impl crate::train::Objective for TokenClsObjective<'_> {
     }
 }
 
+/// The tag probabilities of every token of a batch of encodings (padded on the right, dropout
+/// off): (batch, longest, tags), rows past an encoding's end belonging to padding.
+pub fn probabilities(
+    model: &dyn TokenClassifier,
+    encodings: &[&Encoding],
+    pad: PadSpec,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let input = EncoderInput::from_encodings(encodings, pad.on_right(), &model.device())?;
+    let logits = model.forward(&input, None, Mode::Eval)?.logits;
+    Ok(crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?)
+}
+
 /// Per record, per word: the predicted tag id and its probability.
 pub type WordTags = Vec<Vec<(usize, f32)>>;
 
@@ -250,24 +269,19 @@ pub type WordTags = Vec<Vec<(usize, f32)>>;
 /// maximum length get tag `outside` with probability 1), and the mean cross-entropy over the
 /// labeled first sub-tokens (0 without tags). The batches are shared among the ranks of `world`.
 pub fn predict(
-    model: &TokenClsModel,
+    model: &dyn TokenClassifier,
     data: &TokenClsData,
     pad: PadSpec,
     batch_size: usize,
     outside: usize,
     world: Option<&dyn Collective>,
 ) -> Result<(WordTags, f64)> {
-    let device = model.device();
     let lengths: Vec<usize> = data.encodings.iter().map(Encoding::len).collect();
     let batches = length_batches(&lengths, batch_size);
     // Per batch: its cross-entropy sum and count, then (tag, probability) of each record's words.
     let flat = gather_batches(world, batches.len(), |b| {
         let encodings: Vec<&Encoding> = batches[b].iter().map(|&i| &data.encodings[i]).collect();
-        let logits = model.logits(
-            &EncoderInput::from_encodings(&encodings, pad.on_right(), &device)?,
-            Mode::Eval,
-        )?;
-        let probs = crate::nn::ops::softmax_last_dim(&logits)?.to_vec3::<f32>()?; // (b, s, tags)
+        let probs = probabilities(model, &encodings, pad)?;
         let (mut nll, mut counted) = (0f64, 0usize);
         let mut words = Vec::new();
         for (&i, p) in batches[b].iter().zip(probs) {
@@ -346,7 +360,7 @@ pub fn outside_id(labels: &LabelSet) -> usize {
 }
 
 pub struct TokenClsEvaluator<'a> {
-    pub model: &'a TokenClsModel,
+    pub model: &'a dyn TokenClassifier,
     pub data: &'a TokenClsData,
     pub labels: &'a LabelSet,
     pub pad: PadSpec,

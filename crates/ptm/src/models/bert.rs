@@ -4,18 +4,25 @@
 use candle_core::{DType, Tensor};
 
 use super::EncoderInput;
-use crate::config::BertConfig;
-use crate::error::Result;
+use super::auto::{Class, Family, Head};
+use super::traits::{
+    Backbone, MaskedLm, MaskedLmWithNextSentence, SequenceClassifier, SpanExtractor,
+    TokenClassifier,
+};
+use crate::config::{BertConfig, ModelConfig};
+use crate::error::{Error, Result};
 use crate::heads::{
     MaskedLMOutput, NextSentencePredictorOutput, PreTrainingOutput, QuestionAnsweringOutput,
-    SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss, question_answering_output,
-    sequence_classification_loss,
+    SequenceClassifierOutput, SpanExtractionHead, TokenClassificationHead, TokenClassifierOutput,
+    cross_entropy_loss, sequence_classification_loss,
 };
 use crate::nn::attention::{
     merge_heads, padding_mask_bias, scaled_dot_product_attention, split_heads,
 };
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
+use crate::objectives::PretrainingObjective;
+use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 pub struct BertEmbeddings {
@@ -182,34 +189,83 @@ pub struct BertModelOutput {
     pub pooler_output: Option<Tensor>,
 }
 
+/// The layer stack (`encoder.layer.N`), shared with the families that reuse BERT's layers.
+pub(crate) struct BertEncoder {
+    layers: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    /// `vb` is the `encoder` prefix.
+    pub(crate) fn new(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::new(cfg, &vb.pp(format!("layer.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(BertEncoder { layers })
+    }
+
+    /// x (batch, seq, hidden) embedded, `attention_mask` (batch, seq) 1 for tokens.
+    pub(crate) fn forward(
+        &self,
+        mut x: Tensor,
+        attention_mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let mask = attention_mask
+            .map(|m| padding_mask_bias(m, x.dtype()))
+            .transpose()?;
+        for layer in &self.layers {
+            x = layer.forward(&x, mask.as_ref(), mode)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `pooler.dense`: tanh(dense(first token's state)), built when `add_pooling_layer`.
+pub(crate) struct BertPooler {
+    dense: Linear,
+}
+
+impl BertPooler {
+    /// `vb` is the model's root. Sentence-embedding checkpoints often lack the pooler;
+    /// transformers initialises it then.
+    pub(crate) fn new(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Self> {
+        Ok(BertPooler {
+            dense: Linear::new_head(
+                &vb.pp("pooler.dense"),
+                cfg.hidden_size,
+                cfg.hidden_size,
+                cfg.initializer_range,
+            )?,
+        })
+    }
+
+    /// (batch, seq, hidden) -> (batch, hidden)
+    pub(crate) fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .dense
+            .forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?
+            .tanh()?)
+    }
+}
+
 /// The bare encoder (`BertModel`): embeddings, layers, optional pooler.
 pub struct BertModel {
     embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
-    pooler: Option<Linear>,
+    encoder: BertEncoder,
+    pooler: Option<BertPooler>,
 }
 
 impl BertModel {
+    pub const ARCHITECTURE: &'static str = "BertModel";
+
     /// `vb` is the model's root: the checkpoint root for a bare `BertModel`, `bert` under a head.
     pub fn new(cfg: &BertConfig, vb: &ParamBuilder, add_pooling_layer: bool) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| BertLayer::new(cfg, &vb.pp(format!("encoder.layer.{i}"))))
-            .collect::<Result<_>>()?;
-        // Sentence-embedding checkpoints often lack the pooler; transformers initialises it then.
-        let pooler = add_pooling_layer
-            .then(|| {
-                Linear::new_head(
-                    &vb.pp("pooler.dense"),
-                    cfg.hidden_size,
-                    cfg.hidden_size,
-                    cfg.initializer_range,
-                )
-            })
-            .transpose()?;
         Ok(BertModel {
             embeddings: BertEmbeddings::new(cfg, &vb.pp("embeddings"))?,
-            layers,
-            pooler,
+            encoder: BertEncoder::new(cfg, &vb.pp("encoder"))?,
+            pooler: add_pooling_layer
+                .then(|| BertPooler::new(cfg, vb))
+                .transpose()?,
         })
     }
 
@@ -218,19 +274,11 @@ impl BertModel {
     }
 
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<BertModelOutput> {
-        let mut x = self.embeddings.forward(input, mode)?;
-        let mask = input
-            .attention_mask
-            .as_ref()
-            .map(|m| padding_mask_bias(m, x.dtype()))
-            .transpose()?;
-        for layer in &self.layers {
-            x = layer.forward(&x, mask.as_ref(), mode)?;
-        }
-        let pooler_output = match &self.pooler {
-            Some(dense) => Some(dense.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
-            None => None,
-        };
+        let x = self.embeddings.forward(input, mode)?;
+        let x = self
+            .encoder
+            .forward(x, input.attention_mask.as_ref(), mode)?;
+        let pooler_output = self.pooler.as_ref().map(|p| p.forward(&x)).transpose()?;
         Ok(BertModelOutput {
             last_hidden_state: x,
             pooler_output,
@@ -286,7 +334,7 @@ impl BertLMPredictionHead {
             .flatten_all()?
             .to_vec1::<i64>()?;
         if all.len() != b * s {
-            return Err(crate::error::Error::invalid(format!(
+            return Err(Error::invalid(format!(
                 "labels have {} positions, the input {}",
                 all.len(),
                 b * s
@@ -327,7 +375,7 @@ fn nsp_head(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Linear> {
 fn pooled(out: &BertModelOutput) -> Result<&Tensor> {
     out.pooler_output
         .as_ref()
-        .ok_or_else(|| crate::error::Error::invalid("this BERT was built without a pooling layer"))
+        .ok_or_else(|| Error::internal("this BERT was built without a pooling layer"))
 }
 
 /// `BertForMaskedLM`.
@@ -510,8 +558,7 @@ impl BertForSequenceClassification {
 /// `BertForTokenClassification`: dropout and a linear layer on every token's state.
 pub struct BertForTokenClassification {
     pub bert: BertModel,
-    classifier: Linear,
-    dropout: f64,
+    head: TokenClassificationHead,
 }
 
 impl BertForTokenClassification {
@@ -520,13 +567,13 @@ impl BertForTokenClassification {
     pub fn new(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(BertForTokenClassification {
             bert: BertModel::new(cfg, &vb.pp("bert"), false)?,
-            classifier: Linear::new_head(
-                &vb.pp("classifier"),
+            head: TokenClassificationHead::new(
+                vb,
                 cfg.hidden_size,
                 cfg.common.num_labels(),
                 cfg.initializer_range,
+                cfg.classifier_dropout(),
             )?,
-            dropout: cfg.classifier_dropout(),
         })
     }
 
@@ -537,17 +584,15 @@ impl BertForTokenClassification {
         labels: Option<&Tensor>,
         mode: Mode,
     ) -> Result<TokenClassifierOutput> {
-        let h = self.bert.forward(input, mode)?.last_hidden_state;
-        let logits = self.classifier.forward(&dropout(&h, self.dropout, mode)?)?; // (b, s, labels)
-        let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
-        Ok(TokenClassifierOutput { loss, logits })
+        let h = self.bert.forward(input, mode)?.last_hidden_state; // (b, s, hidden)
+        self.head.forward(&h, labels, mode)
     }
 }
 
 /// `BertForQuestionAnswering`: start and end logits of the answer span.
 pub struct BertForQuestionAnswering {
     pub bert: BertModel,
-    qa_outputs: Linear,
+    head: SpanExtractionHead,
 }
 
 impl BertForQuestionAnswering {
@@ -556,13 +601,7 @@ impl BertForQuestionAnswering {
     pub fn new(cfg: &BertConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(BertForQuestionAnswering {
             bert: BertModel::new(cfg, &vb.pp("bert"), false)?,
-            // transformers sizes this by num_labels, which is 2 for span extraction.
-            qa_outputs: Linear::new_head(
-                &vb.pp("qa_outputs"),
-                cfg.hidden_size,
-                2,
-                cfg.initializer_range,
-            )?,
+            head: SpanExtractionHead::new(vb, cfg.hidden_size, cfg.initializer_range)?,
         })
     }
 
@@ -573,7 +612,218 @@ impl BertForQuestionAnswering {
         positions: Option<(&Tensor, &Tensor)>,
         mode: Mode,
     ) -> Result<QuestionAnsweringOutput> {
-        let h = self.bert.forward(input, mode)?.last_hidden_state;
-        question_answering_output(&self.qa_outputs.forward(&h)?, positions)
+        let h = self.bert.forward(input, mode)?.last_hidden_state; // (b, s, hidden)
+        self.head.forward(&h, positions)
     }
 }
+
+// The registry's entry for BERT and the capabilities its classes have.
+
+fn bert_config(config: &ModelConfig) -> Result<&BertConfig> {
+    match config {
+        ModelConfig::Bert(c) => Ok(c),
+        other => Err(Error::internal(format!(
+            "the BERT family was given a {} config",
+            other.model_type()
+        ))),
+    }
+}
+
+/// BERT in the registry ([`crate::models::auto`]).
+pub struct BertFamily;
+
+impl Family for BertFamily {
+    fn model_type(&self) -> &'static str {
+        "bert"
+    }
+
+    fn base_model_prefix(&self) -> &'static str {
+        "bert"
+    }
+
+    fn classes(&self) -> &'static [Class] {
+        &[
+            Class {
+                architecture: BertModel::ARCHITECTURE,
+                head: Head::Base,
+            },
+            Class {
+                architecture: BertForMaskedLM::ARCHITECTURE,
+                head: Head::MaskedLm,
+            },
+            Class {
+                architecture: BertForNextSentencePrediction::ARCHITECTURE,
+                head: Head::NextSentencePrediction,
+            },
+            Class {
+                architecture: BertForPreTraining::ARCHITECTURE,
+                head: Head::PreTraining,
+            },
+            Class {
+                architecture: BertForSequenceClassification::ARCHITECTURE,
+                head: Head::SequenceClassification,
+            },
+            Class {
+                architecture: BertForTokenClassification::ARCHITECTURE,
+                head: Head::TokenClassification,
+            },
+            Class {
+                architecture: BertForQuestionAnswering::ARCHITECTURE,
+                head: Head::QuestionAnswering,
+            },
+        ]
+    }
+
+    /// transformers' `BertTokenizer`.
+    fn tokenizer(&self) -> TokenizerConventions {
+        let t = |s: &str| Some(s.to_string());
+        TokenizerConventions {
+            class: "BertTokenizer",
+            special: SpecialTokens {
+                unk: t("[UNK]"),
+                sep: t("[SEP]"),
+                pad: t("[PAD]"),
+                cls: t("[CLS]"),
+                mask: t("[MASK]"),
+                bos: None,
+                eos: None,
+            },
+            padding_left: false,
+            trains: Some(TokenizerKind::WordPiece),
+        }
+    }
+
+    fn pretraining_objectives(&self) -> &'static [PretrainingObjective] {
+        &[PretrainingObjective::Mlm, PretrainingObjective::MlmNsp]
+    }
+
+    fn backbone(
+        &self,
+        config: &ModelConfig,
+        vb: &ParamBuilder,
+        add_pooling_layer: bool,
+    ) -> Result<Box<dyn Backbone>> {
+        Ok(Box::new(BertModel::new(
+            bert_config(config)?,
+            vb,
+            add_pooling_layer,
+        )?))
+    }
+
+    fn masked_lm(&self, c: &ModelConfig, vb: &ParamBuilder) -> Option<Result<Box<dyn MaskedLm>>> {
+        Some(bert_config(c).and_then(|c| Ok(Box::new(BertForMaskedLM::new(c, vb)?) as _)))
+    }
+
+    fn pretraining(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn MaskedLmWithNextSentence>>> {
+        Some(bert_config(c).and_then(|c| Ok(Box::new(BertForPreTraining::new(c, vb)?) as _)))
+    }
+
+    fn sequence_classifier(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SequenceClassifier>>> {
+        Some(
+            bert_config(c)
+                .and_then(|c| Ok(Box::new(BertForSequenceClassification::new(c, vb)?) as _)),
+        )
+    }
+
+    fn token_classifier(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn TokenClassifier>>> {
+        Some(
+            bert_config(c).and_then(|c| Ok(Box::new(BertForTokenClassification::new(c, vb)?) as _)),
+        )
+    }
+
+    fn span_extractor(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SpanExtractor>>> {
+        Some(bert_config(c).and_then(|c| Ok(Box::new(BertForQuestionAnswering::new(c, vb)?) as _)))
+    }
+
+    fn build_other(
+        &self,
+        architecture: &str,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<()>> {
+        (architecture == BertForNextSentencePrediction::ARCHITECTURE).then(|| {
+            BertForNextSentencePrediction::new(bert_config(c)?, vb)?;
+            Ok(())
+        })
+    }
+}
+
+fn bert_device(m: &BertModel) -> &candle_core::Device {
+    m.embeddings.word_embeddings.weight().device()
+}
+
+pretrained_model!(BertModel, BertModel::ARCHITECTURE, |m| bert_device(m));
+pretrained_model!(BertForMaskedLM, Self::ARCHITECTURE, |m| bert_device(
+    &m.bert
+));
+pretrained_model!(BertForPreTraining, Self::ARCHITECTURE, |m| bert_device(
+    &m.bert
+));
+pretrained_model!(BertForSequenceClassification, Self::ARCHITECTURE, |m| {
+    bert_device(&m.bert)
+});
+pretrained_model!(BertForTokenClassification, Self::ARCHITECTURE, |m| {
+    bert_device(&m.bert)
+});
+pretrained_model!(BertForQuestionAnswering, Self::ARCHITECTURE, |m| {
+    bert_device(&m.bert)
+});
+
+impl Backbone for BertModel {
+    fn last_hidden_state(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        Ok(self.forward(input, mode)?.last_hidden_state)
+    }
+}
+
+impl MaskedLm for BertForMaskedLM {
+    fn forward(
+        &self,
+        input: &EncoderInput,
+        labels: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<MaskedLMOutput> {
+        BertForMaskedLM::forward(self, input, labels, mode)
+    }
+
+    fn masked_lm_loss(
+        &self,
+        input: &EncoderInput,
+        labels: &Tensor,
+        mode: Mode,
+    ) -> Result<Option<Tensor>> {
+        BertForMaskedLM::masked_lm_loss(self, input, labels, mode)
+    }
+}
+
+impl MaskedLmWithNextSentence for BertForPreTraining {
+    fn pretraining_losses(
+        &self,
+        input: &EncoderInput,
+        labels: &Tensor,
+        mode: Mode,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        BertForPreTraining::pretraining_losses(self, input, labels, mode)
+    }
+}
+
+head_capability!(SequenceClassifier for BertForSequenceClassification, Option<&Tensor> => SequenceClassifierOutput, std::convert::identity);
+
+head_capability!(TokenClassifier for BertForTokenClassification, Option<&Tensor> => TokenClassifierOutput, std::convert::identity);
+
+head_capability!(SpanExtractor for BertForQuestionAnswering, Option<(&Tensor, &Tensor)> => QuestionAnsweringOutput, std::convert::identity);

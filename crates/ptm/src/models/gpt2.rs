@@ -4,7 +4,11 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::config::Gpt2Config;
+pub use super::DecoderInput;
+use super::EncoderInput;
+use super::auto::{Class, Family, Head};
+use super::traits::{Backbone, CausalLm, DecodingState, SequenceClassifier, state_of};
+use crate::config::{Gpt2Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::heads::{
     CausalLMOutput, SequenceClassifierOutput, causal_lm_loss, sequence_classification_loss,
@@ -13,6 +17,8 @@ use crate::nn::attention::{
     KvCache, causal_mask_bias, merge_heads, scaled_dot_product_attention, split_heads,
 };
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
+use crate::objectives::PretrainingObjective;
+use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// transformers' `Conv1D`: a linear layer whose weight is stored (in, out), the transpose of
 /// `nn.Linear`'s. The checkpoint tensor is kept as it is and multiplied through a transposed
@@ -141,25 +147,6 @@ impl Gpt2Block {
     }
 }
 
-/// The inputs of a decoder step: (batch, seq) u32 ids; the mask covers cached and new
-/// positions (batch, past + seq); position ids (batch, seq) default to past..past + seq.
-#[derive(Clone, Copy)]
-pub struct DecoderInput<'a> {
-    pub input_ids: &'a Tensor,
-    pub attention_mask: Option<&'a Tensor>,
-    pub position_ids: Option<&'a Tensor>,
-}
-
-impl<'a> DecoderInput<'a> {
-    pub fn new(input_ids: &'a Tensor) -> Self {
-        DecoderInput {
-            input_ids,
-            attention_mask: None,
-            position_ids: None,
-        }
-    }
-}
-
 /// The bare decoder (`GPT2Model`).
 pub struct Gpt2Model {
     wte: Embedding,
@@ -171,6 +158,8 @@ pub struct Gpt2Model {
 }
 
 impl Gpt2Model {
+    pub const ARCHITECTURE: &'static str = "GPT2Model";
+
     /// `vb` is the model's root: the checkpoint root for a bare model, `transformer` under a head.
     pub fn new(cfg: &Gpt2Config, vb: &ParamBuilder) -> Result<Self> {
         let std = cfg.initializer_range;
@@ -323,7 +312,7 @@ impl Gpt2ForSequenceClassification {
             }
             None if b == 1 => vec![s as u32 - 1],
             None => {
-                return Err(Error::invalid(
+                return Err(Error::unsupported(
                     "cannot classify a batch larger than 1 without pad_token_id",
                 ));
             }
@@ -337,5 +326,155 @@ impl Gpt2ForSequenceClassification {
             .map(|l| sequence_classification_loss(&logits, l, self.config.common.problem_type))
             .transpose()?;
         Ok(SequenceClassifierOutput { loss, logits })
+    }
+}
+
+// The registry's entry for GPT-2 and the capabilities its classes have.
+
+fn gpt2_config(config: &ModelConfig) -> Result<&Gpt2Config> {
+    match config {
+        ModelConfig::Gpt2(c) => Ok(c),
+        other => Err(Error::internal(format!(
+            "the GPT-2 family was given a {} config",
+            other.model_type()
+        ))),
+    }
+}
+
+/// GPT-2 in the registry ([`crate::models::auto`]).
+pub struct Gpt2Family;
+
+impl Family for Gpt2Family {
+    fn model_type(&self) -> &'static str {
+        "gpt2"
+    }
+
+    fn base_model_prefix(&self) -> &'static str {
+        "transformer"
+    }
+
+    fn classes(&self) -> &'static [Class] {
+        &[
+            Class {
+                architecture: Gpt2Model::ARCHITECTURE,
+                head: Head::Base,
+            },
+            Class {
+                architecture: Gpt2LMHeadModel::ARCHITECTURE,
+                head: Head::CausalLm,
+            },
+            Class {
+                architecture: Gpt2ForSequenceClassification::ARCHITECTURE,
+                head: Head::SequenceClassification,
+            },
+        ]
+    }
+
+    /// transformers' `GPT2Tokenizer`: one `<|endoftext|>` for unknown, beginning and end; no
+    /// padding token.
+    fn tokenizer(&self) -> TokenizerConventions {
+        let eot = Some("<|endoftext|>".to_string());
+        TokenizerConventions {
+            class: "GPT2Tokenizer",
+            special: SpecialTokens {
+                unk: eot.clone(),
+                bos: eot.clone(),
+                eos: eot,
+                ..Default::default()
+            },
+            padding_left: false,
+            trains: Some(TokenizerKind::Bpe),
+        }
+    }
+
+    fn pretraining_objectives(&self) -> &'static [PretrainingObjective] {
+        &[PretrainingObjective::Clm]
+    }
+
+    fn backbone(
+        &self,
+        config: &ModelConfig,
+        vb: &ParamBuilder,
+        _add_pooling_layer: bool,
+    ) -> Result<Box<dyn Backbone>> {
+        Ok(Box::new(Gpt2Model::new(gpt2_config(config)?, vb)?))
+    }
+
+    fn causal_lm(&self, c: &ModelConfig, vb: &ParamBuilder) -> Option<Result<Box<dyn CausalLm>>> {
+        Some(gpt2_config(c).and_then(|c| Ok(Box::new(Gpt2LMHeadModel::new(c, vb)?) as _)))
+    }
+
+    fn sequence_classifier(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SequenceClassifier>>> {
+        Some(
+            gpt2_config(c)
+                .and_then(|c| Ok(Box::new(Gpt2ForSequenceClassification::new(c, vb)?) as _)),
+        )
+    }
+}
+
+pretrained_model!(Gpt2Model, Gpt2Model::ARCHITECTURE, |m| m
+    .wte
+    .weight()
+    .device());
+pretrained_model!(Gpt2LMHeadModel, Self::ARCHITECTURE, |m| m
+    .transformer
+    .wte
+    .weight()
+    .device());
+pretrained_model!(Gpt2ForSequenceClassification, Self::ARCHITECTURE, |m| m
+    .transformer
+    .wte
+    .weight()
+    .device());
+
+/// An encoder input read left to right: GPT-2 has no token types.
+fn decoder_input(input: &EncoderInput) -> DecoderInput<'_> {
+    DecoderInput {
+        input_ids: &input.input_ids,
+        attention_mask: input.attention_mask.as_ref(),
+        position_ids: None,
+    }
+}
+
+impl Backbone for Gpt2Model {
+    fn last_hidden_state(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        self.forward(decoder_input(input), None, mode)
+    }
+}
+
+head_capability!(SequenceClassifier for Gpt2ForSequenceClassification, Option<&Tensor> => SequenceClassifierOutput, decoder_input);
+
+impl DecodingState for KvCache {
+    fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        KvCache::select_rows(self, rows)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl CausalLm for Gpt2LMHeadModel {
+    fn new_state(&self) -> Box<dyn DecodingState> {
+        Box::new(self.new_cache())
+    }
+
+    fn step(&self, input: DecoderInput, state: &mut dyn DecodingState) -> Result<Tensor> {
+        let cache = state_of::<KvCache>(state, Self::ARCHITECTURE)?;
+        Ok(self.forward(input, None, Some(cache), Mode::Eval)?.logits)
+    }
+
+    fn causal_lm_loss(&self, input_ids: &Tensor, labels: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward(DecoderInput::new(input_ids), Some(labels), None, mode)?
+            .loss
+            .ok_or_else(|| Error::internal("GPT-2 returned no loss for labels"))
+    }
+
+    fn max_positions(&self) -> usize {
+        self.transformer.max_positions()
     }
 }

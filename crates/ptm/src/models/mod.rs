@@ -1,21 +1,59 @@
 //! Model families (one file each, named after transformers' modules) and what loading and
 //! saving a model directory needs around them.
 
+/// `PreTrainedModel` for a class: its transformers name and where its parameters live.
+macro_rules! pretrained_model {
+    ($ty:ty, $arch:expr, |$m:ident| $device:expr) => {
+        impl $crate::models::traits::PreTrainedModel for $ty {
+            fn architecture(&self) -> &'static str {
+                $arch
+            }
+            fn device(&self) -> candle_core::Device {
+                let $m = self;
+                $device.clone()
+            }
+        }
+    };
+}
+
+/// A head capability whose `forward(input, targets, mode)` is the class's own, reading the
+/// encoder input through `$read` (the family's view of it: `std::convert::identity` when the
+/// class takes an `EncoderInput`).
+macro_rules! head_capability {
+    ($trait:ident for $ty:ty, $targets:ty => $out:ty, $read:expr) => {
+        impl $crate::models::traits::$trait for $ty {
+            fn forward(
+                &self,
+                input: &$crate::models::EncoderInput,
+                targets: $targets,
+                mode: $crate::nn::Mode,
+            ) -> $crate::Result<$out> {
+                <$ty>::forward(self, $read(input), targets, mode)
+            }
+        }
+    };
+}
+
+pub mod auto;
 pub mod bert;
 pub mod gpt2;
+pub mod roberta;
+pub mod traits;
 pub mod xlnet;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+
 use tokenizers::Encoding;
+pub use traits::PreTrainedModel;
 
 use crate::checkpoint::{
     INT8_SCALE_SUFFIX, SAFETENSORS, SavedTensor, Weights, save_safetensors_entries,
 };
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::nn::{Mode, ParamStore, Precision, StoreOptions};
+use crate::nn::{ParamStore, Precision, StoreOptions};
 use crate::tokenizer::{PadSpec, Tokenizer};
 
 /// The inputs of an encoder: (batch, seq) u32 tensors.
@@ -53,6 +91,25 @@ impl EncoderInput {
             attention_mask: Some(padded(Encoding::get_attention_mask, 0)?),
             token_type_ids: Some(padded(Encoding::get_type_ids, 0)?),
         })
+    }
+}
+
+/// The inputs of a decoder step: (batch, seq) u32 ids; the mask covers cached and new
+/// positions (batch, past + seq); position ids (batch, seq) default to past..past + seq.
+#[derive(Clone, Copy)]
+pub struct DecoderInput<'a> {
+    pub input_ids: &'a Tensor,
+    pub attention_mask: Option<&'a Tensor>,
+    pub position_ids: Option<&'a Tensor>,
+}
+
+impl<'a> DecoderInput<'a> {
+    pub fn new(input_ids: &'a Tensor) -> Self {
+        DecoderInput {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+        }
     }
 }
 
@@ -104,21 +161,34 @@ impl Pretrained {
         }
         Ok(ParamStore::new(
             Some(weights),
-            &[base_prefix(&self.config)],
+            &[auto::family(&self.config)?.base_model_prefix()],
             &opts,
         ))
     }
 
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        Tokenizer::from_dir(&self.dir)
+    /// Builds a capability over this directory's weights, as transformers'
+    /// `AutoModelFor….from_pretrained`: `p.load(auto::sequence_classifier, &opts)`. Weights the
+    /// checkpoint lacks (a new head) are initialised and logged; the store holds them for
+    /// training and saving.
+    pub fn load<M: ?Sized>(
+        &self,
+        build: fn(&ModelConfig, &crate::nn::ParamBuilder) -> Result<Box<M>>,
+        opts: &StoreOptions,
+    ) -> Result<(Box<M>, ParamStore)> {
+        let store = self.store(opts)?;
+        let model = build(&self.config, &store.root())?;
+        report_load(&store, &self.dir.display().to_string());
+        Ok((model, store))
     }
-}
 
-/// The name under which a family's heads hold the base model (`base_model_prefix`).
-pub fn base_prefix(config: &ModelConfig) -> &'static str {
-    match config {
-        ModelConfig::Bert(_) => "bert",
-        ModelConfig::Gpt2(_) | ModelConfig::Xlnet(_) => "transformer",
+    /// The tokenizer, with the family's conventions where its files leave something unsaid.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_dir_with(&self.dir, Some(&auto::family(&self.config)?.tokenizer()))
+    }
+
+    /// The family of this model, from the registry.
+    pub fn family(&self) -> Result<&'static dyn auto::Family> {
+        auto::family(&self.config)
     }
 }
 
@@ -156,87 +226,16 @@ pub fn require_trained(store: &ParamStore, dir: &Path, what: &str) -> Result<()>
     )))
 }
 
-/// The bare network of any supported family: token states for embeddings and pipelines.
-#[allow(clippy::large_enum_variant)] // one per process; boxing would buy nothing
-pub enum EncoderModel {
-    Bert(bert::BertModel),
-    Gpt2(gpt2::Gpt2Model),
-    Xlnet(xlnet::XlnetModel),
+/// Loads the bare model (no pooler, no head) of a model directory, for embeddings.
+pub fn load_backbone(
+    pretrained: &Pretrained,
+    opts: &StoreOptions,
+) -> Result<(Box<dyn traits::Backbone>, ParamStore)> {
+    let store = pretrained.store(opts)?;
+    let model = auto::backbone(&pretrained.config, &store.root(), false)?;
+    report_load(&store, model.architecture());
+    Ok((model, store))
 }
-
-impl EncoderModel {
-    /// Loads the bare encoder (no pooler, no head) of a model directory.
-    pub fn load(pretrained: &Pretrained, opts: &StoreOptions) -> Result<(Self, ParamStore)> {
-        let store = pretrained.store(opts)?;
-        let model = match &pretrained.config {
-            ModelConfig::Bert(cfg) => {
-                EncoderModel::Bert(bert::BertModel::new(cfg, &store.root(), false)?)
-            }
-            ModelConfig::Gpt2(cfg) => EncoderModel::Gpt2(gpt2::Gpt2Model::new(cfg, &store.root())?),
-            ModelConfig::Xlnet(cfg) => {
-                EncoderModel::Xlnet(xlnet::XlnetModel::new(cfg, &store.root())?)
-            }
-        };
-        report_load(&store, "encoder");
-        Ok((model, store))
-    }
-
-    /// Where the parameters live.
-    pub fn device(&self) -> Device {
-        match self {
-            EncoderModel::Bert(m) => m.embeddings().word_embeddings().weight().device().clone(),
-            EncoderModel::Gpt2(m) => m.wte().weight().device().clone(),
-            EncoderModel::Xlnet(m) => m.word_embedding().weight().device().clone(),
-        }
-    }
-
-    /// (batch, seq, hidden)
-    pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
-        match self {
-            EncoderModel::Bert(m) => Ok(m.forward(input, mode)?.last_hidden_state),
-            EncoderModel::Gpt2(m) => {
-                let input = gpt2::DecoderInput {
-                    input_ids: &input.input_ids,
-                    attention_mask: input.attention_mask.as_ref(),
-                    position_ids: None,
-                };
-                m.forward(input, None, mode)
-            }
-            EncoderModel::Xlnet(m) => {
-                let input = xlnet::XlnetInput {
-                    input_ids: Some(&input.input_ids),
-                    attention_mask: input.attention_mask.as_ref(),
-                    token_type_ids: input.token_type_ids.as_ref(),
-                    ..Default::default()
-                };
-                Ok(m.forward(input, mode)?.last_hidden_state)
-            }
-        }
-    }
-}
-
-/// The model classes ptm can build, by family, with transformers' class names.
-pub const BERT_ARCHITECTURES: &[&str] = &[
-    "BertModel",
-    bert::BertForMaskedLM::ARCHITECTURE,
-    bert::BertForNextSentencePrediction::ARCHITECTURE,
-    bert::BertForPreTraining::ARCHITECTURE,
-    bert::BertForSequenceClassification::ARCHITECTURE,
-    bert::BertForTokenClassification::ARCHITECTURE,
-    bert::BertForQuestionAnswering::ARCHITECTURE,
-];
-pub const GPT2_ARCHITECTURES: &[&str] = &[
-    "GPT2Model",
-    gpt2::Gpt2LMHeadModel::ARCHITECTURE,
-    gpt2::Gpt2ForSequenceClassification::ARCHITECTURE,
-];
-pub const XLNET_ARCHITECTURES: &[&str] = &[
-    "XLNetModel",
-    xlnet::XlnetLMHeadModel::ARCHITECTURE,
-    xlnet::XlnetForSequenceClassification::ARCHITECTURE,
-    xlnet::XlnetForTokenClassification::ARCHITECTURE,
-    xlnet::XlnetForQuestionAnsweringSimple::ARCHITECTURE,
-];
 
 /// Builds the class the config's `architectures` names (the bare model when none), loading and
 /// checking every weight it needs. Returns the class name and the filled parameter store.
@@ -245,72 +244,11 @@ pub fn load_architecture(
     opts: &StoreOptions,
 ) -> Result<(String, ParamStore)> {
     let store = pretrained.store(opts)?;
-    let root = store.root();
-    let named = pretrained.config.common().architectures.first().cloned();
-    let unsupported = |arch: &str, supported: &[&str]| {
-        crate::Error::config(
-            pretrained.dir.join("config.json"),
-            "architectures",
-            format!(
-                "{arch} is not supported; supported: {}",
-                supported.join(", ")
-            ),
-        )
-    };
-    let arch = match &pretrained.config {
-        ModelConfig::Bert(cfg) => {
-            let arch = named.unwrap_or_else(|| "BertModel".into());
-            match arch.as_str() {
-                "BertModel" => drop(bert::BertModel::new(cfg, &root, true)?),
-                "BertForMaskedLM" => drop(bert::BertForMaskedLM::new(cfg, &root)?),
-                "BertForNextSentencePrediction" => {
-                    drop(bert::BertForNextSentencePrediction::new(cfg, &root)?)
-                }
-                "BertForPreTraining" => drop(bert::BertForPreTraining::new(cfg, &root)?),
-                "BertForSequenceClassification" => {
-                    drop(bert::BertForSequenceClassification::new(cfg, &root)?)
-                }
-                "BertForTokenClassification" => {
-                    drop(bert::BertForTokenClassification::new(cfg, &root)?)
-                }
-                "BertForQuestionAnswering" => {
-                    drop(bert::BertForQuestionAnswering::new(cfg, &root)?)
-                }
-                other => return Err(unsupported(other, BERT_ARCHITECTURES)),
-            }
-            arch
-        }
-        ModelConfig::Gpt2(cfg) => {
-            let arch = named.unwrap_or_else(|| "GPT2Model".into());
-            match arch.as_str() {
-                "GPT2Model" => drop(gpt2::Gpt2Model::new(cfg, &root)?),
-                "GPT2LMHeadModel" => drop(gpt2::Gpt2LMHeadModel::new(cfg, &root)?),
-                "GPT2ForSequenceClassification" => {
-                    drop(gpt2::Gpt2ForSequenceClassification::new(cfg, &root)?)
-                }
-                other => return Err(unsupported(other, GPT2_ARCHITECTURES)),
-            }
-            arch
-        }
-        ModelConfig::Xlnet(cfg) => {
-            let arch = named.unwrap_or_else(|| "XLNetModel".into());
-            match arch.as_str() {
-                "XLNetModel" => drop(xlnet::XlnetModel::new(cfg, &root)?),
-                "XLNetLMHeadModel" => drop(xlnet::XlnetLMHeadModel::new(cfg, &root)?),
-                "XLNetForSequenceClassification" => {
-                    drop(xlnet::XlnetForSequenceClassification::new(cfg, &root)?)
-                }
-                "XLNetForTokenClassification" => {
-                    drop(xlnet::XlnetForTokenClassification::new(cfg, &root)?)
-                }
-                "XLNetForQuestionAnsweringSimple" => {
-                    drop(xlnet::XlnetForQuestionAnsweringSimple::new(cfg, &root)?)
-                }
-                other => return Err(unsupported(other, XLNET_ARCHITECTURES)),
-            }
-            arch
-        }
-    };
+    let (arch, _) = auto::build_named_class(
+        &pretrained.config,
+        &store.root(),
+        &pretrained.dir.join("config.json"),
+    )?;
     report_load(&store, &arch);
     Ok((arch, store))
 }

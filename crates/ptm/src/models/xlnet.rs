@@ -10,16 +10,24 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::config::XlnetConfig;
+use super::auto::{Class, Family, Head};
+use super::traits::{
+    Backbone, CausalLm, DecodingState, PermutationLm, SequenceClassifier, SpanExtractor,
+    TokenClassifier, state_of,
+};
+use super::{DecoderInput, EncoderInput};
 use crate::config::xlnet::AttnType;
+use crate::config::{ModelConfig, XlnetConfig};
 use crate::error::{Error, Result};
 use crate::heads::{
-    QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput, cross_entropy_loss,
-    question_answering_output, sequence_classification_loss,
+    QuestionAnsweringOutput, SequenceClassifierOutput, SpanExtractionHead, TokenClassificationHead,
+    TokenClassifierOutput, cross_entropy_loss, sequence_classification_loss,
 };
 use crate::nn::attention::merge_heads;
 use crate::nn::ops::softmax_last_dim;
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
+use crate::objectives::PretrainingObjective;
+use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// What one forward pass of [`XlnetModel`] reads. Masks are f32 with 1 where attention is
 /// forbidden, as transformers' `perm_mask`; `attention_mask` is BERT's (1 real, 0 padding).
@@ -269,6 +277,8 @@ pub struct XlnetModel {
 }
 
 impl XlnetModel {
+    pub const ARCHITECTURE: &'static str = "XLNetModel";
+
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         let std = cfg.initializer_range;
         let layers = (0..cfg.n_layer)
@@ -820,7 +830,7 @@ impl XlnetForSequenceClassification {
 /// in transformers).
 pub struct XlnetForTokenClassification {
     pub transformer: XlnetModel,
-    classifier: Linear,
+    head: TokenClassificationHead,
 }
 
 impl XlnetForTokenClassification {
@@ -829,11 +839,12 @@ impl XlnetForTokenClassification {
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(XlnetForTokenClassification {
             transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
-            classifier: Linear::new_head(
-                &vb.pp("classifier"),
+            head: TokenClassificationHead::new(
+                vb,
                 cfg.d_model,
                 cfg.common.num_labels(),
                 cfg.initializer_range,
+                0.0,
             )?,
         })
     }
@@ -845,17 +856,15 @@ impl XlnetForTokenClassification {
         labels: Option<&Tensor>,
         mode: Mode,
     ) -> Result<TokenClassifierOutput> {
-        let h = self.transformer.forward(input, mode)?.last_hidden_state;
-        let logits = self.classifier.forward(&h)?; // (b, s, labels)
-        let loss = labels.map(|l| cross_entropy_loss(&logits, l)).transpose()?;
-        Ok(TokenClassifierOutput { loss, logits })
+        let h = self.transformer.forward(input, mode)?.last_hidden_state; // (b, s, d_model)
+        self.head.forward(&h, labels, mode)
     }
 }
 
 /// `XLNetForQuestionAnsweringSimple`: start and end logits of the answer span.
 pub struct XlnetForQuestionAnsweringSimple {
     pub transformer: XlnetModel,
-    qa_outputs: Linear,
+    head: SpanExtractionHead,
 }
 
 impl XlnetForQuestionAnsweringSimple {
@@ -864,12 +873,7 @@ impl XlnetForQuestionAnsweringSimple {
     pub fn new(cfg: &XlnetConfig, vb: &ParamBuilder) -> Result<Self> {
         Ok(XlnetForQuestionAnsweringSimple {
             transformer: XlnetModel::new(cfg, &vb.pp("transformer"))?,
-            qa_outputs: Linear::new_head(
-                &vb.pp("qa_outputs"),
-                cfg.d_model,
-                2,
-                cfg.initializer_range,
-            )?,
+            head: SpanExtractionHead::new(vb, cfg.d_model, cfg.initializer_range)?,
         })
     }
 
@@ -880,7 +884,262 @@ impl XlnetForQuestionAnsweringSimple {
         positions: Option<(&Tensor, &Tensor)>,
         mode: Mode,
     ) -> Result<QuestionAnsweringOutput> {
-        let h = self.transformer.forward(input, mode)?.last_hidden_state;
-        question_answering_output(&self.qa_outputs.forward(&h)?, positions)
+        let h = self.transformer.forward(input, mode)?.last_hidden_state; // (b, s, d_model)
+        self.head.forward(&h, positions)
+    }
+}
+
+// The registry's entry for XLNet and the capabilities its classes have.
+
+fn xlnet_config(config: &ModelConfig) -> Result<&XlnetConfig> {
+    match config {
+        ModelConfig::Xlnet(c) => Ok(c),
+        other => Err(Error::internal(format!(
+            "the XLNet family was given a {} config",
+            other.model_type()
+        ))),
+    }
+}
+
+/// Text put before an XLNet prompt, as transformers' text-generation pipeline does, so a short
+/// prompt has context to attend to; the document ends with XLNet's `<eod>`. (A public-domain
+/// paragraph: the opening of Pride and Prejudice.)
+pub const XLNET_PADDING_TEXT: &str = "It is a truth universally acknowledged, that a single man in possession of a good \
+fortune, must be in want of a wife. However little known the feelings or views of such a man may be on his first \
+entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is \
+considered as the rightful property of some one or other of their daughters. <eod> ";
+
+/// XLNet in the registry ([`crate::models::auto`]).
+pub struct XlnetFamily;
+
+impl Family for XlnetFamily {
+    fn model_type(&self) -> &'static str {
+        "xlnet"
+    }
+
+    fn base_model_prefix(&self) -> &'static str {
+        "transformer"
+    }
+
+    fn classes(&self) -> &'static [Class] {
+        &[
+            Class {
+                architecture: XlnetModel::ARCHITECTURE,
+                head: Head::Base,
+            },
+            Class {
+                architecture: XlnetLMHeadModel::ARCHITECTURE,
+                head: Head::CausalLm,
+            },
+            Class {
+                architecture: XlnetForSequenceClassification::ARCHITECTURE,
+                head: Head::SequenceClassification,
+            },
+            Class {
+                architecture: XlnetForTokenClassification::ARCHITECTURE,
+                head: Head::TokenClassification,
+            },
+            Class {
+                architecture: XlnetForQuestionAnsweringSimple::ARCHITECTURE,
+                head: Head::QuestionAnswering,
+            },
+        ]
+    }
+
+    /// transformers' `XLNetTokenizer`: padded on the left, since the summary reads the last
+    /// position.
+    fn tokenizer(&self) -> TokenizerConventions {
+        let t = |s: &str| Some(s.to_string());
+        TokenizerConventions {
+            class: "XLNetTokenizer",
+            special: SpecialTokens {
+                unk: t("<unk>"),
+                sep: t("<sep>"),
+                pad: t("<pad>"),
+                cls: t("<cls>"),
+                mask: t("<mask>"),
+                bos: t("<s>"),
+                eos: t("</s>"),
+            },
+            padding_left: true,
+            trains: Some(TokenizerKind::Unigram),
+        }
+    }
+
+    fn pretraining_objectives(&self) -> &'static [PretrainingObjective] {
+        &[PretrainingObjective::Plm]
+    }
+
+    fn backbone(
+        &self,
+        config: &ModelConfig,
+        vb: &ParamBuilder,
+        _add_pooling_layer: bool,
+    ) -> Result<Box<dyn Backbone>> {
+        Ok(Box::new(XlnetModel::new(xlnet_config(config)?, vb)?))
+    }
+
+    fn causal_lm(&self, c: &ModelConfig, vb: &ParamBuilder) -> Option<Result<Box<dyn CausalLm>>> {
+        Some(xlnet_config(c).and_then(|c| Ok(Box::new(XlnetLMHeadModel::new(c, vb)?) as _)))
+    }
+
+    fn permutation_lm(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn PermutationLm>>> {
+        Some(xlnet_config(c).and_then(|c| Ok(Box::new(XlnetLMHeadModel::new(c, vb)?) as _)))
+    }
+
+    fn sequence_classifier(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SequenceClassifier>>> {
+        Some(
+            xlnet_config(c)
+                .and_then(|c| Ok(Box::new(XlnetForSequenceClassification::new(c, vb)?) as _)),
+        )
+    }
+
+    fn token_classifier(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn TokenClassifier>>> {
+        Some(
+            xlnet_config(c)
+                .and_then(|c| Ok(Box::new(XlnetForTokenClassification::new(c, vb)?) as _)),
+        )
+    }
+
+    fn span_extractor(
+        &self,
+        c: &ModelConfig,
+        vb: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SpanExtractor>>> {
+        Some(
+            xlnet_config(c)
+                .and_then(|c| Ok(Box::new(XlnetForQuestionAnsweringSimple::new(c, vb)?) as _)),
+        )
+    }
+
+    fn summarises_last_token(&self) -> bool {
+        true
+    }
+}
+
+pretrained_model!(XlnetModel, XlnetModel::ARCHITECTURE, |m| m
+    .word_embedding
+    .weight()
+    .device());
+pretrained_model!(XlnetLMHeadModel, Self::ARCHITECTURE, |m| m
+    .transformer
+    .word_embedding
+    .weight()
+    .device());
+pretrained_model!(XlnetForSequenceClassification, Self::ARCHITECTURE, |m| m
+    .transformer
+    .word_embedding
+    .weight()
+    .device());
+pretrained_model!(XlnetForTokenClassification, Self::ARCHITECTURE, |m| m
+    .transformer
+    .word_embedding
+    .weight()
+    .device());
+pretrained_model!(XlnetForQuestionAnsweringSimple, Self::ARCHITECTURE, |m| m
+    .transformer
+    .word_embedding
+    .weight()
+    .device());
+
+/// XLNet reads an encoder input with its padding mask and segment ids.
+fn xlnet_input(input: &EncoderInput) -> XlnetInput<'_> {
+    XlnetInput {
+        input_ids: Some(&input.input_ids),
+        attention_mask: input.attention_mask.as_ref(),
+        token_type_ids: input.token_type_ids.as_ref(),
+        ..Default::default()
+    }
+}
+
+impl Backbone for XlnetModel {
+    fn last_hidden_state(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        Ok(self.forward(xlnet_input(input), mode)?.last_hidden_state)
+    }
+}
+
+head_capability!(SequenceClassifier for XlnetForSequenceClassification, Option<&Tensor> => SequenceClassifierOutput, xlnet_input);
+
+head_capability!(TokenClassifier for XlnetForTokenClassification, Option<&Tensor> => TokenClassifierOutput, xlnet_input);
+
+head_capability!(SpanExtractor for XlnetForQuestionAnsweringSimple, Option<(&Tensor, &Tensor)> => QuestionAnsweringOutput, xlnet_input);
+
+impl PermutationLm for XlnetLMHeadModel {
+    fn permutation_logits(
+        &self,
+        input_ids: &Tensor,
+        perm_mask: &Tensor,
+        target_mapping: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let input = XlnetInput {
+            input_ids: Some(input_ids),
+            perm_mask: Some(perm_mask),
+            target_mapping: Some(target_mapping),
+            ..Default::default()
+        };
+        Ok(self.forward(input, None, mode)?.logits)
+    }
+}
+
+impl DecodingState for XlnetGenerationState {
+    fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        XlnetGenerationState::select_rows(self, rows)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// XLNet generates left to right by predicting a dummy token after the text (see
+/// [`XlnetLMHeadModel::generation_step`]).
+impl CausalLm for XlnetLMHeadModel {
+    fn new_state(&self) -> Box<dyn DecodingState> {
+        Box::new(XlnetGenerationState::default())
+    }
+
+    fn step(&self, input: DecoderInput, state: &mut dyn DecodingState) -> Result<Tensor> {
+        let state = state_of::<XlnetGenerationState>(state, Self::ARCHITECTURE)?;
+        // transformers drops the attention mask of XLNet's generation inputs, so padding
+        // would be attended to: refuse it rather than differ.
+        if let Some(m) = input.attention_mask
+            && m.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()? < 1.0
+        {
+            return Err(Error::invalid(
+                "XLNet generates one prompt per batch (it cannot mask padding): use a batch size of 1",
+            ));
+        }
+        self.generation_step(input.input_ids, state)
+    }
+
+    fn causal_lm_loss(&self, _: &Tensor, _: &Tensor, _: Mode) -> Result<Tensor> {
+        Err(Error::unsupported(
+            "XLNet has no left-to-right loss; perplexity needs a causal LM (gpt2)",
+        ))
+    }
+
+    fn max_positions(&self) -> usize {
+        usize::MAX
+    }
+
+    fn masks_padding(&self) -> bool {
+        false
+    }
+
+    fn prompt_prefix(&self) -> Option<&'static str> {
+        Some(XLNET_PADDING_TEXT)
     }
 }

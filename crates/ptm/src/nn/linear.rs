@@ -66,7 +66,7 @@ impl Linear {
             (Precision::Bf16, true) => self.autocast = true,
             (Precision::Bf16, false) if !self.weight.device().is_cpu() => self.autocast = true,
             (Precision::Int8, false) if !self.weight.device().is_cpu() => {
-                return Err(Error::invalid("int8 linear layers run on the CPU only"));
+                return Err(Error::unsupported("int8 linear layers run on the CPU only"));
             }
             (p, false) => {
                 self.packed = PackedLinear::pack(&self.weight, p)?.map(Arc::new);
@@ -97,7 +97,7 @@ impl Linear {
         let dims = x.dims();
         let (in_dim, lead) = match dims.split_last() {
             Some((last, lead)) => (*last, lead),
-            None => return Err(crate::error::Error::invalid("Linear::forward on a scalar")),
+            None => return Err(crate::error::Error::internal("Linear::forward on a scalar")),
         };
         let rows: usize = lead.iter().product();
         let x = x.reshape((rows, in_dim))?;

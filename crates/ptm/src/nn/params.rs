@@ -371,7 +371,7 @@ fn init_tensor(
         Init::Normal { std, zero_row } => {
             let mut rng = ChaCha8Rng::seed_from_u64(name_seed(seed, name));
             let normal = Normal::new(0.0f32, std as f32)
-                .map_err(|e| Error::invalid(format!("init of {name}: {e}")))?;
+                .map_err(|e| Error::internal(format!("init of {name}: {e}")))?;
             let mut values: Vec<f32> = (0..shape.elem_count())
                 .map(|_| normal.sample(&mut rng))
                 .collect();

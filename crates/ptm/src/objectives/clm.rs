@@ -3,7 +3,7 @@
 
 /// The causal-LM objective over blocks of equal length, for the trainer.
 pub struct CausalLmObjective<'a> {
-    pub model: &'a crate::models::gpt2::Gpt2LMHeadModel,
+    pub model: &'a dyn crate::models::traits::CausalLm,
     pub blocks: &'a dyn crate::data::Examples,
 }
 
@@ -18,7 +18,7 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         _epoch: usize,
         mode: crate::nn::Mode,
     ) -> crate::Result<crate::train::LossTerms> {
-        let device = self.model.transformer.wte().weight().device().clone();
+        let device = self.model.device();
         let ids: Vec<u32> = examples
             .iter()
             .flat_map(|&i| self.blocks.example(i))
@@ -28,12 +28,11 @@ impl crate::train::Objective for CausalLmObjective<'_> {
         let labels: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
         let input_ids = candle_core::Tensor::from_vec(ids, (examples.len(), len), &device)?;
         let labels = candle_core::Tensor::from_vec(labels, (examples.len(), len), &device)?;
-        let input = crate::models::gpt2::DecoderInput::new(&input_ids);
-        let out = self.model.forward(input, Some(&labels), None, mode)?;
+        let loss = self.model.causal_lm_loss(&input_ids, &labels, mode)?;
         // Each block predicts all but its first token.
         let count = examples.len() * len.saturating_sub(1);
         Ok(crate::train::LossTerms {
-            loss: out.loss.ok_or_else(|| crate::Error::invalid("no loss"))?,
+            loss,
             count,
             tokens,
         })

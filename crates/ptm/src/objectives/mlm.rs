@@ -204,7 +204,7 @@ impl MlmCollator {
 
 /// The masked-LM objective over token-id examples, for the trainer.
 pub struct MaskedLmObjective<'a> {
-    pub model: &'a crate::models::bert::BertForMaskedLM,
+    pub model: &'a dyn crate::models::traits::MaskedLm,
     pub examples: &'a dyn Examples,
     pub collator: MlmCollator,
 }
@@ -220,14 +220,7 @@ impl crate::train::Objective for MaskedLmObjective<'_> {
         epoch: usize,
         mode: crate::nn::Mode,
     ) -> Result<crate::train::LossTerms> {
-        let device = self
-            .model
-            .bert
-            .embeddings()
-            .word_embeddings()
-            .weight()
-            .device()
-            .clone();
+        let device = self.model.device();
         let items: Vec<_> = examples
             .iter()
             .map(|&i| (i, self.examples.example(i), None))

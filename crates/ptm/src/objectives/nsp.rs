@@ -14,7 +14,7 @@ use super::mlm::MlmCollator;
 use crate::data::{Span, TokenizedCorpus};
 use crate::error::{Error, Result};
 use crate::heads::cross_entropy_loss;
-use crate::models::bert::BertForPreTraining;
+use crate::models::traits::MaskedLmWithNextSentence;
 
 /// Share of pairs built to a random shorter length, so short inputs are seen too.
 const SHORT_SEQ_PROB: f64 = 0.1;
@@ -133,7 +133,7 @@ fn truncate_pair(a: &mut Span, b: &mut Span, max_tokens: usize, rng: &mut ChaCha
 
 /// `BertForPreTraining`'s objective: masked LM on the pair plus next-sentence prediction.
 pub struct PreTrainingObjective<'a> {
-    pub model: &'a BertForPreTraining,
+    pub model: &'a dyn MaskedLmWithNextSentence,
     pub corpus: &'a TokenizedCorpus,
     pub pairs: Vec<NspPair>,
     pub collator: MlmCollator,
@@ -152,14 +152,7 @@ impl crate::train::Objective for PreTrainingObjective<'_> {
         epoch: usize,
         mode: crate::nn::Mode,
     ) -> Result<crate::train::LossTerms> {
-        let device = self
-            .model
-            .bert
-            .embeddings()
-            .word_embeddings()
-            .weight()
-            .device()
-            .clone();
+        let device = self.model.device();
         let mut items = Vec::with_capacity(examples.len());
         let mut next_labels = Vec::with_capacity(examples.len());
         for &i in examples {

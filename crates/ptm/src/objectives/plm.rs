@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::models::xlnet::{XlnetInput, XlnetLMHeadModel};
+use crate::models::traits::PermutationLm;
 use crate::objectives::example_rng;
 
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub fn plm_example(
 
 /// The permutation-LM objective over blocks of equal, even length, for the trainer.
 pub struct PermutationLmObjective<'a> {
-    pub model: &'a XlnetLMHeadModel,
+    pub model: &'a dyn PermutationLm,
     pub blocks: &'a dyn crate::data::Examples,
     pub config: PlmConfig,
     /// Ids never masked (`<cls>`, `<sep>`, `<pad>`, ...).
@@ -151,13 +151,7 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
         epoch: usize,
         mode: crate::nn::Mode,
     ) -> Result<crate::train::LossTerms> {
-        let device: Device = self
-            .model
-            .transformer
-            .word_embedding()
-            .weight()
-            .device()
-            .clone();
+        let device: Device = self.model.device();
         let mut rows = Vec::with_capacity(examples.len());
         for &i in examples {
             let ids = self.blocks.example(i);
@@ -192,18 +186,14 @@ impl crate::train::Objective for PermutationLmObjective<'_> {
             .unsqueeze(0)?
             .broadcast_as((b, len, len))?
             .contiguous()?;
-        let input = XlnetInput {
-            input_ids: Some(&input_ids),
-            perm_mask: Some(&perm_mask),
-            target_mapping: Some(&target_mapping),
-            ..Default::default()
-        };
-        let out = self.model.forward(input, None, mode)?;
+        let logits =
+            self.model
+                .permutation_logits(&input_ids, &perm_mask, &target_mapping, mode)?; // (b, len, vocab)
         let loss = if rows.iter().any(|r| r.labels.iter().any(|&l| l >= 0)) {
-            crate::heads::cross_entropy_loss(&out.logits, &labels)?
+            crate::heads::cross_entropy_loss(&logits, &labels)?
         } else {
             // No target in the batch: a zero loss still attached to the graph (not NaN).
-            (out.logits.sum_all()? * 0.0)?
+            (logits.sum_all()? * 0.0)?
         };
         let count = rows
             .iter()

@@ -6,7 +6,8 @@ use tokenizers::Encoding;
 
 use crate::error::{Error, Result};
 use crate::heads::{Pooling, l2_normalize};
-use crate::models::{EncoderInput, EncoderModel};
+use crate::models::EncoderInput;
+use crate::models::traits::Backbone;
 use crate::nn::{Mode, StoreOptions};
 use crate::sentence_transformers::ModelDir;
 use crate::tokenizer::{Padding, Tokenizer};
@@ -24,7 +25,7 @@ pub struct EmbeddingOptions {
 
 pub struct SentenceEmbedder {
     tokenizer: Tokenizer,
-    model: EncoderModel,
+    model: Box<dyn Backbone>,
     pooling: Vec<Pooling>,
     normalize: bool,
     lowercase: bool,
@@ -60,7 +61,7 @@ impl SentenceEmbedder {
         tokenizer.set_truncation(Some(max_length))?;
         // Batches are padded here after sorting by length, not by the tokenizer.
         tokenizer.set_padding(Padding::None)?;
-        let (model, _) = EncoderModel::load(&pretrained, &opts.store)?;
+        let (model, _) = crate::models::load_backbone(&pretrained, &opts.store)?;
         let pooling = opts
             .pooling
             .clone()
@@ -124,11 +125,11 @@ impl SentenceEmbedder {
 
     fn embed_encodings(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
         let input = EncoderInput::from_encodings(batch, self.tokenizer.pad_spec(), &self.device)?;
-        let hidden = self.model.forward(&input, Mode::Eval)?;
+        let hidden = self.model.last_hidden_state(&input, Mode::Eval)?;
         let mask = input
             .attention_mask
             .as_ref()
-            .ok_or_else(|| Error::invalid("no attention mask"))?;
+            .ok_or_else(|| Error::internal("the batch has no attention mask"))?;
         let pooled: Vec<Tensor> = self
             .pooling
             .iter()

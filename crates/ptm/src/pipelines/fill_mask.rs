@@ -3,10 +3,9 @@
 
 use candle_core::{D, Device};
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::models::bert::BertForMaskedLM;
-use crate::models::{Pretrained, report_load, require_trained};
+use crate::models::traits::MaskedLm;
+use crate::models::{Pretrained, auto, report_load, require_trained};
 use crate::nn::{Mode, StoreOptions, ops::softmax_last_dim};
 use crate::tokenizer::Tokenizer;
 
@@ -19,13 +18,9 @@ pub struct FillMaskPrediction {
     pub sequence: String,
 }
 
-enum MaskedLm {
-    Bert(BertForMaskedLM),
-}
-
 pub struct FillMask {
     tokenizer: Tokenizer,
-    model: MaskedLm,
+    model: Box<dyn MaskedLm>,
     mask_id: u32,
     mask_token: String,
     /// The most tokens a text may have (the model's positions).
@@ -42,22 +37,22 @@ impl FillMask {
             .and_then(|t| tokenizer.token_to_id(&t).map(|id| (t, id)))
             .ok_or_else(|| Error::tokenizer(&pretrained.dir, "the tokenizer has no mask token"))?;
         let params = pretrained.store(store)?;
-        let model = match &pretrained.config {
-            ModelConfig::Bert(cfg) => MaskedLm::Bert(BertForMaskedLM::new(cfg, &params.root())?),
-            other => {
-                return Err(Error::invalid(format!(
-                    "fill-mask needs a masked language model; {} is a {} model",
-                    pretrained.dir.display(),
-                    other.model_type()
-                )));
-            }
-        };
+        let model = auto::masked_lm(&pretrained.config, &params.root()).map_err(|e| match e {
+            Error::Unsupported(m) => Error::Unsupported(format!(
+                "fill-mask needs a masked language model; {}: {m}",
+                pretrained.dir.display()
+            )),
+            other => other,
+        })?;
         require_trained(
             &params,
             &pretrained.dir,
-            "masked-LM head (e.g. saved as BertForMaskedLM or BertForPreTraining)",
+            &format!(
+                "masked-LM head (e.g. saved as {})",
+                auto::architecture_for(&pretrained.config, auto::Head::MaskedLm)?
+            ),
         )?;
-        report_load(&params, BertForMaskedLM::ARCHITECTURE);
+        report_load(&params, model.architecture());
         Ok(FillMask {
             tokenizer,
             model,
@@ -97,9 +92,7 @@ impl FillMask {
             )));
         }
         let input = enc.to_input(self.tokenizer.pad_spec(), &self.device)?;
-        let logits = match &self.model {
-            MaskedLm::Bert(m) => m.forward(&input, None, Mode::Eval)?.logits,
-        };
+        let logits = self.model.forward(&input, None, Mode::Eval)?.logits; // (1, seq, vocab)
         let single = positions.len() == 1;
         let mut all = Vec::with_capacity(positions.len());
         for (n, &pos) in positions.iter().enumerate() {

@@ -46,54 +46,6 @@ pub struct SpecialTokens {
 }
 
 impl SpecialTokens {
-    /// BERT's defaults.
-    fn bert() -> Self {
-        SpecialTokens {
-            unk: Some("[UNK]".into()),
-            sep: Some("[SEP]".into()),
-            pad: Some("[PAD]".into()),
-            cls: Some("[CLS]".into()),
-            mask: Some("[MASK]".into()),
-            bos: None,
-            eos: None,
-        }
-    }
-
-    /// GPT-2's defaults: one `<|endoftext|>` for unknown, beginning and end; no padding token.
-    fn gpt2() -> Self {
-        let eot = Some("<|endoftext|>".to_string());
-        SpecialTokens {
-            unk: eot.clone(),
-            bos: eot.clone(),
-            eos: eot,
-            ..Default::default()
-        }
-    }
-
-    /// XLNet's defaults (transformers' `XLNetTokenizer`).
-    pub fn xlnet() -> Self {
-        let t = |s: &str| Some(s.to_string());
-        SpecialTokens {
-            unk: t("<unk>"),
-            sep: t("<sep>"),
-            pad: t("<pad>"),
-            cls: t("<cls>"),
-            mask: t("<mask>"),
-            bos: t("<s>"),
-            eos: t("</s>"),
-        }
-    }
-
-    /// The defaults of the tokenizer class a model implies.
-    fn for_model(model: &tokenizers::ModelWrapper) -> Self {
-        match model {
-            tokenizers::ModelWrapper::WordPiece(_) => Self::bert(),
-            tokenizers::ModelWrapper::BPE(_) => Self::gpt2(),
-            tokenizers::ModelWrapper::Unigram(_) => Self::xlnet(),
-            _ => Self::default(),
-        }
-    }
-
     fn roles(&self) -> [(&'static str, &Option<String>); 7] {
         [
             ("unk_token", &self.unk),
@@ -128,6 +80,20 @@ impl SpecialTokens {
             }
         }
     }
+}
+
+/// A family's tokenizer as transformers' tokenizer class defines it: what applies where the
+/// files leave a special token or the padding side unsaid. Families give theirs
+/// (`crate::models::auto`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizerConventions {
+    /// transformers' class (`tokenizer_class`, without `Fast`).
+    pub class: &'static str,
+    pub special: SpecialTokens,
+    pub padding_left: bool,
+    /// The algorithm `ptm tokenizer train` builds this family's tokenizer with, for the one
+    /// family each kind is trained for.
+    pub trains: Option<TokenizerKind>,
 }
 
 /// How a batch is padded.
@@ -180,8 +146,15 @@ pub struct BatchEncoding {
 }
 
 impl Tokenizer {
-    /// Loads the tokenizer of a model directory.
+    /// Loads the tokenizer of a directory; its `tokenizer_class` (or else its algorithm) says
+    /// which conventions fill what the files leave unsaid.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dir_with(dir, None)
+    }
+
+    /// Loads the tokenizer of a model directory with `family`'s conventions where the files
+    /// name no tokenizer class.
+    pub fn from_dir_with(dir: &Path, family: Option<&TokenizerConventions>) -> Result<Self> {
         let config_path = dir.join(TOKENIZER_CONFIG);
         let config: Map<String, Value> = if config_path.is_file() {
             crate::io::read_json(&config_path)?
@@ -197,6 +170,16 @@ impl Tokenizer {
         };
         named.extend(config.clone());
 
+        // The class the files name, else the model's family, else the family whose tokenizer
+        // is of this algorithm.
+        let class = config.get("tokenizer_class").and_then(Value::as_str);
+        let named_class = class.and_then(crate::models::auto::tokenizer_conventions);
+        let known = named_class.clone().or_else(|| family.cloned());
+        let conventions = |kind: Option<TokenizerKind>| {
+            known
+                .clone()
+                .or_else(|| kind.and_then(crate::models::auto::trained_tokenizer_conventions))
+        };
         let json_path = dir.join(TOKENIZER_JSON);
         let spiece_path = dir.join(SPIECE_MODEL);
         let vocab_path = dir.join(VOCAB_TXT);
@@ -212,11 +195,19 @@ impl Tokenizer {
             check_tokenizer_json(&value, &json_path)?;
             let t: tokenizers::Tokenizer =
                 text.parse().map_err(|e| Error::tokenizer(&json_path, e))?;
-            let mut special = SpecialTokens::for_model(t.get_model());
+            let kind = match t.get_model() {
+                tokenizers::ModelWrapper::WordPiece(_) => Some(TokenizerKind::WordPiece),
+                tokenizers::ModelWrapper::BPE(_) => Some(TokenizerKind::Bpe),
+                tokenizers::ModelWrapper::Unigram(_) => Some(TokenizerKind::Unigram),
+                _ => None,
+            };
+            let mut special = conventions(kind).map(|c| c.special).unwrap_or_default();
             special.update_from(&named);
             (t, json_path, special)
         } else if spiece_path.is_file() {
-            let mut special = SpecialTokens::xlnet();
+            let mut special = conventions(Some(TokenizerKind::Unigram))
+                .map(|c| c.special)
+                .unwrap_or_default();
             special.update_from(&named);
             (
                 sentencepiece::from_spiece(&spiece_path, &config, &special)?,
@@ -224,7 +215,9 @@ impl Tokenizer {
                 special,
             )
         } else if vocab_path.is_file() {
-            let mut special = SpecialTokens::bert();
+            let mut special = conventions(Some(TokenizerKind::WordPiece))
+                .map(|c| c.special)
+                .unwrap_or_default();
             special.update_from(&named);
             (
                 wordpiece_from_vocab(&vocab_path, &config, &special)?,
@@ -232,7 +225,9 @@ impl Tokenizer {
                 special,
             )
         } else if bpe_vocab.is_file() && merges.is_file() {
-            let mut special = SpecialTokens::gpt2();
+            let mut special = conventions(Some(TokenizerKind::Bpe))
+                .map(|c| c.special)
+                .unwrap_or_default();
             special.update_from(&named);
             (
                 byte_level_bpe(&bpe_vocab, &merges, &config, &special)?,
@@ -254,7 +249,10 @@ impl Tokenizer {
             .and_then(Value::as_f64)
             .filter(|v| *v > 0.0 && *v < 1e9)
             .map(|v| v as usize);
-        let xlnet = is_xlnet(&config, &inner);
+        let default_left = match &known {
+            Some(c) => c.padding_left,
+            None => summary_token_last(&inner),
+        };
         let pad_left = match config.get("padding_side").and_then(Value::as_str) {
             Some("left") => true,
             Some("right") => false,
@@ -265,7 +263,7 @@ impl Tokenizer {
                     format!("{other:?} is neither \"left\" nor \"right\""),
                 ));
             }
-            None => xlnet,
+            None => default_left,
         };
         let mut tok = Tokenizer {
             inner,
@@ -290,7 +288,17 @@ impl Tokenizer {
         let pad_left = config
             .get("padding_side")
             .and_then(Value::as_str)
-            .map_or(is_xlnet(&config, &inner), |s| s == "left");
+            .map_or_else(
+                || match config
+                    .get("tokenizer_class")
+                    .and_then(Value::as_str)
+                    .and_then(crate::models::auto::tokenizer_conventions)
+                {
+                    Some(c) => c.padding_left,
+                    None => summary_token_last(&inner),
+                },
+                |s| s == "left",
+            );
         Tokenizer {
             inner,
             source: PathBuf::from("(trained)"),
@@ -299,6 +307,12 @@ impl Tokenizer {
             model_max_length: None,
             config,
         }
+    }
+
+    /// The `tokenizers` pipeline underneath (its model, decoder and post-processor), for
+    /// what this wrapper does not expose.
+    pub fn backend(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     /// Token ids of each text without special tokens, unpadded and untruncated.
@@ -707,12 +721,9 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// XLNet's tokenizer classes (by `tokenizer_class`), or a tokenizer.json whose template puts
-/// `<cls>` in segment 2, as only XLNet's does.
-fn is_xlnet(config: &Map<String, Value>, tok: &tokenizers::Tokenizer) -> bool {
-    if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
-        return class.starts_with("XLNetTokenizer");
-    }
+/// A template that puts its summary token last in a segment of its own (2), as XLNet's
+/// `X <sep> <cls>` does: such a model reads the last position, so it is padded on the left.
+fn summary_token_last(tok: &tokenizers::Tokenizer) -> bool {
     let one = tok
         .get_post_processor()
         .and_then(|p| p.process(Encoding::default(), None, true).ok());

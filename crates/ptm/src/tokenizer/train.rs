@@ -17,7 +17,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::bert::BertProcessing;
 
-use super::{SpecialTokens, Tokenizer};
+use super::Tokenizer;
 use crate::error::{Error, Result};
 
 /// Which kind of tokenizer to train.
@@ -50,11 +50,10 @@ pub fn train_tokenizer(
 ) -> Result<Tokenizer> {
     crate::limits::check_vocab_size(vocab_size)?;
     let err = |e: tokenizers::Error| Error::invalid(format!("tokenizer training: {e}"));
-    let (special, class) = match kind {
-        TokenizerKind::WordPiece => (SpecialTokens::bert(), "BertTokenizer"),
-        TokenizerKind::Bpe => (SpecialTokens::gpt2(), "GPT2Tokenizer"),
-        TokenizerKind::Unigram => (SpecialTokens::xlnet(), "XLNetTokenizer"),
-    };
+    // Each kind is trained as the tokenizer of the family the registry names for it.
+    let conventions = crate::models::auto::trained_tokenizer_conventions(kind)
+        .ok_or_else(|| Error::internal(format!("no family trains a {kind:?} tokenizer")))?;
+    let (special, class) = (conventions.special, conventions.class);
     let mut seen = std::collections::HashSet::new();
     let specials: Vec<AddedToken> = special
         .roles()
@@ -125,7 +124,7 @@ pub fn train_tokenizer(
             let t = t.clone().unwrap_or_default();
             let i = tok
                 .token_to_id(&t)
-                .ok_or_else(|| Error::invalid(format!("trained vocabulary lacks {t}")))?;
+                .ok_or_else(|| Error::internal(format!("trained vocabulary lacks {t}")))?;
             Ok((t, i))
         };
         let processor = BertProcessing::new(id(&special.sep)?, id(&special.cls)?);

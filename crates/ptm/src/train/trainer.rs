@@ -337,7 +337,7 @@ pub fn train(
             });
         }
         position += per_step;
-        let mut grads = grads.ok_or_else(|| Error::invalid("empty step"))?;
+        let mut grads = grads.ok_or_else(|| Error::internal("a step with no batch"))?;
         if world_size > 1 {
             let reduce_started = std::time::Instant::now();
             // Every rank's targets weigh the step and its tokens count in the throughput.
