@@ -232,7 +232,7 @@ impl SpanExtractionHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
-    /// The first token's state ([CLS]).
+    /// The first token's state (`[CLS]`).
     Cls,
     /// The mean over non-padding tokens.
     Mean,

@@ -101,7 +101,7 @@ pub struct TokenizedCorpus {
 
 impl TokenizedCorpus {
     /// Opens the tokenized corpus in `dir` if it was made from these files with this tokenizer,
-    /// else tokenizes `files` (text, folders or JSONL, as [`read_corpus`] reads them) into it.
+    /// else tokenizes `files` (text, folders or JSONL, as [`read_corpus`](crate::data::read_corpus) reads them) into it.
     pub fn prepare(files: &[PathBuf], tokenizer: &Tokenizer, dir: &Path) -> Result<Self> {
         Self::prepare_with_limit(files, tokenizer, dir, crate::io::MAX_LINE_BYTES)
     }
@@ -492,7 +492,7 @@ impl Examples for Vec<Vec<u32>> {
 }
 
 /// Fixed-length blocks of each shard's documents concatenated, the remainder dropped (as
-/// transformers' run_clm groups texts), optionally wrapped in [CLS] ... [SEP] for masked LM.
+/// transformers' run_clm groups texts), optionally wrapped in `[CLS]` ... `[SEP]` for masked LM.
 pub struct Blocks<'a> {
     corpus: &'a TokenizedCorpus,
     len: usize,

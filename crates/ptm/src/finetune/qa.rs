@@ -1,7 +1,7 @@
 //! Extractive question answering, SQuAD style: JSONL `{"id"?, "context", "question",
 //! "answers": {"text": [...], "answer_start": [...]}}` (character offsets). Long contexts are
 //! split into windows overlapping by a doc stride; a window is trained on the answer's start
-//! and end tokens, or on [CLS] when the answer is not inside it (transformers' run_qa). The
+//! and end tokens, or on `[CLS]` when the answer is not inside it (transformers' run_qa). The
 //! answer of a question is the best-scoring span over its windows, at most
 //! `max_answer_tokens` long (run_qa's postprocessing), scored with the official SQuAD EM / F1.
 

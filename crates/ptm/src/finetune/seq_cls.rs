@@ -1,6 +1,6 @@
 //! Sequence classification of single texts or pairs (sentiment, spam, topic, entailment):
 //! JSONL `{"text", "text_pair"?, "label"}` with labels as names or ids; a linear head on the
-//! pooled [CLS] state (`BertForSequenceClassification`) or XLNet's summary of its last token, cross-entropy with optional class
+//! pooled `[CLS]` state (`BertForSequenceClassification`) or XLNet's summary of its last token, cross-entropy with optional class
 //! weights; accuracy, precision, recall, F1 and the confusion matrix.
 
 use std::collections::BTreeMap;

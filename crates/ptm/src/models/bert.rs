@@ -185,7 +185,7 @@ impl BertLayer {
 pub struct BertModelOutput {
     /// (batch, seq, hidden)
     pub last_hidden_state: Tensor,
-    /// tanh(dense([CLS] state)), (batch, hidden); None without a pooling layer.
+    /// tanh(dense(`[CLS]` state)), (batch, hidden); None without a pooling layer.
     pub pooler_output: Option<Tensor>,
 }
 
@@ -408,7 +408,8 @@ impl BertForMaskedLM {
         Ok(MaskedLMOutput { loss, logits })
     }
 
-    /// The training loss alone, without the logits: [`BertLMPredictionHead::labelled_loss`].
+    /// The training loss alone, without the logits: the vocabulary projection runs only where
+    /// a label is (the same value as the loss over all logits; None when nothing is labelled).
     pub fn masked_lm_loss(
         &self,
         input: &EncoderInput,

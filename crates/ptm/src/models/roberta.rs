@@ -257,7 +257,8 @@ impl RobertaForMaskedLM {
         Ok(MaskedLMOutput { loss, logits })
     }
 
-    /// The training loss alone, without the logits: [`RobertaLMHead::labelled_loss`].
+    /// The training loss alone, without the logits: the vocabulary projection runs only where
+    /// a label is (the same value as the loss over all logits; None when nothing is labelled).
     pub fn masked_lm_loss(
         &self,
         input: &EncoderInput,

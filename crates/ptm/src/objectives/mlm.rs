@@ -1,6 +1,6 @@
 //! Masked language modelling as transformers' `DataCollatorForLanguageModeling` (and
 //! `DataCollatorForWholeWordMask`) prepares it: 15% of the non-special tokens are chosen; of
-//! those 80% become [MASK], 10% a random token, 10% stay; labels hold the original ids at the
+//! those 80% become `[MASK]`, 10% a random token, 10% stay; labels hold the original ids at the
 //! chosen positions and -100 elsewhere.
 
 use candle_core::{Device, Tensor};
@@ -58,7 +58,7 @@ impl MlmConfig {
     }
 }
 
-/// Masks one example. `special[i]` marks tokens never chosen ([CLS], [SEP], padding);
+/// Masks one example. `special[i]` marks tokens never chosen (`[CLS]`, `[SEP]`, padding);
 /// `word_ids[i]` (for whole-word masking) groups sub-tokens into words.
 /// Returns the model inputs and the labels (i64, -100 where no loss is taken).
 pub fn mask_tokens(
@@ -142,7 +142,7 @@ fn choose_whole_words(
 #[derive(Debug, Clone)]
 pub struct MlmCollator {
     pub config: MlmConfig,
-    /// Ids never masked ([CLS], [SEP], [PAD], ...).
+    /// Ids never masked (`[CLS]`, `[SEP]`, `[PAD]`, ...).
     pub special_ids: Vec<u32>,
     pub pad_id: u32,
     pub seed: u64,

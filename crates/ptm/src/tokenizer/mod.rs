@@ -373,7 +373,7 @@ impl Tokenizer {
             .and_then(|t| self.token_to_id(t))
     }
 
-    /// The padding id (0 when the tokenizer has no pad token, as BERT's [PAD] is).
+    /// The padding id (0 when the tokenizer has no pad token, as BERT's `[PAD]` is).
     pub fn pad_id(&self) -> u32 {
         self.special_id(|s| &s.pad).unwrap_or(0)
     }
@@ -460,7 +460,7 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// Encodes texts, adding special tokens ([CLS] ... [SEP]).
+    /// Encodes texts, adding special tokens (`[CLS]` ... `[SEP]`).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<BatchEncoding> {
         self.encode_inputs(
             texts
@@ -470,7 +470,7 @@ impl Tokenizer {
         )
     }
 
-    /// Encodes text pairs ([CLS] a [SEP] b [SEP], token type 1 on b).
+    /// Encodes text pairs (`[CLS]` a `[SEP]` b `[SEP]`, token type 1 on b).
     pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<BatchEncoding> {
         self.encode_inputs(
             pairs
