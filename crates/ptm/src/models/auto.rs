@@ -1,7 +1,7 @@
 //! The registry of model families, as transformers' `AutoModel` / `AutoModelFor…`: the only
 //! code that maps a `model_type`, an architecture name or a tokenizer class to Rust types.
-//! Each family file implements [`Family`]; everything above asks here for a capability
-//! ([`super::traits`]) and never names a family.
+//! Each family file implements [`Family`] (defined with the capabilities in
+//! [`super::traits`]); everything above asks here for a capability and never names a family.
 //!
 //! ```
 //! use ptm::config::ModelConfig;
@@ -27,107 +27,12 @@ use super::traits::{
     Backbone, CausalLm, MaskedLm, MaskedLmWithNextSentence, PermutationLm, SequenceClassifier,
     SpanExtractor, TokenClassifier,
 };
+pub use super::traits::{Class, Family, Head, PretrainingObjective};
 use super::{bert, gpt2, roberta, xlnet};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::ParamBuilder;
-use crate::objectives::PretrainingObjective;
 use crate::tokenizer::{TokenizerConventions, TokenizerKind};
-
-/// What a class (an `architectures` entry) is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Head {
-    /// The bare model (`BertModel`).
-    Base,
-    MaskedLm,
-    /// Masked LM plus next-sentence prediction (`BertForPreTraining`).
-    PreTraining,
-    NextSentencePrediction,
-    CausalLm,
-    SequenceClassification,
-    TokenClassification,
-    QuestionAnswering,
-}
-
-/// A transformers class a family can build.
-#[derive(Debug, Clone, Copy)]
-pub struct Class {
-    pub architecture: &'static str,
-    pub head: Head,
-}
-
-/// One model family: its config's `model_type`, its classes and how to build each capability.
-/// A capability the family lacks is `None` (the defaults).
-pub trait Family: Sync {
-    fn model_type(&self) -> &'static str;
-    /// transformers' `base_model_prefix`: the name the heads hold the bare model under.
-    fn base_model_prefix(&self) -> &'static str;
-    fn classes(&self) -> &'static [Class];
-    fn tokenizer(&self) -> TokenizerConventions;
-
-    /// The bare model; `add_pooling_layer` keeps a pooler where the family has one.
-    fn backbone(
-        &self,
-        config: &ModelConfig,
-        vb: &ParamBuilder,
-        add_pooling_layer: bool,
-    ) -> Result<Box<dyn Backbone>>;
-    fn masked_lm(&self, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<Box<dyn MaskedLm>>> {
-        None
-    }
-    fn pretraining(
-        &self,
-        _: &ModelConfig,
-        _: &ParamBuilder,
-    ) -> Option<Result<Box<dyn MaskedLmWithNextSentence>>> {
-        None
-    }
-    fn causal_lm(&self, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<Box<dyn CausalLm>>> {
-        None
-    }
-    fn permutation_lm(
-        &self,
-        _: &ModelConfig,
-        _: &ParamBuilder,
-    ) -> Option<Result<Box<dyn PermutationLm>>> {
-        None
-    }
-    fn sequence_classifier(
-        &self,
-        _: &ModelConfig,
-        _: &ParamBuilder,
-    ) -> Option<Result<Box<dyn SequenceClassifier>>> {
-        None
-    }
-    fn token_classifier(
-        &self,
-        _: &ModelConfig,
-        _: &ParamBuilder,
-    ) -> Option<Result<Box<dyn TokenClassifier>>> {
-        None
-    }
-    fn span_extractor(
-        &self,
-        _: &ModelConfig,
-        _: &ParamBuilder,
-    ) -> Option<Result<Box<dyn SpanExtractor>>> {
-        None
-    }
-    /// Builds a class no capability covers (BERT's next-sentence model), to check that a
-    /// checkpoint holds every weight it needs.
-    fn build_other(&self, _: &str, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<()>> {
-        None
-    }
-    /// The pretraining objectives its classes train with.
-    fn pretraining_objectives(&self) -> &'static [PretrainingObjective] {
-        &[]
-    }
-    /// Inputs must end with this family's summary token (XLNet's `<cls>`), checked against
-    /// the tokenizer before fine-tuning.
-    fn summarises_last_token(&self) -> bool {
-        false
-    }
-}
 
 /// Every family ptm builds.
 static FAMILIES: &[&dyn Family] = &[

@@ -4,11 +4,12 @@
 use candle_core::{DType, Tensor};
 
 use super::EncoderInput;
-use super::auto::{Class, Family, Head};
+use super::traits::PretrainingObjective;
 use super::traits::{
     Backbone, MaskedLm, MaskedLmWithNextSentence, SequenceClassifier, SpanExtractor,
     TokenClassifier,
 };
+use super::traits::{Class, Family, Head};
 use crate::config::{BertConfig, ModelConfig};
 use crate::error::{Error, Result};
 use crate::heads::{
@@ -21,7 +22,6 @@ use crate::nn::attention::{
 };
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
-use crate::objectives::PretrainingObjective;
 use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.

@@ -6,8 +6,9 @@ use candle_core::{DType, Tensor};
 
 pub use super::DecoderInput;
 use super::EncoderInput;
-use super::auto::{Class, Family, Head};
+use super::traits::PretrainingObjective;
 use super::traits::{Backbone, CausalLm, DecodingState, SequenceClassifier, state_of};
+use super::traits::{Class, Family, Head};
 use crate::config::{Gpt2Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::heads::{
@@ -17,7 +18,6 @@ use crate::nn::attention::{
     KvCache, causal_mask_bias, merge_heads, scaled_dot_product_attention, split_heads,
 };
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
-use crate::objectives::PretrainingObjective;
 use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// transformers' `Conv1D`: a linear layer whose weight is stored (in, out), the transpose of

@@ -6,9 +6,10 @@
 use candle_core::{DType, Tensor};
 
 use super::EncoderInput;
-use super::auto::{Class, Family, Head};
 use super::bert::{BertEncoder, BertModelOutput, BertPooler};
+use super::traits::PretrainingObjective;
 use super::traits::{Backbone, MaskedLm, SequenceClassifier, SpanExtractor, TokenClassifier};
+use super::traits::{Class, Family, Head};
 use crate::config::{ModelConfig, ProblemType, RobertaConfig};
 use crate::error::{Error, Result};
 use crate::heads::{
@@ -18,7 +19,6 @@ use crate::heads::{
 };
 use crate::nn::loss::{IGNORE_INDEX, cross_entropy};
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
-use crate::objectives::PretrainingObjective;
 use crate::tokenizer::{SpecialTokens, TokenizerConventions};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout. Unlike BERT's, the

@@ -2,18 +2,22 @@
 //! Objectives, fine-tuning tasks, pipelines, generation and the CLI hold `dyn` trait objects
 //! that [`crate::models::auto`] builds; none of them names a family.
 //!
-//! Every trait requires `Send + Sync`, so one loaded model can answer concurrent callers.
+//! Every model trait requires `Send + Sync`, so one loaded model can answer concurrent
+//! callers. [`Family`] is what each family file gives the registry: its classes and how to
+//! build each capability.
 
 use std::any::Any;
 
 use candle_core::{Device, Tensor};
 
 use super::{DecoderInput, EncoderInput};
+use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::heads::{
     MaskedLMOutput, QuestionAnsweringOutput, SequenceClassifierOutput, TokenClassifierOutput,
 };
-use crate::nn::Mode;
+use crate::nn::{Mode, ParamBuilder};
+use crate::tokenizer::TokenizerConventions;
 
 /// What every built model says about itself.
 pub trait PreTrainedModel: Send + Sync {
@@ -143,4 +147,137 @@ pub fn state_of<'a, T: 'static>(
             "{architecture} was given a decoding state another model made"
         ))
     })
+}
+
+/// What a class (an `architectures` entry) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// The bare model (`BertModel`).
+    Base,
+    MaskedLm,
+    /// Masked LM plus next-sentence prediction (`BertForPreTraining`).
+    PreTraining,
+    NextSentencePrediction,
+    CausalLm,
+    SequenceClassification,
+    TokenClassification,
+    QuestionAnswering,
+}
+
+/// A transformers class a family can build.
+#[derive(Debug, Clone, Copy)]
+pub struct Class {
+    pub architecture: &'static str,
+    pub head: Head,
+}
+
+/// One model family: its config's `model_type`, its classes and how to build each capability.
+/// A capability the family lacks is `None` (the defaults).
+pub trait Family: Sync {
+    fn model_type(&self) -> &'static str;
+    /// transformers' `base_model_prefix`: the name the heads hold the bare model under.
+    fn base_model_prefix(&self) -> &'static str;
+    fn classes(&self) -> &'static [Class];
+    fn tokenizer(&self) -> TokenizerConventions;
+
+    /// The bare model; `add_pooling_layer` keeps a pooler where the family has one.
+    fn backbone(
+        &self,
+        config: &ModelConfig,
+        vb: &ParamBuilder,
+        add_pooling_layer: bool,
+    ) -> Result<Box<dyn Backbone>>;
+    fn masked_lm(&self, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<Box<dyn MaskedLm>>> {
+        None
+    }
+    fn pretraining(
+        &self,
+        _: &ModelConfig,
+        _: &ParamBuilder,
+    ) -> Option<Result<Box<dyn MaskedLmWithNextSentence>>> {
+        None
+    }
+    fn causal_lm(&self, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<Box<dyn CausalLm>>> {
+        None
+    }
+    fn permutation_lm(
+        &self,
+        _: &ModelConfig,
+        _: &ParamBuilder,
+    ) -> Option<Result<Box<dyn PermutationLm>>> {
+        None
+    }
+    fn sequence_classifier(
+        &self,
+        _: &ModelConfig,
+        _: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SequenceClassifier>>> {
+        None
+    }
+    fn token_classifier(
+        &self,
+        _: &ModelConfig,
+        _: &ParamBuilder,
+    ) -> Option<Result<Box<dyn TokenClassifier>>> {
+        None
+    }
+    fn span_extractor(
+        &self,
+        _: &ModelConfig,
+        _: &ParamBuilder,
+    ) -> Option<Result<Box<dyn SpanExtractor>>> {
+        None
+    }
+    /// Builds a class no capability covers (BERT's next-sentence model), to check that a
+    /// checkpoint holds every weight it needs.
+    fn build_other(&self, _: &str, _: &ModelConfig, _: &ParamBuilder) -> Option<Result<()>> {
+        None
+    }
+    /// The pretraining objectives its classes train with.
+    fn pretraining_objectives(&self) -> &'static [PretrainingObjective] {
+        &[]
+    }
+    /// Inputs must end with this family's summary token (XLNet's `<cls>`), checked against
+    /// the tokenizer before fine-tuning.
+    fn summarises_last_token(&self) -> bool {
+        false
+    }
+}
+
+/// The pretraining objectives ptm trains, by `ptm pretrain --objective` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PretrainingObjective {
+    /// Masked LM (15%, 80/10/10).
+    Mlm,
+    /// Masked LM on sentence pairs plus next-sentence prediction.
+    MlmNsp,
+    /// Causal (left-to-right) LM.
+    Clm,
+    /// Permutation LM.
+    Plm,
+}
+
+impl PretrainingObjective {
+    pub const ALL: [Self; 4] = [Self::Mlm, Self::MlmNsp, Self::Clm, Self::Plm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mlm => "mlm",
+            Self::MlmNsp => "mlm+nsp",
+            Self::Clm => "clm",
+            Self::Plm => "plm",
+        }
+    }
+
+    pub fn parse(name: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.name() == name)
+            .ok_or_else(|| {
+                crate::Error::invalid(format!(
+                    "unknown --objective {name:?}; supported: {}",
+                    Self::ALL.map(Self::name).join(", ")
+                ))
+            })
+    }
 }

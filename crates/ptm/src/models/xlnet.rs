@@ -10,11 +10,12 @@
 
 use candle_core::{DType, Tensor};
 
-use super::auto::{Class, Family, Head};
+use super::traits::PretrainingObjective;
 use super::traits::{
     Backbone, CausalLm, DecodingState, PermutationLm, SequenceClassifier, SpanExtractor,
     TokenClassifier, state_of,
 };
+use super::traits::{Class, Family, Head};
 use super::{DecoderInput, EncoderInput};
 use crate::config::xlnet::AttnType;
 use crate::config::{ModelConfig, XlnetConfig};
@@ -26,7 +27,6 @@ use crate::heads::{
 use crate::nn::attention::merge_heads;
 use crate::nn::ops::softmax_last_dim;
 use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Mode, ParamBuilder, dropout};
-use crate::objectives::PretrainingObjective;
 use crate::tokenizer::{SpecialTokens, TokenizerConventions, TokenizerKind};
 
 /// What one forward pass of [`XlnetModel`] reads. Masks are f32 with 1 where attention is

@@ -5,6 +5,8 @@ pub mod mlm;
 pub mod nsp;
 pub mod plm;
 
+pub use crate::models::traits::PretrainingObjective;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -19,42 +21,4 @@ pub fn example_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ChaCha8Rng::seed_from_u64(x ^ (x >> 31))
-}
-
-/// The pretraining objectives ptm trains, by `ptm pretrain --objective` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PretrainingObjective {
-    /// Masked LM (15%, 80/10/10).
-    Mlm,
-    /// Masked LM on sentence pairs plus next-sentence prediction.
-    MlmNsp,
-    /// Causal (left-to-right) LM.
-    Clm,
-    /// Permutation LM.
-    Plm,
-}
-
-impl PretrainingObjective {
-    pub const ALL: [Self; 4] = [Self::Mlm, Self::MlmNsp, Self::Clm, Self::Plm];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mlm => "mlm",
-            Self::MlmNsp => "mlm+nsp",
-            Self::Clm => "clm",
-            Self::Plm => "plm",
-        }
-    }
-
-    pub fn parse(name: &str) -> crate::Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|o| o.name() == name)
-            .ok_or_else(|| {
-                crate::Error::invalid(format!(
-                    "unknown --objective {name:?}; supported: {}",
-                    Self::ALL.map(Self::name).join(", ")
-                ))
-            })
-    }
 }
