@@ -140,6 +140,15 @@ impl Error {
         Error::Internal(message.into())
     }
 
+    /// An `Unsupported` error said as what `task` needs of the model in `dir` (other kinds
+    /// pass unchanged): "fill-mask: DIR: a gpt2 model has no masked-LM head; …".
+    pub fn for_task(self, task: &str, dir: &std::path::Path) -> Self {
+        match self {
+            Error::Unsupported(m) => Error::Unsupported(format!("{task}: {}: {m}", dir.display())),
+            other => other,
+        }
+    }
+
     /// Whose the error is: a server answers 4xx for the first two kinds and 5xx for the last.
     pub fn kind(&self) -> ErrorKind {
         match self {

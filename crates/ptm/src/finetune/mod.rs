@@ -50,16 +50,6 @@ impl Task {
             }
         }
     }
-
-    /// The head this task trains.
-    pub fn head(self) -> Head {
-        match self {
-            Task::SeqCls => Head::SequenceClassification,
-            Task::TokenCls => Head::TokenClassification,
-            Task::Qa => Head::QuestionAnswering,
-            Task::Similarity => Head::Base,
-        }
-    }
 }
 
 /// Every line of a JSONL file as `T`, with its 1-based line number; a malformed line or a

@@ -1,7 +1,7 @@
 //! Opening a model directory for generation: its causal LM and its generation settings.
 
 use super::config::GenerationConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::traits::CausalLm;
 
 /// Loads the causal LM of a model directory (its LM head must be in the checkpoint) with its
@@ -11,14 +11,8 @@ pub fn load_causal_lm(
     opts: &crate::nn::StoreOptions,
 ) -> Result<(Box<dyn CausalLm>, GenerationConfig)> {
     let store = pretrained.store(opts)?;
-    let model =
-        crate::models::auto::causal_lm(&pretrained.config, &store.root()).map_err(|e| match e {
-            Error::Unsupported(m) => Error::Unsupported(format!(
-                "{}: cannot generate text: {m}",
-                pretrained.dir.display()
-            )),
-            other => other,
-        })?;
+    let model = crate::models::auto::causal_lm(&pretrained.config, &store.root())
+        .map_err(|e| e.for_task("text generation", &pretrained.dir))?;
     let ids = pretrained.config.special_token_ids();
     let generation = GenerationConfig::from_dir(&pretrained.dir, ids.eos, ids.bos, ids.pad)?;
     crate::models::require_trained(&store, &pretrained.dir, "LM head")?;

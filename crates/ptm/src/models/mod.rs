@@ -185,11 +185,6 @@ impl Pretrained {
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         Tokenizer::from_dir_with(&self.dir, Some(&auto::family(&self.config)?.tokenizer()))
     }
-
-    /// The family of this model, from the registry.
-    pub fn family(&self) -> Result<&'static dyn auto::Family> {
-        auto::family(&self.config)
-    }
 }
 
 /// Logs what a load initialised or left unused, as transformers warns.

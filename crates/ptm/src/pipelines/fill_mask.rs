@@ -37,13 +37,8 @@ impl FillMask {
             .and_then(|t| tokenizer.token_to_id(&t).map(|id| (t, id)))
             .ok_or_else(|| Error::tokenizer(&pretrained.dir, "the tokenizer has no mask token"))?;
         let params = pretrained.store(store)?;
-        let model = auto::masked_lm(&pretrained.config, &params.root()).map_err(|e| match e {
-            Error::Unsupported(m) => Error::Unsupported(format!(
-                "fill-mask needs a masked language model; {}: {m}",
-                pretrained.dir.display()
-            )),
-            other => other,
-        })?;
+        let model = auto::masked_lm(&pretrained.config, &params.root())
+            .map_err(|e| e.for_task("fill-mask", &pretrained.dir))?;
         require_trained(
             &params,
             &pretrained.dir,

@@ -79,14 +79,6 @@ impl Inputs {
     }
 }
 
-/// `Error::Unsupported` from the registry, said as what `task` needs of the model in `dir`.
-fn needs_head(task: &str, dir: &std::path::Path) -> impl FnOnce(Error) -> Error {
-    move |e| match e {
-        Error::Unsupported(m) => Error::Unsupported(format!("{task}: {}: {m}", dir.display())),
-        other => other,
-    }
-}
-
 /// Refuses NaN or infinity among a model's outputs, naming `what` they are (a step, a text).
 /// A model with finite weights can still overflow; its NaN would otherwise print as `null`,
 /// rank first or last at random, or be picked as token 0.

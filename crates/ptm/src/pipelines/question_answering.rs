@@ -48,7 +48,7 @@ impl QuestionAnswering {
         let inputs = Inputs::new(&pretrained)?;
         let params = pretrained.store(store)?;
         let model = auto::span_extractor(&pretrained.config, &params.root())
-            .map_err(super::needs_head("question answering", &pretrained.dir))?;
+            .map_err(|e| e.for_task("question answering", &pretrained.dir))?;
         require_trained(
             &params,
             &pretrained.dir,

@@ -94,7 +94,7 @@ impl TextClassification {
         let inputs = Inputs::new(&pretrained)?;
         let params = pretrained.store(store)?;
         let model = auto::sequence_classifier(&pretrained.config, &params.root())
-            .map_err(super::needs_head("text classification", &pretrained.dir))?;
+            .map_err(|e| e.for_task("text classification", &pretrained.dir))?;
         require_trained(
             &params,
             &pretrained.dir,

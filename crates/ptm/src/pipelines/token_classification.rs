@@ -358,7 +358,7 @@ impl TokenClassification {
         let inputs = Inputs::new(&pretrained)?;
         let params = pretrained.store(store)?;
         let model = auto::token_classifier(&pretrained.config, &params.root())
-            .map_err(super::needs_head("token classification", &pretrained.dir))?;
+            .map_err(|e| e.for_task("token classification", &pretrained.dir))?;
         require_trained(
             &params,
             &pretrained.dir,

@@ -172,9 +172,7 @@ impl Tokenizer {
 
         // The class the files name, else the model's family, else the family whose tokenizer
         // is of this algorithm.
-        let class = config.get("tokenizer_class").and_then(Value::as_str);
-        let named_class = class.and_then(crate::models::auto::tokenizer_conventions);
-        let known = named_class.clone().or_else(|| family.cloned());
+        let known = class_conventions(&config).or_else(|| family.cloned());
         let conventions = |kind: Option<TokenizerKind>| {
             known
                 .clone()
@@ -249,10 +247,7 @@ impl Tokenizer {
             .and_then(Value::as_f64)
             .filter(|v| *v > 0.0 && *v < 1e9)
             .map(|v| v as usize);
-        let default_left = match &known {
-            Some(c) => c.padding_left,
-            None => summary_token_last(&inner),
-        };
+        let default_left = default_padding_left(known.as_ref(), &inner);
         let pad_left = match config.get("padding_side").and_then(Value::as_str) {
             Some("left") => true,
             Some("right") => false,
@@ -289,14 +284,7 @@ impl Tokenizer {
             .get("padding_side")
             .and_then(Value::as_str)
             .map_or_else(
-                || match config
-                    .get("tokenizer_class")
-                    .and_then(Value::as_str)
-                    .and_then(crate::models::auto::tokenizer_conventions)
-                {
-                    Some(c) => c.padding_left,
-                    None => summary_token_last(&inner),
-                },
+                || default_padding_left(class_conventions(&config).as_ref(), &inner),
                 |s| s == "left",
             );
         Tokenizer {
@@ -719,6 +707,20 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// The conventions of the `tokenizer_class` a tokenizer_config.json names, if ptm knows it.
+fn class_conventions(config: &Map<String, Value>) -> Option<TokenizerConventions> {
+    config
+        .get("tokenizer_class")
+        .and_then(Value::as_str)
+        .and_then(crate::models::auto::tokenizer_conventions)
+}
+
+/// The padding side when tokenizer_config.json names none: the known class's or family's,
+/// else left when the template ends with a summary token of its own.
+fn default_padding_left(known: Option<&TokenizerConventions>, tok: &tokenizers::Tokenizer) -> bool {
+    known.map_or_else(|| summary_token_last(tok), |c| c.padding_left)
 }
 
 /// A template that puts its summary token last in a segment of its own (2), as XLNet's
