@@ -145,7 +145,13 @@ fn threads_under_a_memory_cap_never_panic() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!err.contains("panicked"), "cap {cap_mb} MB: {err}");
+        // With no memory left at all the allocator aborts; std's thread start may report its
+        // own failure on the way (its alternate signal stack), which is part of that abort.
+        let allocator_abort = o.status.code().is_none() && err.contains("memory allocation of");
+        assert!(
+            allocator_abort || !err.contains("panicked"),
+            "cap {cap_mb} MB: {err}"
+        );
         if o.status.code() == Some(1) {
             assert!(err.starts_with("error: "), "cap {cap_mb} MB: {err}");
         }
